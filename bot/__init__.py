@@ -1,0 +1,1 @@
+"""The discord.py adapter: cogs, views, embeds and the outbox relay."""

@@ -1,0 +1,1 @@
+"""SQLAlchemy 2 models, the session factory, repositories and transaction-owning services."""

@@ -1,0 +1,157 @@
+"""Settings, one object per process kind, built in entry points (never at import).
+
+Sources, highest priority first: keyword arguments, environment variables
+(``LORALAB_…``; ``DATABASE_URL``, ``BROKER_URL`` and ``DISCORD_TOKEN`` are also
+read without the prefix, as deployment tools expect), a ``.env`` file in the working
+directory, then the TOML file named by ``LORALAB_CONFIG`` (if any).
+
+The embedded defaults need nothing: a data directory ``./.loralab/`` (override with
+``LORALAB_HOME``) holding a SQLite database, the Celery ``filesystem://`` broker's
+folders and the local file store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from lab.families import FAMILIES, BaseFamily
+
+
+class LabRules(BaseModel):
+    """The thresholds the lifecycle policy enforces; an admin may change them per lab."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    min_images: dict[BaseFamily, int] = Field(
+        default_factory=lambda: {f: d.min_images for f, d in FAMILIES.items()}
+    )
+    release_quorum: int = Field(3, ge=0, description="Votes needed before a release.")
+    release_min_approval: float = Field(
+        0.5, ge=0, le=1, description="Share of up-votes a release needs (strictly above)."
+    )
+    claim_inactivity_hours: float = Field(
+        72, gt=0, description="A claimed job with no activity this long returns to READY."
+    )
+
+
+class StorageSettings(BaseModel):
+    """Where datasets and artifacts live: a local folder, or an S3-compatible bucket."""
+
+    model_config = {"extra": "forbid"}
+
+    backend: Literal["local", "s3"] = "local"
+    local_root: Path | None = None
+    """Defaults to ``<home>/storage``."""
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> StorageSettings:
+        if self.backend == "s3" and not self.s3_bucket:
+            raise ValueError("storage.backend = 's3' needs storage.s3_bucket")
+        return self
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("LORALAB_HOME", ".loralab"))
+
+
+class CommonSettings(BaseSettings):
+    """What every process needs: where the data is, the database, the broker, storage."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LORALAB_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    home: Path = Field(default_factory=_default_home)
+    database_url: str | None = Field(
+        None, validation_alias=AliasChoices("LORALAB_DATABASE_URL", "DATABASE_URL", "database_url")
+    )
+    broker_url: str | None = Field(
+        None, validation_alias=AliasChoices("LORALAB_BROKER_URL", "BROKER_URL", "broker_url")
+    )
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    rules: LabRules = Field(default_factory=LabRules)
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings, dotenv_settings, file_secret_settings]
+        toml_path = os.environ.get("LORALAB_CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+    # Derived locations: computed, so an override of `home` moves all of them.
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'lab.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        """The filesystem transport's exchange folder (embedded mode only)."""
+        return (self.home / "broker").resolve()
+
+    @property
+    def storage_root(self) -> Path:
+        return (self.storage.local_root or self.home / "storage").resolve()
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.resolved_broker_url.startswith("filesystem://")
+
+
+class BotSettings(CommonSettings):
+    """The Discord bot process."""
+
+    discord_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("LORALAB_DISCORD_TOKEN", "DISCORD_TOKEN")
+    )
+    message_content_intent: bool = Field(
+        False, description="Ingest plain attachments posted in ticket threads."
+    )
+    upload_limit_bytes: int = Field(
+        10 * 1024 * 1024, description="Files above this are released by link, not attached."
+    )
+
+
+class WorkerSettings(CommonSettings):
+    """A Celery worker process (never holds the Discord token)."""
+
+    worker_name: str | None = None
+    queues: tuple[str, ...] = ("cpu",)
+    concurrency: int = Field(1, ge=1)
+    lease_seconds: int = Field(120, ge=10)
+    max_attempts: int = Field(3, ge=1)
+
+
+class CliSettings(CommonSettings):
+    """One-shot CLI commands (``loralab db …``, ``loralab dataset …``)."""

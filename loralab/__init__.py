@@ -1,0 +1,1 @@
+"""The `loralab` command line: entry points that wire the packages together."""

@@ -1,0 +1,43 @@
+"""`loralab`: the command line. Each command group lives in its own module and is
+imported lazily, so `loralab db upgrade` never imports torch or discord."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+# name -> "module:attribute" of a click command; later features add their line here.
+COMMANDS: dict[str, str] = {
+    "db": "loralab.commands.db:db",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported only when they are run."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.version_option(package_name="loralab")
+def main(verbose: bool) -> None:
+    """LoRA Lab: a collaborative LoRA training lab run from a Discord server."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+if __name__ == "__main__":
+    main()

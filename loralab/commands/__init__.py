@@ -1,0 +1,1 @@
+"""The `loralab` subcommands, one module per group."""

@@ -1,0 +1,1 @@
+"""The standalone LoRA trainer (diffusers + PEFT); it knows no Discord and no database."""
