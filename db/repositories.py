@@ -1,0 +1,298 @@
+"""Repository functions: each takes a session and never commits (the caller owns the
+transaction)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from db.base import utcnow
+from db.models import (
+    AuditEntry,
+    Caption,
+    Contribution,
+    ContributionKind,
+    DatasetImage,
+    Guild,
+    ImageStatus,
+    JobStatus,
+    Member,
+    MemberRole,
+    OutboxMessage,
+    SampleSet,
+    Ticket,
+    TrainingJob,
+    Vote,
+)
+from lab.lifecycle import Actor, LabRole, TicketFacts, TicketState
+
+
+def get_or_create_guild(session: Session, guild_id: int, name: str) -> Guild:
+    guild = session.get(Guild, guild_id)
+    if guild is None:
+        guild = Guild(id=guild_id, name=name, config={})
+        session.add(guild)
+        session.flush()
+    return guild
+
+
+def get_or_create_member(
+    session: Session, guild_id: int, discord_user_id: int, display_name: str
+) -> Member:
+    member = session.scalar(
+        select(Member).where(Member.guild_id == guild_id, Member.discord_user_id == discord_user_id)
+    )
+    if member is None:
+        member = Member(
+            guild_id=guild_id, discord_user_id=discord_user_id, display_name=display_name
+        )
+        session.add(member)
+        session.flush()
+    elif display_name and member.display_name != display_name:
+        member.display_name = display_name
+    return member
+
+
+def member_roles(session: Session, member_id: int) -> frozenset[LabRole]:
+    """The member's approved lab roles."""
+    rows = session.scalars(
+        select(MemberRole.role).where(MemberRole.member_id == member_id, MemberRole.approved)
+    )
+    return frozenset(rows)
+
+
+def grant_role(
+    session: Session,
+    member_id: int,
+    role: LabRole,
+    *,
+    approved: bool = True,
+    granted_by_id: int | None = None,
+) -> MemberRole:
+    row = session.get(MemberRole, (member_id, role))
+    if row is None:
+        row = MemberRole(
+            member_id=member_id, role=role, approved=approved, granted_by_id=granted_by_id
+        )
+        session.add(row)
+    else:
+        row.approved = row.approved or approved
+    session.flush()
+    return row
+
+
+def revoke_role(session: Session, member_id: int, role: LabRole) -> bool:
+    row = session.get(MemberRole, (member_id, role))
+    if row is None:
+        return False
+    session.delete(row)
+    session.flush()
+    return True
+
+
+def actor_for(session: Session, member: Member) -> Actor:
+    return Actor(
+        member_id=member.id,
+        roles=member_roles(session, member.id),
+        display_name=member.display_name,
+    )
+
+
+def allocate_ticket_number(session: Session, guild_id: int) -> int:
+    """The guild's next ticket number, taken atomically (the row lock serialises callers)."""
+    taken = session.execute(
+        update(Guild)
+        .where(Guild.id == guild_id)
+        .values(next_ticket_number=Guild.next_ticket_number + 1)
+        .returning(Guild.next_ticket_number)
+    ).scalar_one()
+    return taken - 1
+
+
+def current_captions(session: Session, ticket_id: int) -> dict[int, str]:
+    """image id → newest caption text, for the ticket's active images that have one."""
+    newest = (
+        select(Caption.image_id, func.max(Caption.revision).label("rev"))
+        .join(DatasetImage, DatasetImage.id == Caption.image_id)
+        .where(DatasetImage.ticket_id == ticket_id, DatasetImage.status == ImageStatus.ACTIVE)
+        .group_by(Caption.image_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Caption.image_id, Caption.text).join(
+            newest, (Caption.image_id == newest.c.image_id) & (Caption.revision == newest.c.rev)
+        )
+    )
+    return {image_id: text for image_id, text in rows}
+
+
+def add_caption_revision(
+    session: Session, image_id: int, text: str, *, author_id: int | None, source: str = "manual"
+) -> Caption:
+    last = session.scalar(select(func.max(Caption.revision)).where(Caption.image_id == image_id))
+    caption = Caption(
+        image_id=image_id,
+        revision=(last or 0) + 1,
+        text=text,
+        author_id=author_id,
+        source=source,
+    )
+    session.add(caption)
+    session.flush()
+    return caption
+
+
+def _first_tag(caption: str) -> str:
+    return caption.split(",", 1)[0].strip()
+
+
+def latest_job(session: Session, ticket_id: int) -> TrainingJob | None:
+    return session.scalar(
+        select(TrainingJob)
+        .where(TrainingJob.ticket_id == ticket_id)
+        .order_by(TrainingJob.id.desc())
+        .limit(1)
+    )
+
+
+def vote_tally(session: Session, ticket_id: int) -> tuple[int, int]:
+    """(up, down) over the ticket's newest sample set."""
+    newest = session.scalar(select(func.max(SampleSet.id)).where(SampleSet.ticket_id == ticket_id))
+    if newest is None:
+        return 0, 0
+    rows = dict(
+        session.execute(
+            select(Vote.value, func.count())
+            .where(Vote.sample_set_id == newest)
+            .group_by(Vote.value)
+        ).all()
+    )
+    return rows.get(1, 0), rows.get(-1, 0)
+
+
+def ticket_facts(session: Session, ticket: Ticket) -> TicketFacts:
+    """Everything the lifecycle policy needs to know about `ticket`, read now."""
+    image_count = session.scalar(
+        select(func.count())
+        .select_from(DatasetImage)
+        .where(DatasetImage.ticket_id == ticket.id, DatasetImage.status == ImageStatus.ACTIVE)
+    )
+    captions = current_captions(session, ticket.id)
+    captioned = [text for text in captions.values() if text.strip()]
+    missing_trigger = sum(1 for text in captioned if _first_tag(text) != ticket.trigger_word)
+    claimer_name = ""
+    if ticket.claimer_id is not None:
+        claimer_name = (
+            session.scalar(select(Member.display_name).where(Member.id == ticket.claimer_id)) or ""
+        )
+    job = latest_job(session, ticket.id)
+    up, down = vote_tally(session, ticket.id)
+    return TicketFacts(
+        state=ticket.status,
+        requester_id=ticket.requester_id,
+        family=ticket.base_family,
+        claimer_id=ticket.claimer_id,
+        claimer_name=claimer_name,
+        image_count=image_count or 0,
+        uncaptioned_count=(image_count or 0) - len(captioned),
+        missing_trigger_count=missing_trigger,
+        trigger_word=ticket.trigger_word,
+        has_valid_training_config=bool(job and job.config and job.status is JobStatus.QUEUED),
+        chosen_epoch=ticket.chosen_epoch,
+        votes_up=up,
+        votes_down=down,
+    )
+
+
+def compare_and_set_status(
+    session: Session,
+    ticket_id: int,
+    *,
+    expected: TicketState,
+    expected_revision: int,
+    new: TicketState,
+    **values: Any,
+) -> bool:
+    """Move the ticket only if nobody moved it since we read it; True when we won."""
+    result = session.execute(
+        update(Ticket)
+        .where(
+            Ticket.id == ticket_id,
+            Ticket.status == expected,
+            Ticket.revision == expected_revision,
+        )
+        .values(status=new, revision=Ticket.revision + 1, last_activity_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def add_audit(
+    session: Session,
+    ticket_id: int,
+    *,
+    actor_id: int | None,
+    action: str,
+    from_status: TicketState,
+    to_status: TicketState | None,
+    reason: str | None = None,
+) -> AuditEntry:
+    entry = AuditEntry(
+        ticket_id=ticket_id,
+        actor_id=actor_id,
+        action=action,
+        from_status=from_status,
+        to_status=to_status,
+        reason=reason,
+    )
+    session.add(entry)
+    return entry
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    kind: str
+    payload: dict[str, Any]
+    idempotency_key: str
+
+
+def add_outbox(session: Session, item: OutboxItem) -> OutboxMessage:
+    row = OutboxMessage(kind=item.kind, payload=item.payload, idempotency_key=item.idempotency_key)
+    session.add(row)
+    return row
+
+
+def pending_outbox(session: Session, *, kind_prefix: str, limit: int = 50) -> list[OutboxMessage]:
+    """Undelivered rows whose kind starts with `kind_prefix`, oldest first."""
+    return list(
+        session.scalars(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.sent_at.is_(None),
+                OutboxMessage.kind.startswith(kind_prefix),
+                OutboxMessage.available_at <= utcnow(),
+            )
+            .order_by(OutboxMessage.id)
+            .limit(limit)
+        )
+    )
+
+
+def record_contribution(
+    session: Session, ticket_id: int, member_id: int, kind: ContributionKind, amount: int = 1
+) -> None:
+    """Count `amount` more contributions of `kind` by the member to the ticket."""
+    row = session.scalar(
+        select(Contribution).where(
+            Contribution.ticket_id == ticket_id,
+            Contribution.member_id == member_id,
+            Contribution.kind == kind,
+        )
+    )
+    if row is None:
+        session.add(Contribution(ticket_id=ticket_id, member_id=member_id, kind=kind, count=amount))
+    else:
+        row.count += amount
