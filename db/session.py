@@ -6,7 +6,6 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -45,12 +44,3 @@ def _configure_sqlite(engine: Engine, *, in_memory: bool) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password hidden, for logs and reprs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:  # not a URL SQLAlchemy parses: hide any userinfo
-        head, sep, tail = url.rpartition("@")
-        return f"{head.split('://')[0]}://***@{tail}" if sep else url

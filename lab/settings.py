@@ -13,8 +13,10 @@ folders and the local file store.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -65,6 +67,11 @@ class StorageSettings(BaseModel):
         return self
 
 
+def redact_password(url: str) -> str:
+    """`url` with the password of its userinfo (``scheme://user:PASSWORD@host``) hidden."""
+    return re.sub(r"(://[^:/@]*:)[^/?#]*@", r"\1***@", url)
+
+
 def _default_home() -> Path:
     return Path(os.environ.get("LORALAB_HOME", ".loralab"))
 
@@ -105,6 +112,13 @@ class CommonSettings(BaseSettings):
         if toml_path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
         return tuple(sources)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # URLs may carry passwords: show them with the password hidden.
+        for name, value in super().__repr_args__():
+            if name in {"database_url", "broker_url"} and isinstance(value, str):
+                value = redact_password(value)
+            yield name, value
 
     # Derived locations: computed, so an override of `home` moves all of them.
     @property

@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from db import migrate
-from db.session import redact_url
-from lab.settings import CliSettings
+from lab.settings import CliSettings, redact_password
 
 
 def _url() -> str:
@@ -27,7 +26,7 @@ def db() -> None:
 def upgrade(revision: str) -> None:
     """Migrate the schema up to REVISION (default: the newest)."""
     url = _url()
-    click.echo(f"Upgrading {redact_url(url)} to {revision}", err=True)
+    click.echo(f"Upgrading {redact_password(url)} to {revision}", err=True)
     migrate.upgrade(url, revision)
 
 
@@ -37,7 +36,7 @@ def upgrade(revision: str) -> None:
 def downgrade(revision: str) -> None:
     """Migrate the schema down to REVISION (default: base, an empty database)."""
     url = _url()
-    click.echo(f"Downgrading {redact_url(url)} to {revision}", err=True)
+    click.echo(f"Downgrading {redact_password(url)} to {revision}", err=True)
     migrate.downgrade(url, revision)
 
 
