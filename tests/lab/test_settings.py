@@ -50,7 +50,7 @@ def test_production_urls_from_plain_env_names(monkeypatch):
 
 def test_s3_without_a_bucket_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("LORALAB_STORAGE__BACKEND", "s3")
-    with pytest.raises(ValidationError, match="needs storage.s3_bucket"):
+    with pytest.raises(ValidationError, match=r"needs storage\.s3_bucket"):
         WorkerSettings()
 
 
