@@ -380,3 +380,28 @@ def decide(
 def transitions_from(state: TicketState) -> dict[Action, TicketState]:
     """The edges of the state graph that leave `state`."""
     return {a: r.target for a, r in RULES.items() if state in r.sources and r.target is not None}
+
+
+def policy_table_markdown() -> str:
+    """The rule table as Markdown (docs/lifecycle.md embeds it; a test keeps it current)."""
+    checks = {
+        _enough_images: "minimum images for the base family",
+        _captions_complete: "every image captioned, trigger word first",
+        _training_config: "a valid training config",
+        _epoch_chosen: "an epoch chosen",
+        _quorum: "vote quorum (a Lab Admin may override)",
+    }
+    lines = ["| action | from | to | who | must hold |", "|---|---|---|---|---|"]
+    for rule in RULES.values():
+        sources = ", ".join(s.value.upper() for s in TicketState if s in rule.sources)
+        if rule.sources == OPEN_STATES:
+            sources = "any open state"
+        target = rule.target.value.upper() if rule.target else "(no change)"
+        who = ", ".join(r.value for r in Relation if r in rule.who)
+        must = [checks[c] for c in rule.preconditions]
+        if rule.needs_reason:
+            must.append("a reason")
+        lines.append(
+            f"| {rule.action.value} | {sources} | {target} | {who} | {'; '.join(must) or '—'} |"
+        )
+    return "\n".join(lines) + "\n"

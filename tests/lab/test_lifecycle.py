@@ -229,3 +229,12 @@ def test_claiming_a_claimed_job_names_the_claimer():
     facts = replace(GOOD, state=S.CLAIMED)
     decision = decide(Action.CLAIM, ROLES["trainer"], facts, RULES_)
     assert decision.message == "This job was already claimed by tina."
+
+
+def test_docs_rule_table_matches_the_policy():
+    from pathlib import Path
+
+    from lab.lifecycle import policy_table_markdown
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "lifecycle.md").read_text()
+    assert doc.endswith(policy_table_markdown())
