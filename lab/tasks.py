@@ -1,0 +1,85 @@
+"""Contracts between the processes: Celery task names and queues, and the outbox row
+kinds with their payloads. Payloads carry ids only; receivers re-read the rows.
+
+The bot never imports the worker and the worker never imports the bot: both import
+these names.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Queue(StrEnum):
+    CPU = "cpu"
+    """Ingest, dataset exports, grids, auto-captioning."""
+    GPU = "gpu"
+    """Training and sampling."""
+
+
+class TaskName(StrEnum):
+    """Explicit, stable Celery task names (never derived from module paths)."""
+
+    TRAIN = "loralab.train"
+    SAMPLE = "loralab.sample"
+    REAP = "loralab.reap"
+    DELIVER_TASKS = "loralab.deliver_tasks"
+
+
+QUEUE_OF: dict[TaskName, Queue] = {
+    TaskName.TRAIN: Queue.GPU,
+    TaskName.SAMPLE: Queue.GPU,
+    TaskName.REAP: Queue.CPU,
+    TaskName.DELIVER_TASKS: Queue.CPU,
+}
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TrainPayload(_Payload):
+    job_id: int
+    attempt: int
+
+
+class SamplePayload(_Payload):
+    job_id: int
+    sample_set_id: int
+
+
+def task_id(name: TaskName, *ids: int) -> str:
+    """The Celery task id, which is also the idempotency key: ``loralab.train:12:2``
+    is job 12's second attempt, so a duplicate send is the same task."""
+    return ":".join([name.value, *map(str, ids)])
+
+
+class TaskSender(Protocol):
+    """Sends a Celery task by name (the bot's and the worker's outbox relays use it)."""
+
+    def send(self, name: str, payload: dict[str, Any], *, task_id: str, queue: str) -> None: ...
+
+
+class OutboxKind(StrEnum):
+    """What an outbox row asks for. ``task.*`` rows become Celery tasks; ``discord.*``
+    rows become Discord messages, sent by the bot's relay."""
+
+    TASK = "task"
+    """payload: {"name": TaskName, "payload": {...}, "task_id": str, "queue": Queue}"""
+    TICKET_POST = "discord.ticket_post"
+    """payload: {"ticket_id"} — create the forum post and its ticket card."""
+    TICKET_CARD = "discord.ticket_card"
+    """payload: {"ticket_id"} — re-render the ticket card (status, counts, people)."""
+    JOB_PROGRESS = "discord.job_progress"
+    """payload: {"job_id"} — edit the progress message from the job's progress."""
+    SAMPLE_GRID = "discord.sample_grid"
+    """payload: {"sample_set_id"} — post the grid with vote buttons (thread + #testing)."""
+    JOB_FINISHED = "discord.job_finished"
+    """payload: {"job_id"} — training succeeded: artifacts listed, testing opens."""
+    JOB_FAILED = "discord.job_failed"
+    """payload: {"job_id"} — the job's `error` says what happened and what to change."""
+    NOTICE = "discord.notice"
+    """payload: {"ticket_id", "text"} — a plain message in the ticket's thread."""
