@@ -1,0 +1,344 @@
+"""Ingest a batch: images normalised in parallel, captions matched by stem, duplicates
+refused, near-duplicates reported, accepted files stored by content hash.
+
+Nothing of a refused file is stored: an image reaches the store only once it is fully
+decoded, normalised and known not to be a duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from lab.captions import check_trigger, decode_caption, enforce_trigger, join_tags, split_tags
+from lab.captions import normalise_caption as _normalise_caption
+from lab.dataset.image import NormalisedImage, normalise_image
+from lab.dataset.reasons import DatasetError, Notice, Reason, Rejection, Warn
+from lab.dataset.settings import IngestSettings
+from lab.dataset.similar import near_duplicate_pairs
+from lab.dataset.sources import Item, SourceFile
+from lab.families import BaseFamily
+
+__all__ = [
+    "AcceptedFile",
+    "CaptionPolicy",
+    "FolderStore",
+    "IngestResult",
+    "Store",
+    "ingest",
+]
+
+logger = logging.getLogger(__name__)
+
+# Below this many images, starting worker processes costs more than it saves.
+_PARALLEL_MIN = 4
+
+
+class Store(Protocol):
+    """Where accepted files go: ``store(key, data, ext) -> stored name``.
+
+    ``key`` is the image's SHA-256; its caption is stored under the same key with
+    ``ext="txt"``. The worker plugs its storage interface in here.
+    """
+
+    def __call__(self, key: str, data: bytes, ext: str) -> str: ...
+
+
+class FolderStore:
+    """A local folder of ``<sha256>.<ext>`` files, written atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __call__(self, key: str, data: bytes, ext: str) -> str:
+        """Write ``<key>.<ext>`` (temp file + rename, so a crash leaves no half file)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        name = f"{key}.{ext}"
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=f".{ext}")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, self.root / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return name
+
+    def known(self) -> dict[str, str]:
+        """SHA-256 → stored name of the images already in the folder."""
+        if not self.root.is_dir():
+            return {}
+        return {
+            path.stem: path.name
+            for path in self.root.iterdir()
+            if path.suffix in (".jpg", ".png") and len(path.stem) == 64
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionPolicy:
+    """The trigger word (first tag) and class token (second) to check, or enforce."""
+
+    trigger: str | None = None
+    class_token: str | None = None
+    enforce: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedFile:
+    """An image that made it in, with its caption (if any) and the facts about it."""
+
+    source: str
+    stored: str
+    sha256: str
+    width: int
+    height: int
+    phash: str
+    source_format: str
+    caption: str | None = None
+    caption_stored: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``loralab dataset import --json``."""
+        return {
+            "source": self.source,
+            "stored": self.stored,
+            "sha256": self.sha256,
+            "width": self.width,
+            "height": self.height,
+            "caption": self.caption_stored,
+        }
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What happened to every file of a batch."""
+
+    accepted: list[AcceptedFile] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    near_duplicates: list[tuple[str, str, int]] = field(default_factory=list)
+    warnings: list[Notice] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """Counts per outcome and per reason code."""
+        by_code: dict[str, int] = {}
+        for rejection in self.rejected:
+            by_code[str(rejection.code)] = by_code.get(str(rejection.code), 0) + 1
+        return {
+            "accepted": len(self.accepted),
+            "rejected": len(self.rejected),
+            "rejected_by_code": dict(sorted(by_code.items())),
+            "captioned": sum(1 for a in self.accepted if a.caption_stored),
+            "uncaptioned": sum(1 for a in self.accepted if not a.caption_stored),
+            "near_duplicate_pairs": len(self.near_duplicates),
+            "warnings": len(self.warnings),
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``--json`` object of ``loralab dataset import``."""
+        return {
+            "accepted": [a.as_dict() for a in self.accepted],
+            "rejected": [r.as_dict() for r in self.rejected],
+            "near_duplicates": [list(pair) for pair in self.near_duplicates],
+            "warnings": [w.as_dict() for w in self.warnings],
+            "summary": self.summary(),
+        }
+
+
+def ingest(
+    items: Iterable[Item],
+    store: Store,
+    settings: IngestSettings | None = None,
+    *,
+    family: BaseFamily | None = None,
+    captions: CaptionPolicy | None = None,
+    known: Mapping[str, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> IngestResult:
+    """Ingest ``items`` (from :mod:`lab.dataset.sources`) into ``store``.
+
+    ``known`` maps SHA-256 → name of images already in the dataset (refused as
+    duplicates). ``progress(n)`` is called as images finish.
+    """
+    settings = settings or IngestSettings()
+    policy = captions or CaptionPolicy()
+    started = time.perf_counter()
+    result = IngestResult()
+    images: list[SourceFile] = []
+    caption_files: list[SourceFile] = []
+    for item in items:
+        if isinstance(item, Rejection):
+            result.rejected.append(item)
+        elif isinstance(item, Notice):
+            result.warnings.append(item)
+        elif item.is_caption:
+            caption_files.append(item)
+        else:
+            images.append(item)
+    texts = _read_captions(caption_files, settings, result)
+    seen: dict[str, str] = dict(known or {})
+    for source, outcome in _normalise_all(images, settings, family, progress):
+        if isinstance(outcome, Rejection):
+            result.rejected.append(outcome)
+            continue
+        duplicate_of = seen.get(outcome.sha256) or seen.get(outcome.source_sha256)
+        if duplicate_of is not None:
+            result.rejected.append(
+                Rejection(
+                    source.name,
+                    Reason.DUPLICATE,
+                    f"{source.name}: the same image as {duplicate_of}; kept only once.",
+                )
+            )
+            continue
+        seen[outcome.sha256] = seen[outcome.source_sha256] = source.name
+        result.warnings.extend(outcome.notices)
+        caption = _caption_for(source, texts.get(source.stem_key), policy, result)
+        stored = store(outcome.sha256, outcome.data, outcome.ext)
+        caption_stored = None
+        if caption is not None:
+            caption_stored = store(outcome.sha256, caption.encode("utf-8"), "txt")
+        result.accepted.append(
+            AcceptedFile(
+                source=source.name,
+                stored=stored,
+                sha256=outcome.sha256,
+                width=outcome.width,
+                height=outcome.height,
+                phash=outcome.phash,
+                source_format=outcome.source_format,
+                caption=caption,
+                caption_stored=caption_stored,
+            )
+        )
+    image_keys = {image.stem_key for image in images}
+    for caption_file in caption_files:
+        if caption_file.stem_key not in image_keys:
+            result.warnings.append(
+                Notice(
+                    caption_file.name,
+                    Warn.CAPTION_WITHOUT_IMAGE,
+                    f"{caption_file.name}: no image with this name; caption not used.",
+                )
+            )
+    hashes = [a.phash for a in result.accepted]
+    result.near_duplicates = [
+        (result.accepted[i].source, result.accepted[j].source, distance)
+        for i, j, distance in near_duplicate_pairs(hashes, settings.phash_distance)
+    ]
+    result.elapsed_s = time.perf_counter() - started
+    logger.info("ingest: %s", result.summary())
+    return result
+
+
+def _read_captions(
+    files: list[SourceFile], settings: IngestSettings, result: IngestResult
+) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for file in files:
+        try:
+            data = file.read(settings.caption_max_bytes)
+            texts[file.stem_key] = decode_caption(data, file.name, settings.caption_max_bytes)
+        except DatasetError as error:
+            result.rejected.append(error.rejection(file.name))
+        except OSError as error:
+            result.rejected.append(
+                Rejection(file.name, Reason.CORRUPT, f"{file.name}: cannot be read ({error}).")
+            )
+    return texts
+
+
+def _caption_for(
+    source: SourceFile, text: str | None, policy: CaptionPolicy, result: IngestResult
+) -> str | None:
+    """The normalised caption to store with ``source`` (``None``: it has none)."""
+    name = source.name
+    if text is None:
+        if policy.enforce and policy.trigger:
+            tags = enforce_trigger([], policy.trigger, policy.class_token)
+            result.warnings.append(
+                Notice(
+                    name, Warn.CAPTION_ENFORCED, f"{name}: no caption; wrote '{join_tags(tags)}'."
+                )
+            )
+            return join_tags(tags)
+        result.warnings.append(Notice(name, Warn.CAPTION_MISSING, f"{name}: has no caption."))
+        return None
+    caption = _normalise_caption(text)
+    if caption != text.strip():
+        result.warnings.append(
+            Notice(name, Warn.CAPTION_NORMALISED, f"{name}: caption tidied (spaces, commas).")
+        )
+    if not policy.trigger:
+        return caption
+    tags = split_tags(caption)
+    check = check_trigger(tags, policy.trigger, policy.class_token)
+    if not check.problems:
+        return caption
+    if policy.enforce:
+        caption = join_tags(enforce_trigger(tags, policy.trigger, policy.class_token))
+        result.warnings.append(
+            Notice(
+                name,
+                Warn.CAPTION_ENFORCED,
+                f"{name}: caption now starts with '{policy.trigger}'"
+                + (f", '{policy.class_token}'." if policy.class_token else "."),
+            )
+        )
+        return caption
+    for problem in check.problems:
+        result.warnings.append(Notice(name, problem, _PROBLEM_TEXT[problem].format(name=name)))
+    return caption
+
+
+_PROBLEM_TEXT = {
+    Warn.TRIGGER_MISSING: "{name}: caption lacks the trigger word.",
+    Warn.TRIGGER_NOT_FIRST: "{name}: the trigger word is not the first tag.",
+    Warn.CLASS_NOT_SECOND: "{name}: the class token is not the second tag.",
+}
+
+
+def _normalise_one(
+    job: tuple[SourceFile, IngestSettings, BaseFamily | None],
+) -> NormalisedImage | Rejection:
+    """Worker body (top level, so it pickles): never raises for a bad file."""
+    source, settings, family = job
+    try:
+        data = source.read(settings.max_file_bytes)
+        return normalise_image(data, source.name, settings, family)
+    except DatasetError as error:
+        return error.rejection(source.name)
+    except OSError as error:
+        return Rejection(source.name, Reason.CORRUPT, f"{source.name}: cannot be read ({error}).")
+
+
+def _normalise_all(
+    images: list[SourceFile],
+    settings: IngestSettings,
+    family: BaseFamily | None,
+    progress: Callable[[int], None] | None,
+) -> Iterator[tuple[SourceFile, NormalisedImage | Rejection]]:
+    """Results in input order; a process pool over the cores when it pays off."""
+    workers = min(settings.workers or os.cpu_count() or 1, len(images))
+    jobs = [(image, settings, family) for image in images]
+    if workers <= 1 or len(images) < _PARALLEL_MIN:
+        outcomes: Iterable[NormalisedImage | Rejection] = map(_normalise_one, jobs)
+        for image, outcome in zip(images, outcomes, strict=True):
+            if progress:
+                progress(1)
+            yield image, outcome
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for image, outcome in zip(images, pool.map(_normalise_one, jobs), strict=True):
+            if progress:
+                progress(1)
+            yield image, outcome
