@@ -26,6 +26,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from lab.dataset.settings import IngestSettings
 from lab.families import FAMILIES, BaseFamily
 
 
@@ -96,6 +97,7 @@ class CommonSettings(BaseSettings):
     )
     storage: StorageSettings = Field(default_factory=StorageSettings)
     rules: LabRules = Field(default_factory=LabRules)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     log_level: str = "INFO"
 
     @classmethod
