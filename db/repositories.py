@@ -265,22 +265,6 @@ def add_outbox(session: Session, item: OutboxItem) -> OutboxMessage:
     return row
 
 
-def pending_outbox(session: Session, *, kind_prefix: str, limit: int = 50) -> list[OutboxMessage]:
-    """Undelivered rows whose kind starts with `kind_prefix`, oldest first."""
-    return list(
-        session.scalars(
-            select(OutboxMessage)
-            .where(
-                OutboxMessage.sent_at.is_(None),
-                OutboxMessage.kind.startswith(kind_prefix),
-                OutboxMessage.available_at <= utcnow(),
-            )
-            .order_by(OutboxMessage.id)
-            .limit(limit)
-        )
-    )
-
-
 def record_contribution(
     session: Session, ticket_id: int, member_id: int, kind: ContributionKind, amount: int = 1
 ) -> None:
