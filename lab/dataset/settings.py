@@ -50,7 +50,7 @@ class IngestSettings(BaseModel):
     zip_max_entry_bytes: int = Field(
         50 * MiB, gt=0, description="Per entry, counted while reading (not the header)."
     )
-    zip_max_total_bytes: int = Field(2048 * MiB, gt=0, description="Per archive, all entries.")
+    zip_max_total_bytes: int = Field(1024 * MiB, gt=0, description="Per archive, all entries.")
     zip_max_ratio: int = Field(
         200, gt=1, description="An entry inflating more than this many times is a bomb."
     )
