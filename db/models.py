@@ -157,6 +157,9 @@ class Ticket(Base):
     """Bumped by every compare-and-set transition."""
     forum_thread_id: Mapped[int | None] = mapped_column(BigInteger)
     card_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    board_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The #job-board message (Claim button) while the job is offered or claimed."""
+    release_message_id: Mapped[int | None] = mapped_column(BigInteger)
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -226,6 +229,8 @@ class TrainingJob(Base):
     """Storage key of the newest resumable training state; a re-queued job resumes
     from it on whichever worker picks it up."""
     state_epoch: Mapped[int | None] = mapped_column(Integer)
+    progress_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The thread message the bot edits in place with this job's progress."""
     started_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
