@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
 from db.base import utcnow
+from db.effects import EFFECTS
 from db.models import ContributionKind, Member, SubjectKind, Ticket
 from lab.errors import LabError
 from lab.families import family_of
@@ -132,45 +133,65 @@ def transition(
     reason: str | None = None,
     admin_override: bool = False,
 ) -> TransitionResult:
-    """Decide and apply `action` in one transaction (compare-and-set on the ticket).
+    """Decide and apply `action` in one transaction of its own (see `apply_transition`)."""
+    with factory.begin() as session:
+        return apply_transition(
+            session, ticket_id, action, actor, rules, reason=reason, admin_override=admin_override
+        )
+
+
+def apply_transition(
+    session: Session,
+    ticket_id: int,
+    action: Action,
+    actor: Actor,
+    rules: LabRules,
+    *,
+    reason: str | None = None,
+    admin_override: bool = False,
+) -> TransitionResult:
+    """Decide and apply `action` inside the caller's transaction: a compare-and-set on
+    the ticket, an audit row, the card refresh and the action's own effects (outbox).
 
     Raises `TransitionRefused` with the policy's reason, or with
     ``already_claimed``/``changed_meanwhile`` when another member moved the ticket
     between our read and our write.
     """
-    with factory.begin() as session:
-        ticket = session.get(Ticket, ticket_id)
-        if ticket is None:
-            raise NotFound(f"Ticket {ticket_id} does not exist.")
-        facts = repo.ticket_facts(session, ticket)
-        decision = decide(action, actor, facts, rules, reason=reason, admin_override=admin_override)
-        if isinstance(decision, Refused):
-            raise TransitionRefused(decision)
-        assert isinstance(decision, Allowed)
-        result = TransitionResult(ticket.id, ticket.number, ticket.status, decision.target)
-        if decision.target is None:
-            return result
-        won = repo.compare_and_set_status(
-            session,
-            ticket.id,
-            expected=ticket.status,
-            expected_revision=ticket.revision,
-            new=decision.target,
-            **_side_values(action, actor),
-        )
-        if not won:
-            raise TransitionRefused(_lost_race(session, ticket_id, action))
-        repo.add_audit(
-            session,
-            ticket.id,
-            actor_id=actor.member_id,
-            action=action.value,
-            from_status=ticket.status,
-            to_status=decision.target,
-            reason=reason,
-        )
-        repo.add_outbox(session, _card_refresh(ticket.id, ticket.revision + 1))
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise NotFound(f"Ticket {ticket_id} does not exist.")
+    facts = repo.ticket_facts(session, ticket)
+    decision = decide(action, actor, facts, rules, reason=reason, admin_override=admin_override)
+    if isinstance(decision, Refused):
+        raise TransitionRefused(decision)
+    assert isinstance(decision, Allowed)
+    result = TransitionResult(ticket.id, ticket.number, ticket.status, decision.target)
+    if decision.target is None:
         return result
+    won = repo.compare_and_set_status(
+        session,
+        ticket.id,
+        expected=ticket.status,
+        expected_revision=ticket.revision,
+        new=decision.target,
+        **_side_values(action, actor),
+    )
+    if not won:
+        raise TransitionRefused(_lost_race(session, ticket_id, action))
+    repo.add_audit(
+        session,
+        ticket.id,
+        actor_id=actor.member_id,
+        action=action.value,
+        from_status=ticket.status,
+        to_status=decision.target,
+        reason=reason,
+    )
+    repo.add_outbox(session, _card_refresh(ticket.id, ticket.revision + 1))
+    effect = EFFECTS.get(action)
+    if effect is not None:
+        effect(session, ticket.id, actor)
+    return result
 
 
 def _side_values(action: Action, actor: Actor) -> dict[str, object]:

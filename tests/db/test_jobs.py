@@ -1,0 +1,156 @@
+"""Job leases, the reaper and the transitions' effects on jobs, on real databases."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from db import jobs
+from db import repositories as repo
+from db.base import utcnow
+from db.models import (
+    Artifact,
+    ArtifactKind,
+    AuditEntry,
+    JobStatus,
+    OutboxMessage,
+    Ticket,
+    TrainingJob,
+)
+from db.services import transition
+from lab.lifecycle import Action, LabRole, TicketState
+from lab.settings import LabRules
+from lab.storage import StoredObject
+
+RULES = LabRules()
+
+
+@pytest.fixture
+def training(factory, session, make_member, open_sample_ticket):
+    """A ticket whose claimer just pressed /train start: job attempt 1 queued."""
+    trainer = make_member("tina", LabRole.TRAINER)
+    owner = make_member("rita")
+    ticket_id = open_sample_ticket(owner)
+    ticket = session.get(Ticket, ticket_id)
+    ticket.status, ticket.claimer_id = TicketState.CLAIMED, trainer.id
+    session.add(TrainingJob(ticket_id=ticket_id, config={"network_dim": 8}))
+    session.commit()
+    actor = repo.actor_for(session, trainer)
+    transition(factory, ticket_id, Action.START_TRAINING, actor, RULES)
+    job = repo.latest_job(session, ticket_id)
+    return ticket_id, job.id, actor
+
+
+def _outbox(session, prefix):
+    return session.scalars(
+        select(OutboxMessage.idempotency_key).where(
+            OutboxMessage.idempotency_key.startswith(prefix)
+        )
+    ).all()
+
+
+def test_start_queues_attempt_one_and_its_task(session, training):
+    ticket_id, job_id, _ = training
+    job = session.get(TrainingJob, job_id)
+    assert (job.status, job.attempt) == (JobStatus.QUEUED, 1)
+    assert _outbox(session, "loralab.train:") == [f"loralab.train:{job_id}:1"]
+    assert session.get(Ticket, ticket_id).status is TicketState.TRAINING
+
+
+def test_only_one_claim_per_attempt(factory, training):
+    _, job_id, _ = training
+    first = jobs.claim(factory, job_id, 1, "w1", 60)
+    assert first is not None and first.token == 1
+    assert jobs.claim(factory, job_id, 1, "w2", 60) is None  # duplicate delivery
+    assert jobs.claim(factory, job_id, 2, "w2", 60) is None  # no such attempt yet
+
+
+def test_renew_records_progress_and_reports_stop(factory, session, training):
+    ticket_id, job_id, actor = training
+    lease = jobs.claim(factory, job_id, 1, "w1", 60)
+    status = jobs.renew(factory, lease, 60, progress={"step": 3}, progress_seq=1)
+    assert status.stop_requested is False
+    transition(factory, ticket_id, Action.STOP_TRAINING, actor, RULES)
+    assert jobs.renew(factory, lease, 60).stop_requested is True
+    assert jobs.finish(factory, lease, RULES, status=JobStatus.CANCELLED)
+    session.expire_all()
+    job = session.get(TrainingJob, job_id)
+    assert (job.status, job.progress) == (JobStatus.CANCELLED, {"step": 3})
+    assert session.get(Ticket, ticket_id).status is TicketState.FAILED
+    assert _outbox(session, f"progress:{job_id}:") == [f"progress:{job_id}:1:1"]
+
+
+def test_success_moves_ticket_to_testing_with_audit_and_event(factory, session, training):
+    ticket_id, job_id, _ = training
+    lease = jobs.claim(factory, job_id, 1, "w1", 60)
+    stored = StoredObject(f"jobs/{job_id}/lora-e0001.safetensors", "ab" * 32, 123)
+    jobs.record_artifact(factory, lease, ArtifactKind.LORA, stored, epoch=1)
+    jobs.record_artifact(factory, lease, ArtifactKind.LORA, stored, epoch=1)  # replaced, not added
+    assert jobs.finish(factory, lease, RULES, status=JobStatus.SUCCEEDED)
+    session.expire_all()
+    assert session.get(Ticket, ticket_id).status is TicketState.TESTING
+    assert len(session.scalars(select(Artifact).where(Artifact.job_id == job_id)).all()) == 1
+    actions = session.scalars(
+        select(AuditEntry.action).where(AuditEntry.ticket_id == ticket_id).order_by(AuditEntry.id)
+    ).all()
+    assert actions[-1] == "training_succeeded"
+    assert _outbox(session, "discord.job_finished:") == [f"discord.job_finished:{job_id}"]
+
+
+def test_reaper_requeues_expired_lease_and_fences_the_old_worker(factory, session, training):
+    ticket_id, job_id, _ = training
+    old = jobs.claim(factory, job_id, 1, "w1", 60)
+    result = jobs.reap_expired(factory, RULES, max_attempts=3, now=utcnow() + timedelta(minutes=5))
+    assert result.requeued == [job_id]
+    assert _outbox(session, "loralab.train:") == [
+        f"loralab.train:{job_id}:1",
+        f"loralab.train:{job_id}:2",
+    ]
+    # the old worker wakes up: every write it tries is refused
+    with pytest.raises(jobs.LeaseLost):
+        jobs.renew(factory, old, 60)
+    with pytest.raises(jobs.LeaseLost):
+        jobs.record_artifact(
+            factory, old, ArtifactKind.LORA, StoredObject("k", "0" * 64, 1), epoch=1
+        )
+    assert not jobs.finish(factory, old, RULES, status=JobStatus.SUCCEEDED)
+    new = jobs.claim(factory, job_id, 2, "w2", 60)
+    assert new is not None and new.token == old.token + 1
+    session.expire_all()
+    assert session.get(Ticket, ticket_id).status is TicketState.TRAINING
+
+
+def test_reaper_gives_up_after_max_attempts_with_a_reason(factory, session, training):
+    ticket_id, job_id, _ = training
+    later = utcnow() + timedelta(minutes=5)
+    jobs.claim(factory, job_id, 1, "w1", 60)
+    assert jobs.reap_expired(factory, RULES, max_attempts=2, now=later).requeued == [job_id]
+    jobs.claim(factory, job_id, 2, "w2", 60)
+    result = jobs.reap_expired(factory, RULES, max_attempts=2, now=later + timedelta(minutes=5))
+    assert (result.requeued, result.failed) == ([], [job_id])
+    session.expire_all()
+    job = session.get(TrainingJob, job_id)
+    assert (job.status, job.attempt) == (JobStatus.FAILED, 2)
+    assert "stopped answering 2 times" in job.error
+    assert session.get(Ticket, ticket_id).status is TicketState.FAILED
+    assert _outbox(session, "discord.job_failed:") == [f"discord.job_failed:{job_id}"]
+
+
+def test_retry_resumes_from_the_failed_jobs_state(factory, session, training):
+    ticket_id, job_id, actor = training
+    lease = jobs.claim(factory, job_id, 1, "w1", 60)
+    state = StoredObject(f"jobs/{job_id}/state-e0002.tar", "cd" * 32, 10)
+    jobs.record_artifact(factory, lease, ArtifactKind.STATE, state, epoch=2)
+    jobs.finish(factory, lease, RULES, status=JobStatus.FAILED, error="CUDA out of memory")
+    transition(factory, ticket_id, Action.RETRY, actor, RULES)
+    session.expire_all()
+    retry = repo.latest_job(session, ticket_id)
+    assert retry.id != job_id
+    assert (retry.status, retry.state_key, retry.state_epoch) == (
+        JobStatus.QUEUED,
+        state.key,
+        2,
+    )
+    assert retry.config == {"network_dim": 8}
