@@ -12,6 +12,7 @@ import click
 COMMANDS: dict[str, str] = {
     "db": "loralab.commands.db:db",
     "dataset": "loralab.commands.dataset:dataset",
+    "train": "loralab.commands.train:train",
 }
 
 

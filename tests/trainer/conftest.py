@@ -1,0 +1,58 @@
+"""A tiny SD1.5-shaped model and dataset, built once per test session, offline."""
+
+from __future__ import annotations
+
+import os
+
+# Before diffusers/transformers are imported anywhere: any hub access is a test failure.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+from pathlib import Path
+
+import pytest
+
+from tests.trainer.tiny import build_dataset, build_tiny_sd15
+
+pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_sd15(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vpred_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_sd15(tmp_path_factory.mktemp("vmodel"), prediction_type="v_prediction")
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    """A fresh copy per test, so tests may touch or add images."""
+    return build_dataset(tmp_path / "data")
+
+
+def base_values(model: Path, data: Path, output: Path, **extra: object) -> dict[str, object]:
+    """Config values for a fast run on the tiny model: 64 px, two buckets, rank 4."""
+    values: dict[str, object] = {
+        "pretrained_model_name_or_path": str(model),
+        "train_data_dir": str(data),
+        "output_dir": str(output),
+        "output_name": "tiny",
+        "resolution": "64,64",
+        "min_bucket_reso": 32,
+        "max_bucket_reso": 128,
+        "bucket_reso_steps": 32,
+        "network_dim": 4,
+        "network_alpha": 2.0,
+        "train_batch_size": 2,
+        "max_train_epochs": 2,
+        "learning_rate": 1e-3,
+        "seed": 1234,
+        "save_precision": "float",
+    }
+    values.update(extra)
+    return values

@@ -1,0 +1,392 @@
+"""The training config: kohya sd-scripts' TOML keys in one frozen, versioned model.
+
+A kohya config file groups its keys in sections (``[model_arguments]``,
+``[training_arguments]``…); we flatten them, so both that layout and a flat file work.
+A kohya-style dataset definition (``[[datasets]]`` with ``[[datasets.subsets]]``) may sit
+in the same file. A misspelt or unsupported key is an error naming it, with the key to
+use instead where we know one: silently ignoring ``learning_rte`` costs a night of GPU.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainer.errors import ConfigError
+from trainer.presets import preset_values
+
+logger = logging.getLogger(__name__)
+
+CONFIG_VERSION = 1
+
+# Keys people carry over from other trainers or older kohya versions: what to use instead.
+RENAMED_KEYS: Mapping[str, str] = {
+    "epochs": "max_train_epochs",
+    "num_epochs": "max_train_epochs",
+    "max_epochs": "max_train_epochs",
+    "steps": "max_train_steps",
+    "batch_size": "train_batch_size",
+    "lr": "learning_rate",
+    "rank": "network_dim",
+    "lora_rank": "network_dim",
+    "alpha": "network_alpha",
+    "lora_alpha": "network_alpha",
+    "dropout": "network_dropout",
+    "optimizer": "optimizer_type",
+    "scheduler": "lr_scheduler",
+    "warmup_steps": "lr_warmup_steps",
+    "pretrained_model": "pretrained_model_name_or_path",
+    "model": "pretrained_model_name_or_path",
+    "snr_gamma": "min_snr_gamma",
+    "dataset_config": "[[datasets]] in this file",
+    "xformers": "nothing: PyTorch SDPA attention is always used",
+    "mem_eff_attn": "nothing: PyTorch SDPA attention is always used",
+    "save_model_as": "nothing: LoRAs are always saved as .safetensors",
+    "network_weights": "resume (a state directory) to continue a run",
+}
+
+# Kohya keys we know but have not built; naming them avoids a misleading "did you mean".
+UNSUPPORTED_KEYS: Mapping[str, str] = {
+    "sdxl": "SDXL training is not supported by this trainer version yet",
+    "full_fp16": "use mixed_precision = 'fp16' (LoRA weights stay fp32)",
+    "full_bf16": "use mixed_precision = 'bf16' (LoRA weights stay fp32)",
+    "color_aug": "colour augmentation is not supported (the guides advise against it)",
+    "random_crop": "random_crop is not supported; images are centre-cropped to the bucket",
+    "max_token_length": "only 75 tokens (one CLIP window) are supported",
+    "caption_dropout_every_n_epochs": "use caption_dropout_rate",
+    "network_train_text_encoder_only": "not supported; use network_train_unet_only = false",
+    "scale_weight_norms": "not supported yet",
+    "save_every_n_steps": "use save_every_n_epochs",
+}
+
+# Keys that change nothing here; accepted so that kohya configs load, with a log line.
+IGNORED_KEYS: Mapping[str, str] = {
+    "sdpa": "PyTorch SDPA attention is always used",
+    "max_data_loader_n_workers": "images are read in the main process",
+    "persistent_data_loader_workers": "images are read in the main process",
+    "logging_dir": "progress goes to the callbacks and the log",
+    "log_with": "progress goes to the callbacks and the log",
+    "log_prefix": "progress goes to the callbacks and the log",
+    "lowram": "weights are loaded once",
+}
+
+OptimizerName = Literal["AdamW", "AdamW8bit", "Adafactor", "Lion", "Prodigy"]
+SchedulerName = Literal[
+    "constant",
+    "constant_with_warmup",
+    "cosine",
+    "cosine_with_restarts",
+    "linear",
+    "polynomial",
+]
+
+
+class SubsetConfig(BaseModel):
+    """One image folder of a kohya dataset definition (``[[datasets.subsets]]``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image_dir: Path
+    num_repeats: int = Field(1, ge=1)
+    is_reg: bool = False
+    class_tokens: str | None = None
+    """Caption for images without a caption file (kohya's DreamBooth-style subsets)."""
+    caption_extension: str | None = None
+    keep_tokens: int | None = Field(None, ge=0)
+    shuffle_caption: bool | None = None
+    caption_prefix: str | None = None
+    caption_suffix: str | None = None
+    caption_dropout_rate: float | None = Field(None, ge=0, le=1)
+    caption_tag_dropout_rate: float | None = Field(None, ge=0, le=1)
+    flip_aug: bool | None = None
+
+
+class DatasetSection(BaseModel):
+    """A kohya ``[[datasets]]`` entry; only its subsets are read (options are global)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    subsets: tuple[SubsetConfig, ...] = Field(min_length=1)
+
+
+class TrainConfig(BaseModel):
+    """Every option of a run; names follow kohya sd-scripts wherever it has one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    config_version: int = CONFIG_VERSION
+
+    # -- base model ---------------------------------------------------------------------
+    pretrained_model_name_or_path: str
+    v2: bool = False
+    v_parameterization: bool = False
+    prediction_type: Literal["epsilon", "v_prediction"] | None = None
+    """None: the base model's scheduler config decides (``v_parameterization`` forces v)."""
+    single_file_config: Path | None = None
+    """Diffusers config folder for a single-file checkpoint; default: the bundled SD1.5 one."""
+    allow_unsafe_checkpoint: bool = False
+
+    # -- dataset ------------------------------------------------------------------------
+    train_data_dir: Path | None = None
+    reg_data_dir: Path | None = None
+    datasets: tuple[DatasetSection, ...] = ()
+    resolution: tuple[int, int] = (512, 512)
+    enable_bucket: bool = True
+    min_bucket_reso: int = Field(256, gt=0)
+    max_bucket_reso: int = Field(1024, gt=0)
+    bucket_reso_steps: int = Field(64, gt=0)
+    bucket_no_upscale: bool = False
+    caption_extension: str = ".txt"
+    shuffle_caption: bool = False
+    keep_tokens: int = Field(0, ge=0)
+    keep_tokens_separator: str = ""
+    caption_separator: str = ","
+    caption_prefix: str | None = None
+    caption_suffix: str | None = None
+    caption_dropout_rate: float = Field(0.0, ge=0, le=1)
+    caption_tag_dropout_rate: float = Field(0.0, ge=0, le=1)
+    flip_aug: bool = False
+    prior_loss_weight: float = Field(1.0, ge=0)
+    cache_latents: bool = True
+    cache_latents_to_disk: bool = False
+    latent_cache_dir: Path | None = None
+    """Disk latent cache folder; default ``<output_dir>/.latent_cache``."""
+    cache_text_encoder_outputs: bool = True
+    """Encode each caption once when the text encoder is frozen and captions are static."""
+
+    # -- network ------------------------------------------------------------------------
+    network_module: Literal["networks.lora"] = "networks.lora"
+    network_dim: int = Field(32, ge=1)
+    network_alpha: float = Field(32.0, gt=0)
+    network_dropout: float | None = Field(None, ge=0, lt=1)
+    network_args: tuple[str, ...] = ()
+    network_train_unet_only: bool = False
+
+    # -- optimisation -------------------------------------------------------------------
+    output_dir: Path
+    output_name: str = "last"
+    train_batch_size: int = Field(1, ge=1)
+    max_train_epochs: int | None = Field(None, ge=1)
+    max_train_steps: int | None = Field(None, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    unet_lr: float | None = Field(None, gt=0)
+    text_encoder_lr: float | None = Field(None, ge=0)
+    optimizer_type: OptimizerName = "AdamW"
+    optimizer_args: tuple[str, ...] = ()
+    lr_scheduler: SchedulerName = "constant"
+    lr_warmup_steps: float = Field(0, ge=0)
+    """Steps, or a fraction of the total steps when below 1 (``0.1`` = 10 %)."""
+    lr_scheduler_num_cycles: int = Field(1, ge=1)
+    lr_scheduler_power: float = 1.0
+    max_grad_norm: float = Field(1.0, ge=0)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    save_precision: Literal["float", "fp16", "bf16"] = "fp16"
+    gradient_checkpointing: bool = False
+    torch_compile: bool = False
+    seed: int | None = None
+
+    # -- loss ---------------------------------------------------------------------------
+    min_snr_gamma: float | None = Field(None, gt=0)
+    debiased_estimation_loss: bool = False
+    noise_offset: float | None = Field(None, ge=0)
+    noise_offset_random_strength: bool = False
+    multires_noise_iterations: int | None = Field(None, ge=1)
+    multires_noise_discount: float = Field(0.3, gt=0, le=1)
+    zero_terminal_snr: bool = False
+    clip_skip: int | None = Field(None, ge=1)
+
+    # -- saving, resume, samples --------------------------------------------------------
+    save_every_n_epochs: int | None = Field(None, ge=1)
+    save_last_n_epochs: int | None = Field(None, ge=1)
+    save_state: bool = False
+    save_state_on_train_end: bool = False
+    resume: Path | None = None
+    sample_prompts: Path | None = None
+    sample_every_n_epochs: int | None = Field(None, ge=1)
+    sample_sampler: Literal["ddim", "euler", "euler_a", "dpmsolver++"] = "ddim"
+    training_comment: str | None = None
+
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _parse_resolution(cls, value: Any) -> Any:
+        """kohya writes ``resolution = "512,512"`` or ``"512"``; accept ints and pairs too."""
+        if isinstance(value, int):
+            return (value, value)
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            if len(parts) == 1:
+                parts = parts * 2
+            return tuple(int(p) for p in parts)
+        return value
+
+    @field_validator("caption_extension")
+    @classmethod
+    def _dot_extension(cls, value: str) -> str:
+        return value if value.startswith(".") else f".{value}"
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> TrainConfig:
+        if self.config_version != CONFIG_VERSION:
+            raise ValueError(
+                f"config_version {self.config_version} is not supported (expected {CONFIG_VERSION})"
+            )
+        if self.train_data_dir is None and not self.datasets:
+            raise ValueError("set train_data_dir or a [[datasets]] section")
+        if self.max_train_epochs is None and self.max_train_steps is None:
+            raise ValueError("set max_train_epochs or max_train_steps")
+        if self.v2:
+            raise ValueError("v2 (SD2.x) bases are not supported by this trainer version yet")
+        step = self.bucket_reso_steps
+        if self.enable_bucket and step % 8:
+            raise ValueError(f"bucket_reso_steps must be a multiple of 8, got {step}")
+        if self.network_args:
+            raise ValueError(
+                f"network_args {list(self.network_args)} are not supported yet "
+                "(LoCon/DoRA/LoHa/LoKr come later); remove them to train a plain LoRA"
+            )
+        return self
+
+    # -- resolved values ----------------------------------------------------------------
+
+    @property
+    def effective_unet_lr(self) -> float:
+        return self.unet_lr if self.unet_lr is not None else self.learning_rate
+
+    @property
+    def effective_text_encoder_lr(self) -> float:
+        return self.text_encoder_lr if self.text_encoder_lr is not None else self.learning_rate
+
+    @property
+    def train_text_encoder(self) -> bool:
+        return not self.network_train_unet_only and self.effective_text_encoder_lr > 0
+
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """``optimizer_args`` (kohya's ``key=value`` strings) as keyword arguments."""
+        return parse_key_values(self.optimizer_args, "optimizer_args")
+
+
+def parse_key_values(items: Iterable[str], what: str) -> dict[str, Any]:
+    """kohya's ``["weight_decay=0.1", "betas=0.9,0.99"]`` → ``{"weight_decay": 0.1, …}``."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what}: expected key=value, got {item!r}")
+        parsed[key.strip()] = _parse_scalar_or_tuple(raw.strip())
+    return parsed
+
+
+def _parse_scalar_or_tuple(raw: str) -> Any:
+    if "," in raw:
+        return tuple(_parse_scalar_or_tuple(part.strip()) for part in raw.split(","))
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """A CLI override ``key=value``; the value is read as TOML (``1e-4``, ``true``,
+    ``[1, 2]``) and falls back to a plain string (``output_name=my lora``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"an override must look like key=value, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def flatten_sections(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge kohya's ``[model_arguments]``-style tables into one flat mapping."""
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, Mapping) and key not in TrainConfig.model_fields:
+            for inner_key, inner_value in value.items():
+                if inner_key in flat:
+                    raise ConfigError(f"key {inner_key!r} is set in more than one section")
+                flat[inner_key] = inner_value
+        else:
+            if key in flat:
+                raise ConfigError(f"key {key!r} is set in more than one section")
+            flat[key] = value
+    return flat
+
+
+def check_keys(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop the harmless kohya keys (logged); raise on any other key we don't know."""
+    known = set(TrainConfig.model_fields)
+    kept: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in values.items():
+        if key in known:
+            kept[key] = value
+        elif key in IGNORED_KEYS:
+            logger.info("config key %r has no effect here: %s", key, IGNORED_KEYS[key])
+        elif key in RENAMED_KEYS:
+            problems.append(f"unknown key {key!r}: use {RENAMED_KEYS[key]} instead")
+        elif key in UNSUPPORTED_KEYS:
+            problems.append(f"unsupported key {key!r}: {UNSUPPORTED_KEYS[key]}")
+        else:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+            hint = f": use {close[0]} instead" if close else ""
+            problems.append(f"unknown key {key!r}{hint}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return kept
+
+
+def build_config(
+    values: Mapping[str, Any],
+    *,
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """Preset defaults < ``values`` (a parsed config file) < ``overrides`` (CLI flags)."""
+    flat = flatten_sections(values)
+    preset = preset or flat.pop("preset", None)
+    flat.pop("preset", None)
+    merged: dict[str, Any] = preset_values(preset) if preset else {}
+    merged.update(check_keys(flat))
+    merged.update(check_keys(dict(overrides or {})))
+    try:
+        return TrainConfig.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+
+
+def load_config(
+    path: Path,
+    *,
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """Read a TOML config file (kohya layout accepted) into a validated :class:`TrainConfig`."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    return build_config(raw, preset=preset, overrides=overrides)
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "config"
+        parts.append(f"{where}: {item['msg']}")
+    return "invalid config: " + "; ".join(parts)

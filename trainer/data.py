@@ -1,0 +1,315 @@
+"""The dataset: kohya folders, captions, buckets, and the batches of each epoch.
+
+Layout: ``train_data_dir/N_name/`` holds images with same-stem caption files; ``N`` is
+the number of repeats per epoch. A regularisation folder has the same layout; as in
+kohya its images are cycled until they match the number of training images (with
+repeats), and their loss is weighted by ``prior_loss_weight``.
+
+The order of an epoch depends only on ``(seed, epoch)``, never on earlier epochs, so a
+resumed run replays exactly the batches an uninterrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps
+
+from lab.buckets import BucketAssignment, BucketSpec
+from trainer.config import SubsetConfig, TrainConfig
+from trainer.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
+_SUBSET_DIR = re.compile(r"^(\d+)_(.*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionRules:
+    """kohya's caption options for one subset, applied each time an image is drawn."""
+
+    shuffle: bool = False
+    keep_tokens: int = 0
+    keep_tokens_separator: str = ""
+    separator: str = ","
+    prefix: str | None = None
+    suffix: str | None = None
+    dropout_rate: float = 0.0
+    tag_dropout_rate: float = 0.0
+
+    @property
+    def is_static(self) -> bool:
+        """True when a caption always becomes the same text (so its encoding can be cached)."""
+        return not self.shuffle and self.dropout_rate == 0 and self.tag_dropout_rate == 0
+
+    def apply(self, caption: str, rng: random.Random) -> str:
+        """The caption to train on this time: prefix/suffix, then dropout, shuffle."""
+        if self.prefix:
+            caption = f"{self.prefix} {caption}"
+        if self.suffix:
+            caption = f"{caption} {self.suffix}"
+        if self.dropout_rate and rng.random() < self.dropout_rate:
+            return ""
+        if self.is_static:
+            return caption
+        if self.keep_tokens_separator and self.keep_tokens_separator in caption:
+            fixed_text, _, flex_text = caption.partition(self.keep_tokens_separator)
+            fixed, flex = (
+                split_tags(fixed_text, self.separator),
+                split_tags(flex_text, self.separator),
+            )
+        else:
+            tags = split_tags(caption, self.separator)
+            fixed, flex = tags[: self.keep_tokens], tags[self.keep_tokens :]
+        if self.shuffle:
+            rng.shuffle(flex)
+        if self.tag_dropout_rate:
+            flex = [tag for tag in flex if rng.random() >= self.tag_dropout_rate]
+        return f"{self.separator} ".join(fixed + flex)
+
+
+def split_tags(caption: str, separator: str = ",") -> list[str]:
+    """``"a, b ,c"`` → ``["a", "b", "c"]`` (empty tags dropped)."""
+    return [tag.strip() for tag in caption.split(separator) if tag.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """One image of the dataset with everything needed to train on it."""
+
+    path: Path
+    caption: str
+    subset: str
+    """The subset folder's name (``10_sks``): the key of ``ss_tag_frequency``."""
+    is_reg: bool
+    rules: CaptionRules
+    flip_aug: bool
+    assignment: BucketAssignment
+
+    @property
+    def bucket(self) -> tuple[int, int]:
+        return self.assignment.bucket
+
+
+@dataclass(frozen=True, slots=True)
+class SubsetSummary:
+    """What the metadata reports per folder (``ss_dataset_dirs``)."""
+
+    name: str
+    repeats: int
+    image_count: int
+    is_reg: bool
+
+
+@dataclass
+class TrainingData:
+    """All images, and the deterministic batches of each epoch."""
+
+    records: list[ImageRecord]
+    samples: list[int]
+    """Record indices drawn once per epoch: training images × repeats, then reg images."""
+    batch_size: int
+    subsets: list[SubsetSummary] = field(default_factory=list)
+
+    @property
+    def num_train_images(self) -> int:
+        """kohya's ``ss_num_train_images``: training images counted with their repeats."""
+        return sum(1 for i in self.samples if not self.records[i].is_reg)
+
+    @property
+    def num_reg_images(self) -> int:
+        return sum(1 for r in self.records if r.is_reg)
+
+    @property
+    def captions_static(self) -> bool:
+        return all(r.rules.is_static for r in self.records)
+
+    def batches_per_epoch(self) -> int:
+        per_bucket = Counter(self.records[i].bucket for i in self.samples)
+        return sum(-(-count // self.batch_size) for count in per_bucket.values())
+
+    def epoch_batches(self, seed: int, epoch: int) -> list[list[int]]:
+        """The batches (record indices) of ``epoch``; one bucket per batch, shuffled."""
+        rng = random.Random(f"batches:{seed}:{epoch}")
+        by_bucket: dict[tuple[int, int], list[int]] = {}
+        for index in self.samples:
+            by_bucket.setdefault(self.records[index].bucket, []).append(index)
+        batches: list[list[int]] = []
+        for bucket in sorted(by_bucket):
+            members = by_bucket[bucket]
+            rng.shuffle(members)
+            batches.extend(
+                members[i : i + self.batch_size] for i in range(0, len(members), self.batch_size)
+            )
+        rng.shuffle(batches)
+        return batches
+
+    def tag_frequency(self) -> dict[str, dict[str, int]]:
+        """kohya's ``ss_tag_frequency``: per folder, how often each caption tag occurs."""
+        frequency: dict[str, Counter[str]] = {}
+        for record in self.records:
+            counter = frequency.setdefault(record.subset, Counter())
+            counter.update(split_tags(record.caption, record.rules.separator))
+        return {name: dict(counts) for name, counts in frequency.items()}
+
+    def bucket_counts(self) -> dict[tuple[int, int], int]:
+        return dict(sorted(Counter(self.records[i].bucket for i in self.samples).items()))
+
+
+def load_training_data(config: TrainConfig) -> TrainingData:
+    """Scan the configured folders, assign buckets, and build the per-epoch sample list."""
+    subsets = _subset_configs(config)
+    spec = _bucket_spec(config)
+    records: list[ImageRecord] = []
+    summaries: list[SubsetSummary] = []
+    train_samples: list[int] = []
+    reg_indices: list[int] = []
+    for subset in subsets:
+        found = _scan_subset(subset, config, spec)
+        if not found:
+            logger.warning("no images in %s", subset.image_dir)
+            continue
+        start = len(records)
+        records.extend(found)
+        indices = list(range(start, len(records)))
+        summaries.append(
+            SubsetSummary(subset.image_dir.name, subset.num_repeats, len(found), subset.is_reg)
+        )
+        if subset.is_reg:
+            reg_indices.extend(i for _ in range(subset.num_repeats) for i in indices)
+        else:
+            train_samples.extend(i for _ in range(subset.num_repeats) for i in indices)
+    if not train_samples:
+        raise DatasetError("the dataset has no training images (only regularisation or none)")
+    samples = list(train_samples)
+    if reg_indices:
+        # kohya: reg images are cycled or cut to the number of training images.
+        samples.extend(reg_indices[i % len(reg_indices)] for i in range(len(train_samples)))
+    data = TrainingData(records, samples, config.train_batch_size, summaries)
+    logger.info(
+        "dataset: %d images (%d training samples per epoch), buckets %s",
+        len(records),
+        len(samples),
+        data.bucket_counts(),
+    )
+    return data
+
+
+def _subset_configs(config: TrainConfig) -> list[SubsetConfig]:
+    subsets: list[SubsetConfig] = [s for d in config.datasets for s in d.subsets]
+    for root, is_reg in ((config.train_data_dir, False), (config.reg_data_dir, True)):
+        if root is None:
+            continue
+        if not root.is_dir():
+            raise DatasetError(f"dataset folder not found: {root}")
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for folder in folders:
+            match = _SUBSET_DIR.match(folder.name)
+            if match is None:
+                logger.warning("ignoring %s: kohya folders are named N_name", folder)
+                continue
+            subsets.append(
+                SubsetConfig(
+                    image_dir=folder,
+                    num_repeats=max(1, int(match.group(1))),
+                    is_reg=is_reg,
+                    class_tokens=match.group(2).strip() or None,
+                )
+            )
+    return subsets
+
+
+def _bucket_spec(config: TrainConfig) -> BucketSpec | None:
+    if not config.enable_bucket:
+        return None
+    return BucketSpec(
+        resolution=config.resolution,
+        min_bucket_reso=config.min_bucket_reso,
+        max_bucket_reso=config.max_bucket_reso,
+        bucket_reso_steps=config.bucket_reso_steps,
+        bucket_no_upscale=config.bucket_no_upscale,
+    )
+
+
+def _fixed_assignment(size: tuple[int, int], target: tuple[int, int]) -> BucketAssignment:
+    """Without bucketing: scale to cover the training resolution, then centre-crop."""
+    scale = max(target[0] / size[0], target[1] / size[1])
+    resized = (max(target[0], round(size[0] * scale)), max(target[1], round(size[1] * scale)))
+    crop = ((resized[0] - target[0]) // 2, (resized[1] - target[1]) // 2)
+    return BucketAssignment(target, resized, crop)
+
+
+def _scan_subset(
+    subset: SubsetConfig, config: TrainConfig, spec: BucketSpec | None
+) -> list[ImageRecord]:
+    if not subset.image_dir.is_dir():
+        raise DatasetError(f"image folder not found: {subset.image_dir}")
+    extension = subset.caption_extension or config.caption_extension
+    if not extension.startswith("."):
+        extension = f".{extension}"
+
+    def pick(value: object, default: object) -> object:
+        return default if value is None else value
+
+    rules = CaptionRules(
+        shuffle=bool(pick(subset.shuffle_caption, config.shuffle_caption)),
+        keep_tokens=int(pick(subset.keep_tokens, config.keep_tokens)),  # type: ignore[call-overload]
+        keep_tokens_separator=config.keep_tokens_separator,
+        separator=config.caption_separator,
+        prefix=subset.caption_prefix or config.caption_prefix,
+        suffix=subset.caption_suffix or config.caption_suffix,
+        dropout_rate=float(pick(subset.caption_dropout_rate, config.caption_dropout_rate)),  # type: ignore[arg-type]
+        tag_dropout_rate=float(
+            pick(subset.caption_tag_dropout_rate, config.caption_tag_dropout_rate)  # type: ignore[arg-type]
+        ),
+    )
+    flip = bool(pick(subset.flip_aug, config.flip_aug))
+    records = []
+    for path in sorted(subset.image_dir.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        caption_file = path.with_suffix(extension)
+        if caption_file.exists():
+            caption = caption_file.read_text(encoding="utf-8").strip().splitlines()[0:1]
+            text = caption[0].strip() if caption else ""
+        else:
+            text = subset.class_tokens or ""
+        try:
+            with Image.open(path) as image:
+                size = ImageOps.exif_transpose(image).size
+        except OSError as error:
+            raise DatasetError(f"cannot read image {path}: {error}") from error
+        assignment = spec.assign(*size) if spec else _fixed_assignment(size, config.resolution)
+        records.append(
+            ImageRecord(path, text, subset.image_dir.name, subset.is_reg, rules, flip, assignment)
+        )
+    return records
+
+
+def load_pixels(record: ImageRecord, *, flip: bool) -> torch.Tensor:
+    """The image resized to cover its bucket, centre-cropped, in [-1, 1], CHW float32."""
+    with Image.open(record.path) as opened:
+        image = ImageOps.exif_transpose(opened)
+        if image.mode in ("RGBA", "LA") or "transparency" in image.info:
+            # Transparent pixels become white, as kohya does, not black.
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image.convert("RGBA"))
+        image = image.convert("RGB")
+        assignment = record.assignment
+        if image.size != assignment.resized:
+            downscale = assignment.resized[0] < image.size[0]
+            resample = Image.Resampling.BOX if downscale else Image.Resampling.LANCZOS
+            image = image.resize(assignment.resized, resample)
+        image = image.crop(assignment.crop_box)
+        if flip:
+            image = ImageOps.mirror(image)
+    data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    pixels = data.view(image.size[1], image.size[0], 3).permute(2, 0, 1).float()
+    return pixels / 127.5 - 1.0

@@ -1,0 +1,35 @@
+"""The trainer's errors: one base class, translated only at the edges (CLI, worker task)."""
+
+from __future__ import annotations
+
+from lab.errors import LabError
+
+
+class TrainerError(LabError):
+    """Anything the trainer refuses or cannot do, with a message meant for the user."""
+
+    code = "trainer_error"
+
+
+class ConfigError(TrainerError):
+    """The training config is invalid: an unknown key, a bad value, a missing path."""
+
+    code = "trainer_config"
+
+
+class DatasetError(TrainerError):
+    """The dataset folder is empty, malformed or unreadable."""
+
+    code = "trainer_dataset"
+
+
+class UnsafeCheckpointError(TrainerError):
+    """A pickle checkpoint (`.ckpt/.pt/.bin`) was given without explicit opt-in."""
+
+    code = "trainer_unsafe_checkpoint"
+
+
+class ResumeError(TrainerError):
+    """The resume state directory is missing, incomplete or belongs to another setup."""
+
+    code = "trainer_resume"

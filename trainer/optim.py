@@ -1,0 +1,92 @@
+"""Optimizers and learning-rate schedules, built from kohya's option names."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+from typing import Any
+
+import torch
+from diffusers.optimization import get_scheduler
+
+from trainer.config import TrainConfig
+from trainer.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def build_optimizer(
+    config: TrainConfig, param_groups: list[dict[str, Any]]
+) -> tuple[torch.optim.Optimizer, str]:
+    """The optimizer and its kohya-style description (``ss_optimizer``)."""
+    kwargs = config.optimizer_kwargs()
+    name = config.optimizer_type
+    if name == "AdamW":
+        if torch.cuda.is_available() and "fused" not in kwargs:
+            kwargs["fused"] = True  # one kernel per step instead of one per tensor
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+            param_groups, lr=config.learning_rate, **kwargs
+        )
+        label = "torch.optim.adamw.AdamW"
+    elif name == "AdamW8bit":
+        bnb = _require("bitsandbytes", name)
+        optimizer = bnb.optim.AdamW8bit(param_groups, lr=config.learning_rate, **kwargs)
+        label = "bitsandbytes.optim.adamw.AdamW8bit"
+    elif name == "Lion":
+        lion = _require("lion_pytorch", name)
+        optimizer = lion.Lion(param_groups, lr=config.learning_rate, **kwargs)
+        label = "lion_pytorch.lion_pytorch.Lion"
+    elif name == "Prodigy":
+        prodigy = _require("prodigyopt", name)
+        optimizer = prodigy.Prodigy(param_groups, lr=config.learning_rate, **kwargs)
+        label = "prodigyopt.prodigy.Prodigy"
+    elif name == "Adafactor":
+        from transformers.optimization import Adafactor
+
+        kwargs.setdefault("scale_parameter", False)
+        kwargs.setdefault("relative_step", False)
+        kwargs.setdefault("warmup_init", False)
+        optimizer = Adafactor(param_groups, lr=config.learning_rate, **kwargs)
+        label = "transformers.optimization.Adafactor"
+    else:  # pragma: no cover - the config's Literal rules this out
+        raise ConfigError(f"unknown optimizer_type {name!r}")
+    shown = {k: v for k, v in kwargs.items() if k != "fused"}
+    if shown:
+        label += "(" + ",".join(f"{k}={v}" for k, v in shown.items()) + ")"
+    return optimizer, label
+
+
+def _require(module: str, optimizer: str) -> Any:
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(
+            f"optimizer_type {optimizer!r} needs the {module!r} package; install it "
+            "(pip install " + module.replace("_", "-") + ") or use optimizer_type = 'AdamW'"
+        )
+    return importlib.import_module(module)
+
+
+def warmup_steps(config: TrainConfig, total_steps: int) -> int:
+    """``lr_warmup_steps`` as steps; below 1 it is a fraction of the total (kohya)."""
+    if config.lr_warmup_steps < 1:
+        return math.ceil(config.lr_warmup_steps * total_steps)
+    return int(config.lr_warmup_steps)
+
+
+def build_scheduler(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """diffusers' named schedule with warmup; ``constant`` with warmup becomes
+    ``constant_with_warmup`` (kohya does the same)."""
+    name = config.lr_scheduler
+    warmup = warmup_steps(config, total_steps)
+    if name == "constant" and warmup > 0:
+        name = "constant_with_warmup"
+    return get_scheduler(
+        name,
+        optimizer,
+        num_warmup_steps=warmup,
+        num_training_steps=total_steps,
+        num_cycles=config.lr_scheduler_num_cycles,
+        power=config.lr_scheduler_power,
+    )

@@ -1,0 +1,135 @@
+"""Sample images during training from a kohya prompt file.
+
+Prompt lines look like ``a photo of sks --n blurry --w 512 --h 768 --d 42 --l 7 --s 28``:
+``--n`` negative prompt, ``--w/--h`` size, ``--d`` seed, ``--l`` CFG scale, ``--s``
+steps. A prompt without ``--d`` gets a seed from its line number, so every epoch uses
+the same seeds and epochs compare like for like. Samples go through the same diffusers
+pipeline class inference uses, with the LoRA active, so they match what users will get.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+)
+
+from trainer.errors import ConfigError
+from trainer.models import BaseModel
+
+logger = logging.getLogger(__name__)
+
+_OPTION = re.compile(r"\s--(n|w|h|d|l|s)\s+")
+_SCHEDULERS = {
+    "ddim": DDIMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler_a": EulerAncestralDiscreteScheduler,
+    "dpmsolver++": DPMSolverMultistepScheduler,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SamplePrompt:
+    prompt: str
+    negative: str = ""
+    width: int = 512
+    height: int = 512
+    seed: int = 0
+    cfg_scale: float = 7.0
+    steps: int = 20
+
+
+def parse_prompt_line(
+    line: str, *, default_seed: int, default_size: tuple[int, int]
+) -> SamplePrompt:
+    """One kohya prompt-file line → :class:`SamplePrompt`."""
+    parts = _OPTION.split(" " + line.strip())
+    prompt = parts[0].strip()
+    values: dict[str, str] = dict(zip(parts[1::2], (p.strip() for p in parts[2::2]), strict=True))
+    try:
+        return SamplePrompt(
+            prompt=prompt,
+            negative=values.get("n", ""),
+            width=int(values.get("w", default_size[0])),
+            height=int(values.get("h", default_size[1])),
+            seed=int(values.get("d", default_seed)),
+            cfg_scale=float(values.get("l", 7.0)),
+            steps=int(values.get("s", 20)),
+        )
+    except ValueError as error:
+        raise ConfigError(f"bad sample prompt line {line!r}: {error}") from None
+
+
+def read_prompt_file(path: Path, *, seed: int, default_size: tuple[int, int]) -> list[SamplePrompt]:
+    """Every non-empty, non-comment line of a prompt file."""
+    if not path.is_file():
+        raise ConfigError(f"sample_prompts file not found: {path}")
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.lstrip().startswith("#")]
+    return [
+        parse_prompt_line(line, default_seed=seed + i, default_size=default_size)
+        for i, line in enumerate(lines)
+    ]
+
+
+def generate_samples(
+    base: BaseModel,
+    prompts: list[SamplePrompt],
+    *,
+    sampler: str,
+    encode_text: Callable[[list[str]], torch.Tensor],
+    folder: Path,
+    stem: str,
+    device: torch.device,
+) -> list[Path]:
+    """Render each prompt with the LoRA active; returns the PNG paths.
+
+    Prompts are encoded by ``encode_text``, the function training uses, so ``clip_skip``
+    and the text-encoder LoRA act on samples exactly as they do on training captions.
+    """
+    scheduler = _SCHEDULERS[sampler].from_config(base.sample_scheduler_config)
+    pipe = StableDiffusionPipeline(
+        unet=base.unet,
+        vae=base.vae,
+        text_encoder=base.text_encoder,
+        tokenizer=base.tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    vae_device = next(base.vae.parameters()).device
+    base.vae.to(device)
+    paths = []
+    try:
+        for index, item in enumerate(prompts):
+            generator = torch.Generator("cpu").manual_seed(item.seed)
+            with torch.no_grad():
+                embeds = encode_text([item.prompt, item.negative])
+                image = pipe(
+                    prompt_embeds=embeds[:1],
+                    negative_prompt_embeds=embeds[1:],
+                    width=item.width,
+                    height=item.height,
+                    num_inference_steps=item.steps,
+                    guidance_scale=item.cfg_scale,
+                    generator=generator,
+                ).images[0]
+            path = folder / f"{stem}_{index:02d}_{item.seed}.png"
+            image.save(path)
+            paths.append(path)
+    finally:
+        base.vae.to(vae_device)
+    return paths

@@ -1,0 +1,311 @@
+"""Everything a run needs before its first step, gathered in one :class:`Session`.
+
+Order matters: the base is loaded and frozen, the dataset scanned and latents cached
+(the VAE is then no longer needed on the GPU), LoRA injected with the global RNG seeded
+(so its initial weights depend on the seed only), then optimizer and schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from diffusers.training_utils import cast_training_params
+
+from lab.families import FAMILIES, BaseFamily
+from trainer.cache import LatentCache, TextEncoderCache
+from trainer.callbacks import Callbacks
+from trainer.config import TrainConfig
+from trainer.data import ImageRecord, TrainingData, load_pixels, load_training_data
+from trainer.errors import ConfigError
+from trainer.models import BaseModel, load_base_model, vae_fingerprint
+from trainer.network import LoraNetwork, apply_lora
+from trainer.optim import build_optimizer, build_scheduler, warmup_steps
+from trainer.sampling import SamplePrompt, read_prompt_file
+from trainer.saving import RunInfo
+from trainer.state import RunShape
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Session:
+    """The prepared run: models on the device, data, caches, optimizer, schedule."""
+
+    accelerator: Accelerator
+    device: torch.device
+    weight_dtype: torch.dtype
+    seed: int
+    base: BaseModel
+    unet: torch.nn.Module
+    network: LoraNetwork
+    data: TrainingData
+    latent_cache: LatentCache | None
+    text_cache: TextEncoderCache | None
+    encode_text: Callable[[list[str]], torch.Tensor]
+    encode_images: Callable[[list[ImageRecord], list[bool]], torch.Tensor]
+    trainable: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
+    total_steps: int
+    num_epochs: int
+    shape: RunShape
+    run_info: RunInfo
+    sample_prompts: list[SamplePrompt]
+    images_encoded_uncached: int = 0
+
+
+def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
+    """Load, scan, cache and build everything; report each phase through ``callbacks``."""
+    started = time.time()
+    # A worker process runs many jobs; each may ask for another precision.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    device, weight_dtype = accelerator.device, _DTYPES[config.mixed_precision]
+    seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+
+    callbacks.on_status("loading", config.pretrained_model_name_or_path)
+    base = load_base_model(config)
+    data = load_training_data(config)
+    vae = base.vae.to(device, torch.float32)  # the SD1.5 VAE overflows in fp16
+
+    def encode_pixels(pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            posterior = vae.encode(pixels.to(device, torch.float32)).latent_dist
+            return posterior.mode() * vae.config.scaling_factor
+
+    latent_cache = None
+    if config.cache_latents:
+        callbacks.on_status("caching", f"latents of {len(data.records)} images")
+        latent_cache = LatentCache(
+            encode_pixels,
+            vae_fingerprint(vae),
+            disk_dir=(config.latent_cache_dir or config.output_dir / ".latent_cache")
+            if config.cache_latents_to_disk
+            else None,
+            encode_batch_size=max(4, config.train_batch_size),
+        )
+        latent_cache.fill(data.records)
+        callbacks.on_status(
+            "caching", f"latents: {latent_cache.encoded} encoded, {latent_cache.reused} reused"
+        )
+        if device.type != "cpu":
+            vae.to("cpu")  # cached: free the accelerator's memory for the UNet
+
+    torch.manual_seed(seed)  # LoRA init draws from the global RNG
+    text_encoder = base.text_encoder
+    unet = base.unet.to(device, weight_dtype)
+    network = apply_lora(unet, text_encoder if config.train_text_encoder else None, config)
+    text_encoder.to(device, weight_dtype)
+    cast_training_params([unet, text_encoder], dtype=torch.float32)  # LoRA weights stay fp32
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if config.train_text_encoder:
+            text_encoder.gradient_checkpointing_enable()
+    unet.train()
+    if config.train_text_encoder:
+        text_encoder.train()
+
+    groups = [{"params": network.unet_parameters(), "lr": config.effective_unet_lr}]
+    if config.train_text_encoder:
+        groups.append(
+            {"params": network.text_encoder_parameters(), "lr": config.effective_text_encoder_lr}
+        )
+    trainable = [p for g in groups for p in g["params"]]
+    optimizer, optimizer_label = build_optimizer(config, groups)
+    batches_per_epoch = data.batches_per_epoch()
+    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
+    if config.max_train_epochs is not None:  # epochs win over steps, as in kohya
+        total_steps = config.max_train_epochs * steps_per_epoch
+    else:
+        total_steps = config.max_train_steps or 0
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
+    lr_scheduler = build_scheduler(config, optimizer, total_steps)
+    forward_unet = torch.compile(unet) if config.torch_compile else unet
+    forward_unet, optimizer, lr_scheduler = accelerator.prepare(
+        forward_unet, optimizer, lr_scheduler
+    )
+
+    encode_text = _text_encoder_fn(base, config, device)
+    text_cache = None
+    if not config.train_text_encoder and config.cache_text_encoder_outputs and data.captions_static:
+        text_cache = TextEncoderCache(encode_text)
+        rng = random.Random(0)  # static captions: the rng is never drawn from
+        text_cache.fill(r.rules.apply(r.caption, rng) for r in data.records)
+        encode_text = text_cache.get
+
+    session = Session(
+        accelerator=accelerator,
+        device=device,
+        weight_dtype=weight_dtype,
+        seed=seed,
+        base=base,
+        unet=forward_unet,
+        network=network,
+        data=data,
+        latent_cache=latent_cache,
+        text_cache=text_cache,
+        encode_text=encode_text,
+        encode_images=lambda records, flips: torch.zeros(0),
+        trainable=trainable,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        total_steps=total_steps,
+        num_epochs=num_epochs,
+        shape=RunShape(
+            network_dim=config.network_dim,
+            network_alpha=config.network_alpha,
+            train_text_encoder=config.train_text_encoder,
+            batch_size=config.train_batch_size,
+            batches_per_epoch=batches_per_epoch,
+        ),
+        run_info=_run_info(
+            config, base, data, seed, optimizer_label, total_steps, num_epochs, started
+        ),
+        sample_prompts=read_prompt_file(
+            config.sample_prompts, seed=seed, default_size=config.resolution
+        )
+        if config.sample_prompts
+        else [],
+    )
+
+    def encode_images(records: list[ImageRecord], flips: list[bool]) -> torch.Tensor:
+        pixels = torch.stack([load_pixels(r, flip=f) for r, f in zip(records, flips, strict=True)])
+        session.images_encoded_uncached += len(records)
+        return encode_pixels(pixels)
+
+    session.encode_images = encode_images
+    logger.info(
+        "seed %d, %d steps (%d per epoch), %d epochs, device %s, dtype %s",
+        seed,
+        total_steps,
+        steps_per_epoch,
+        num_epochs,
+        device,
+        weight_dtype,
+    )
+    return session
+
+
+def _text_encoder_fn(
+    base: BaseModel, config: TrainConfig, device: torch.device
+) -> Callable[[list[str]], torch.Tensor]:
+    """Captions → hidden states, honouring ``clip_skip`` the way kohya does (take the
+    N-th-from-last layer, then the final layer norm)."""
+    tokenizer, text_encoder = base.tokenizer, base.text_encoder
+    skip = config.clip_skip or 1
+    layers = text_encoder.config.num_hidden_layers
+    if skip > layers:
+        raise ConfigError(f"clip_skip {skip} exceeds the text encoder's {layers} layers")
+    trained = config.train_text_encoder
+    # transformers ≥ 5 dropped CLIPTextModel's `text_model` wrapper; older versions have it.
+    final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+
+    def encode(captions: list[str]) -> torch.Tensor:
+        ids = tokenizer(
+            captions,
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(device)
+        with torch.set_grad_enabled(trained):
+            if skip == 1:
+                return text_encoder(ids)[0]
+            hidden = text_encoder(ids, output_hidden_states=True).hidden_states[-skip]
+            return final_norm(hidden)
+
+    return encode
+
+
+def _run_info(
+    config: TrainConfig,
+    base: BaseModel,
+    data: TrainingData,
+    seed: int,
+    optimizer_label: str,
+    total_steps: int,
+    num_epochs: int,
+    started: float,
+) -> RunInfo:
+    def dirs(reg: bool) -> dict[str, dict[str, int]]:
+        return {
+            s.name: {"n_repeats": s.repeats, "img_count": s.image_count}
+            for s in data.subsets
+            if s.is_reg == reg
+        }
+
+    options = {
+        "ss_min_snr_gamma": config.min_snr_gamma,
+        "ss_debiased_estimation": config.debiased_estimation_loss,
+        "ss_noise_offset": config.noise_offset,
+        "ss_noise_offset_random_strength": config.noise_offset_random_strength,
+        "ss_multires_noise_iterations": config.multires_noise_iterations,
+        "ss_multires_noise_discount": config.multires_noise_discount,
+        "ss_zero_terminal_snr": config.zero_terminal_snr,
+        "ss_shuffle_caption": config.shuffle_caption,
+        "ss_keep_tokens": config.keep_tokens,
+        "ss_caption_dropout_rate": config.caption_dropout_rate,
+        "ss_caption_tag_dropout_rate": config.caption_tag_dropout_rate,
+        "ss_flip_aug": config.flip_aug,
+        "ss_prior_loss_weight": config.prior_loss_weight,
+        "ss_gradient_checkpointing": config.gradient_checkpointing,
+        "ss_gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "ss_max_grad_norm": config.max_grad_norm,
+        "ss_cache_latents": config.cache_latents,
+        "ss_enable_bucket": config.enable_bucket,
+        "ss_min_bucket_reso": config.min_bucket_reso,
+        "ss_max_bucket_reso": config.max_bucket_reso,
+        "ss_bucket_no_upscale": config.bucket_no_upscale,
+    }
+    buckets = data.bucket_counts()
+    return RunInfo(
+        base_model_name=base.name,
+        base_model_version=FAMILIES[BaseFamily.SD15].kohya_version,
+        prediction_type=base.prediction_type,
+        resolution=config.resolution,
+        network_dim=config.network_dim,
+        network_alpha=config.network_alpha,
+        network_dropout=config.network_dropout,
+        train_text_encoder=config.train_text_encoder,
+        output_name=config.output_name,
+        clip_skip=config.clip_skip,
+        num_train_images=data.num_train_images,
+        num_reg_images=data.num_reg_images,
+        num_batches_per_epoch=data.batches_per_epoch(),
+        num_epochs=num_epochs,
+        max_train_steps=total_steps,
+        batch_size=config.train_batch_size,
+        learning_rate=config.learning_rate,
+        unet_lr=config.effective_unet_lr,
+        text_encoder_lr=config.effective_text_encoder_lr if config.train_text_encoder else None,
+        optimizer=optimizer_label,
+        lr_scheduler=config.lr_scheduler,
+        lr_warmup_steps=warmup_steps(config, total_steps),
+        mixed_precision=config.mixed_precision,
+        seed=seed,
+        tag_frequency=data.tag_frequency(),
+        dataset_dirs=dirs(False),
+        reg_dataset_dirs=dirs(True),
+        bucket_info={
+            "buckets": {
+                str(i): {"resolution": list(b), "count": n}
+                for i, (b, n) in enumerate(buckets.items())
+            }
+        },
+        options={k: str(v) for k, v in options.items()},
+        training_started_at=started,
+        session_id=uuid.uuid4().hex,
+        comment=config.training_comment,
+    )
