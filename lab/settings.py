@@ -165,8 +165,29 @@ class WorkerSettings(CommonSettings):
     worker_name: str | None = None
     queues: tuple[str, ...] = ("cpu",)
     concurrency: int = Field(1, ge=1)
-    lease_seconds: int = Field(120, ge=10)
-    max_attempts: int = Field(3, ge=1)
+    lease_seconds: float = Field(
+        120, gt=0, description="A job whose worker is silent this long is re-queued."
+    )
+    max_attempts: int = Field(3, ge=1, description="Deliveries of a job before it fails.")
+    reaper_interval_seconds: float = Field(30, gt=0)
+    progress_interval_seconds: float = Field(
+        5, ge=0, description="At most one progress event per job this often."
+    )
+    state_every_minutes: float = Field(
+        30, gt=0, description="Also save a resumable state this often, not only per epoch."
+    )
+    base_models: dict[BaseFamily, str] = Field(
+        default_factory=dict,
+        description="Base model (diffusers folder or .safetensors) per family.",
+    )
+    max_job_hours: float = Field(
+        24, gt=0, description="Hard time limit of one training task; Redis's visibility "
+        "timeout is set above it so a long job is never re-delivered while it runs.",
+    )  # fmt: skip
+
+    @property
+    def work_dir(self) -> Path:
+        return (self.home / "work").resolve()
 
 
 class CliSettings(CommonSettings):
