@@ -194,6 +194,8 @@ def _read_entry(
     """Inflate one entry, counting real bytes against the per-entry and total caps."""
     cap = min(settings.zip_max_entry_bytes, settings.max_file_bytes)
     if info.file_size > cap:
+        if info.file_size > settings.zip_max_ratio * max(1, info.compress_size):
+            return _entry_bomb(name, info, info.file_size, cap, settings)
         return Rejection(
             name,
             Reason.FILE_TOO_LARGE,

@@ -144,6 +144,11 @@ def _open(data: bytes, source: str, settings: IngestSettings) -> ImageFile.Image
         raise _bomb(source, None, settings) from error
     except (UnidentifiedImageError, SyntaxError, OSError, ValueError, EOFError) as error:
         logger.debug("%s: cannot open header: %s", source, error)
+        if "too large" in str(error).lower():
+            raise DatasetError(
+                Reason.DECOMPRESSION_BOMB,
+                f"{source}: contains a chunk that expands far too much; refused.",
+            ) from error
         if isinstance(error, EOFError) or _cut_short(sniffed.label, data):
             raise DatasetError(
                 Reason.TRUNCATED, f"{source}: the {sniffed.label} file is cut short."

@@ -31,6 +31,7 @@ __all__ = [
     "CaptionPolicy",
     "FolderStore",
     "IngestResult",
+    "StorageStore",
     "Store",
     "ingest",
 ]
@@ -80,6 +81,27 @@ class FolderStore:
             for path in self.root.iterdir()
             if path.suffix in (".jpg", ".png") and len(path.stem) == 64
         }
+
+
+class _PutBytes(Protocol):
+    def put_bytes(self, key: str, data: bytes) -> object: ...
+
+
+class StorageStore:
+    """Adapter from :class:`lab.storage.Storage` (local or S3) to :class:`Store`.
+
+    Objects land at ``<prefix>/<sha256>.<ext>``; the storage key is the stored name.
+    """
+
+    def __init__(self, storage: _PutBytes, prefix: str) -> None:
+        self.storage = storage
+        self.prefix = prefix.strip("/")
+
+    def __call__(self, key: str, data: bytes, ext: str) -> str:
+        """Put the bytes under ``<prefix>/<key>.<ext>`` and return that key."""
+        name = f"{self.prefix}/{key}.{ext}" if self.prefix else f"{key}.{ext}"
+        self.storage.put_bytes(name, data)
+        return name
 
 
 @dataclass(frozen=True, slots=True)
