@@ -19,7 +19,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
 from db.base import utcnow
-from db.models import Artifact, ArtifactKind, JobStatus, Ticket, TrainingJob
+from db.models import (
+    Artifact,
+    ArtifactKind,
+    DatasetImage,
+    ImageStatus,
+    JobStatus,
+    SampleSet,
+    Ticket,
+    TrainingJob,
+)
 from db.outbox import enqueue_task
 from db.services import TransitionRefused, apply_transition
 from lab.lifecycle import Action, Actor, TicketState
@@ -266,3 +275,89 @@ def reap_expired(
     if requeued or failed:
         log.warning("reaper: re-queued %s, failed %s", requeued, failed)
     return ReapResult(requeued, failed)
+
+
+def record_samples(
+    factory: sessionmaker[Session],
+    lease: Lease,
+    stored: StoredObject,
+    *,
+    epoch: int,
+    prompts: list[str],
+) -> int:
+    """Record a sample grid for `epoch` and ask the bot to post it for voting."""
+    artifact_id = record_artifact(factory, lease, ArtifactKind.SAMPLE_GRID, stored, epoch=epoch)
+    with factory.begin() as session:
+        _check(session, lease)
+        ticket_id = session.scalar(
+            select(TrainingJob.ticket_id).where(TrainingJob.id == lease.job_id)
+        )
+        existing = session.scalar(
+            select(SampleSet).where(SampleSet.job_id == lease.job_id, SampleSet.epoch == epoch)
+        )
+        sample_set = existing or SampleSet(ticket_id=ticket_id, job_id=lease.job_id, epoch=epoch)
+        sample_set.grid_artifact_id, sample_set.prompts = artifact_id, prompts
+        session.add(sample_set)
+        session.flush()
+        repo.add_outbox(
+            session,
+            repo.OutboxItem(
+                OutboxKind.SAMPLE_GRID.value,
+                {"sample_set_id": sample_set.id, "ticket_id": ticket_id},
+                f"sample-grid:{sample_set.id}",
+            ),
+        )
+        return sample_set.id
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetImageRef:
+    image_id: int
+    storage_key: str
+    caption: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """What a worker needs to run a job, read once at its start."""
+
+    job_id: int
+    ticket_id: int
+    ticket_number: int
+    name: str
+    version: int
+    base_family: str
+    trigger_word: str
+    class_token: str
+    preset: str | None
+    overrides: dict[str, Any]
+    state_key: str | None
+    images: list[DatasetImageRef]
+
+
+def job_context(session: Session, job_id: int) -> JobContext:
+    job = session.get(TrainingJob, job_id)
+    if job is None:
+        raise LeaseLost(f"job {job_id} does not exist")
+    ticket = session.get(Ticket, job.ticket_id)
+    assert ticket is not None
+    captions = repo.current_captions(session, ticket.id)
+    rows = session.execute(
+        select(DatasetImage.id, DatasetImage.storage_key)
+        .where(DatasetImage.ticket_id == ticket.id, DatasetImage.status == ImageStatus.ACTIVE)
+        .order_by(DatasetImage.id)
+    ).all()
+    return JobContext(
+        job_id=job.id,
+        ticket_id=ticket.id,
+        ticket_number=ticket.number,
+        name=ticket.name,
+        version=ticket.version,
+        base_family=ticket.base_family.value,
+        trigger_word=ticket.trigger_word,
+        class_token=ticket.class_token,
+        preset=job.preset,
+        overrides=dict(job.config),
+        state_key=job.state_key,
+        images=[DatasetImageRef(i, key, captions.get(i, "")) for i, key in rows],
+    )

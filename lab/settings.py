@@ -180,6 +180,7 @@ class WorkerSettings(CommonSettings):
         default_factory=dict,
         description="Base model (diffusers folder or .safetensors) per family.",
     )
+    sample_steps: int = Field(20, ge=1, description="Denoising steps of each sample image.")
     max_job_hours: float = Field(
         24, gt=0, description="Hard time limit of one training task; Redis's visibility "
         "timeout is set above it so a long job is never re-delivered while it runs.",

@@ -60,6 +60,9 @@ class Callbacks(Protocol):
         """``status`` is one of: loading, caching, training, saving, sampling, stopped,
         finished; ``detail`` is a human-readable line."""
 
+    def on_state(self, path: Path, epoch: int, step: int) -> None:
+        """A resumable state directory was just written (the worker stores it)."""
+
 
 @runtime_checkable
 class Commands(Protocol):
@@ -67,6 +70,9 @@ class Commands(Protocol):
 
     def should_stop(self) -> bool:
         """True to stop after the current step; the run saves a resumable state."""
+
+    def should_save_state(self) -> bool:
+        """True to write a resumable state now (periodic saves, besides per epoch)."""
 
 
 class NullCallbacks:
@@ -84,11 +90,17 @@ class NullCallbacks:
     def on_status(self, status: str, detail: str = "") -> None:
         pass
 
+    def on_state(self, path: Path, epoch: int, step: int) -> None:
+        pass
+
 
 class NeverStop:
     """Runs to the end."""
 
     def should_stop(self) -> bool:
+        return False
+
+    def should_save_state(self) -> bool:
         return False
 
 

@@ -95,6 +95,8 @@ class Trainer:
             for index in range(self.position.batch, len(batches)):
                 if self.commands.should_stop():
                     return self.stop()
+                if self.commands.should_save_state():
+                    self.write_state(f"{self.config.output_name}-state")
                 self.step(batches[index], index, last_in_epoch=index == len(batches) - 1)
                 self._advance(batch=index + 1)
                 if self.position.global_step >= s.total_steps:
@@ -284,6 +286,7 @@ class Trainer:
             training=training,
         )
         self.result.state_dir = directory
+        self.callbacks.on_state(directory, self.position.epoch, self.position.global_step)
         return directory
 
     def resume(self, directory: Path) -> None:

@@ -1,0 +1,43 @@
+"""`loralab worker`: a Celery worker on the cpu and/or gpu queue."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import click
+
+from lab.settings import WorkerSettings
+from lab.tasks import Queue
+
+
+@click.command()
+@click.option(
+    "--queue", "queues", multiple=True, type=click.Choice([q.value for q in Queue]),
+    default=[Queue.CPU.value], show_default=True, help="Queue(s) to consume (repeatable).",
+)  # fmt: skip
+@click.option("--concurrency", default=1, show_default=True, help="Processes (GPUs) to run.")
+@click.option("--name", default=None, help="Worker name in /lab workers (default: host-pid).")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(queues: tuple[str, ...], concurrency: int, name: str | None, loglevel: str) -> None:
+    """Run a worker. GPU workers run each training task in a fresh process."""
+    from worker.app import configure
+
+    # One name for the process and its pool children (for the registry and leases).
+    name = name or f"{socket.gethostname()}-{os.getpid()}"
+    settings = WorkerSettings(queues=tuple(queues), concurrency=concurrency, worker_name=name)
+    app = configure(settings)
+    argv = [
+        "worker",
+        f"--queues={','.join(queues)}",
+        f"--concurrency={concurrency}",
+        f"--loglevel={loglevel}",
+        f"--hostname={name}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if Queue.GPU.value in queues:
+        # A fresh process per GPU task: CUDA memory and allocator state never leak
+        # from one job into the next.
+        argv.append("--max-tasks-per-child=1")
+    app.worker_main(argv)

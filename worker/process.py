@@ -1,0 +1,34 @@
+"""Worker process lifetime: register in the registry and start the housekeeping
+thread when the worker is ready; leave the registry when it shuts down."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
+
+from worker.maintenance import Maintenance
+from worker.registry import register, unregister
+from worker.runtime import runtime
+
+log = logging.getLogger(__name__)
+_maintenance: Maintenance | None = None
+
+
+@worker_ready.connect
+def _on_ready(sender: Any = None, **_: Any) -> None:
+    global _maintenance
+    rt = runtime()
+    queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values())
+    register(rt, queues)
+    _maintenance = Maintenance(rt)
+    _maintenance.start()
+    log.info("worker %s ready on queues %s", rt.name, queues)
+
+
+@worker_shutdown.connect
+def _on_shutdown(**_: Any) -> None:
+    if _maintenance is not None:
+        _maintenance.stop()
+    unregister(runtime())

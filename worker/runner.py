@@ -1,0 +1,176 @@
+"""Running one training job on this worker: claim the lease, materialise the dataset
+from storage, resume from the newest state, train, store artifacts, finish.
+
+The trainer (and so torch) is imported inside `run_training_job`, in the pool child
+that runs the task, never in the worker's main process.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from db import jobs
+from db.models import ArtifactKind, JobStatus
+from lab.dataset.export import export_kohya
+from lab.families import BaseFamily
+from lab.render import loss_curve
+from worker.runtime import Runtime, retry_db
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROMPTS = ("{trigger}, {cls}", "{trigger}, {cls}, portrait, looking at viewer")
+
+
+class JobFailure(Exception):
+    """A failure with a message for the trainer who started the job."""
+
+
+def run_training_job(rt: Runtime, job_id: int, attempt: int) -> JobStatus | None:
+    """Run attempt `attempt` of job `job_id`; ``None`` when there was nothing to claim
+    (a duplicate or late delivery) or the lease was lost midway."""
+    lease = retry_db(
+        lambda: jobs.claim(rt.factory, job_id, attempt, rt.name, rt.settings.lease_seconds),
+        what="claim job",
+    )
+    if lease is None:
+        return None
+    from worker.registry import gpu_description, set_current_job
+
+    set_current_job(rt, job_id)
+    work = rt.settings.work_dir / f"job-{job_id}-a{attempt}"
+    try:
+        context = retry_db(lambda: _context(rt, job_id), what="read job")
+        prompts = [p.format(trigger=context.trigger_word, cls=context.class_token)
+                   for p in DEFAULT_PROMPTS]  # fmt: skip
+        with jobs_reporter(rt, lease, prompts) as reporter:
+            status, error = _train(rt, context, work, reporter, prompts)
+            if reporter.lost:
+                return None
+            if status is JobStatus.SUCCEEDED:
+                _store_loss_curve(rt, lease, reporter)
+        ended = retry_db(
+            lambda: jobs.finish(rt.factory, lease, rt.settings.rules, status=status, error=error),
+            what="finish job",
+        )
+        return status if ended else None
+    finally:
+        set_current_job(rt, None)
+        shutil.rmtree(work, ignore_errors=True)
+        log.debug("job %s finished on %s (%s)", job_id, rt.name, gpu_description())
+
+
+def jobs_reporter(rt: Runtime, lease: jobs.Lease, prompts: list[str]) -> Any:
+    from worker.registry import gpu_description
+    from worker.reporting import JobReporter
+
+    return JobReporter(rt, lease, prompts=prompts, gpu=gpu_description())
+
+
+def _context(rt: Runtime, job_id: int) -> jobs.JobContext:
+    with rt.factory() as session:
+        return jobs.job_context(session, job_id)
+
+
+def _train(
+    rt: Runtime, context: jobs.JobContext, work: Path, reporter: Any, prompts: list[str]
+) -> tuple[JobStatus, str | None]:
+    import torch
+
+    from trainer.errors import TrainerError
+    from trainer.loop import train
+
+    try:
+        config = _build_config(rt, context, work, prompts)
+        result = train(config, reporter, reporter)
+    except torch.cuda.OutOfMemoryError:
+        return JobStatus.FAILED, (
+            "The GPU ran out of memory. Lower train_batch_size or the resolution, "
+            "turn on gradient_checkpointing, or use a smaller network_dim."
+        )
+    except (TrainerError, JobFailure) as exc:
+        return JobStatus.FAILED, str(exc)
+    if result.stopped:
+        return JobStatus.CANCELLED, "Stopped on request; the training state was saved."
+    return JobStatus.SUCCEEDED, None
+
+
+def _build_config(rt: Runtime, context: jobs.JobContext, work: Path, prompts: list[str]) -> Any:
+    from trainer.config import build_config
+
+    base = rt.settings.base_models.get(BaseFamily(context.base_family))
+    if base is None:
+        raise JobFailure(
+            f"This worker has no {context.base_family} base model configured "
+            f"(LORALAB_BASE_MODELS__{context.base_family.upper()})."
+        )
+    flat = _materialise(rt, context, work / "flat")
+    train_dir = work / "train"
+    overrides = dict(context.overrides)
+    repeats = int(overrides.pop("num_repeats", 0) or 0) or None
+    export_kohya(flat, train_dir, context.trigger_word, context.class_token,
+                 repeats=repeats, target_steps=None if repeats else 1500,
+                 epochs=int(overrides.get("max_train_epochs", 10)))  # fmt: skip
+    prompt_file = work / "prompts.txt"
+    steps = rt.settings.sample_steps
+    prompt_file.write_text("".join(f"{p} --s {steps}\n" for p in prompts), encoding="utf-8")
+    values: dict[str, Any] = {
+        "pretrained_model_name_or_path": base,
+        "train_data_dir": str(train_dir),
+        "output_dir": str(work / "out"),
+        "output_name": _safe_name(f"{context.name}-v{context.version}"),
+        "sample_prompts": str(prompt_file),
+        "sample_every_n_epochs": 1,
+        "save_state": True,
+    }
+    state = _download_state(rt, context, work)
+    if state is not None:
+        values["resume"] = str(state)
+    return build_config(values, preset=context.preset, overrides=overrides)
+
+
+def _materialise(rt: Runtime, context: jobs.JobContext, flat: Path) -> Path:
+    """The ticket's images and current captions, from storage, in one flat folder."""
+    if not context.images:
+        raise JobFailure("This ticket has no images to train on.")
+    flat.mkdir(parents=True, exist_ok=True)
+    for image in context.images:
+        suffix = Path(image.storage_key).suffix or ".png"
+        rt.storage.download(image.storage_key, flat / f"{image.image_id:06d}{suffix}")
+        (flat / f"{image.image_id:06d}.txt").write_text(image.caption, encoding="utf-8")
+    return flat
+
+
+def _download_state(rt: Runtime, context: jobs.JobContext, work: Path) -> Path | None:
+    if not context.state_key:
+        return None
+    archive = rt.storage.download(context.state_key, work / "resume.tar")
+    target = work / "resume"
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="data")  # our own archive; "data" refuses odd members
+    log.info("job %s resumes from %s", context.job_id, context.state_key)
+    return target / "state"
+
+
+def _store_loss_curve(rt: Runtime, lease: jobs.Lease, reporter: Any) -> None:
+    if not reporter.losses:
+        return
+    path = rt.settings.work_dir / f"loss-{lease.job_id}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    loss_curve(reporter.losses, epoch_steps=reporter.epoch_steps).save(path)
+    stored = rt.storage.put_file(f"jobs/{lease.job_id}/loss.png", path)
+    path.unlink(missing_ok=True)
+    retry_db(
+        lambda: jobs.record_artifact(
+            rt.factory, lease, ArtifactKind.LOSS_CURVE, stored, epoch=None
+        ),
+        what="record loss curve",
+    )
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "lora"

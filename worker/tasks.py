@@ -1,0 +1,32 @@
+"""Celery tasks: thin. They receive ids, and a service does the work."""
+
+from __future__ import annotations
+
+import logging
+
+from lab.tasks import TaskName
+from worker.app import app
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=TaskName.TRAIN.value)
+def train(job_id: int, attempt: int) -> str:
+    """Train attempt `attempt` of job `job_id` (a repeat delivery finds nothing to do)."""
+    from worker.runner import run_training_job
+    from worker.runtime import runtime
+
+    status = run_training_job(runtime(), job_id, attempt)
+    outcome = status.value if status else "skipped"
+    log.info("job %s attempt %s: %s", job_id, attempt, outcome)
+    return outcome
+
+
+@app.task(name=TaskName.REAP.value)
+def reap() -> dict[str, list[int]]:
+    """Re-queue jobs whose worker died (also run periodically by every worker)."""
+    from worker.maintenance import reap_and_dispatch
+    from worker.runtime import runtime
+
+    result = reap_and_dispatch(runtime())
+    return {"requeued": result.requeued, "failed": result.failed}
