@@ -23,6 +23,11 @@ class IngestSettings(BaseModel):
         60_000_000, gt=0, description="Refuse images with more pixels, before decoding."
     )
     max_side: int = Field(3000, ge=64, description="Longer sides are downscaled to this.")
+    downscale_filter: Literal["area", "bicubic", "lanczos"] = Field(
+        "area",
+        description="Filter for that downscale; area averaging is what kohya uses "
+        "(cv2.INTER_AREA) when it shrinks images, and the cheapest.",
+    )
     min_side: dict[BaseFamily, int] = Field(
         default_factory=lambda: {f: d.min_side for f, d in FAMILIES.items()},
         description="Shortest side under which an image is too small for the family.",

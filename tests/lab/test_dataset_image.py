@@ -198,3 +198,17 @@ def test_hashes_and_facts():
     assert len(result.phash) == 16
     # Deterministic: the same upload always gets the same content address.
     assert normalise_image(data, "other-name.png").sha256 == result.sha256
+
+
+def test_perceptual_hash_matches_imagehash_phash():
+    import imagehash
+
+    from lab.dataset.image import perceptual_hash
+
+    distances = []
+    for seed in range(20):
+        image = corpus.photo(120 + seed * 5, 90 + seed * 4, seed=seed)  # ≤ 256: no thumbnail
+        ours, reference = perceptual_hash(image), imagehash.phash(image)
+        distances.append(imagehash.hex_to_hash(ours) - reference)
+    # Same algorithm; a coefficient sitting on the median may round the other way.
+    assert max(distances) <= 2 and distances.count(0) >= 18
