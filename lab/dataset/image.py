@@ -401,7 +401,7 @@ def _encode(image: Image.Image, source_format: str, settings: IngestSettings) ->
     """Re-encode from pixels only: no EXIF, GPS, ICC or text chunks are written."""
     out = io.BytesIO()
     if source_format == "JPEG":
-        image.save(out, "JPEG", quality=settings.jpeg_quality)
+        image.save(out, "JPEG", quality=settings.jpeg_quality, icc_profile=None, exif=b"")
         return out.getvalue(), "jpg"
-    image.save(out, "PNG", compress_level=settings.png_compress_level)
+    image.save(out, "PNG", compress_level=settings.png_compress_level, icc_profile=None)
     return out.getvalue(), "png"

@@ -7,12 +7,14 @@ decoded, normalised and known not to be a duplicate.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -332,7 +334,7 @@ _PROBLEM_TEXT = {
 def _normalise_one(
     job: tuple[SourceFile, IngestSettings, BaseFamily | None],
 ) -> NormalisedImage | Rejection:
-    """Worker body (top level, so it pickles): never raises for a bad file."""
+    """Worker body: never raises for a bad file."""
     source, settings, family = job
     try:
         data = source.read(settings.max_file_bytes)
@@ -349,18 +351,31 @@ def _normalise_all(
     family: BaseFamily | None,
     progress: Callable[[int], None] | None,
 ) -> Iterator[tuple[SourceFile, NormalisedImage | Rejection]]:
-    """Results in input order; a process pool over the cores when it pays off."""
+    """Results in input order, computed by a pool of threads over the cores.
+
+    Threads, not processes: Pillow and hashlib release the GIL while decoding,
+    resizing, encoding and hashing, so threads scale like processes here without
+    pickling megabytes per image or paying a process start per batch. At most
+    ``2 × workers`` results wait in memory, so a slow store (S3) bounds the memory use.
+    """
     workers = min(settings.workers or os.cpu_count() or 1, len(images))
     jobs = [(image, settings, family) for image in images]
     if workers <= 1 or len(images) < _PARALLEL_MIN:
-        outcomes: Iterable[NormalisedImage | Rejection] = map(_normalise_one, jobs)
-        for image, outcome in zip(images, outcomes, strict=True):
+        for image, job in zip(images, jobs, strict=True):
+            outcome = _normalise_one(job)
             if progress:
                 progress(1)
             yield image, outcome
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for image, outcome in zip(images, pool.map(_normalise_one, jobs), strict=True):
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
+        pending: deque[Future[NormalisedImage | Rejection]] = deque()
+        queued = iter(jobs)
+        for job in itertools.islice(queued, 2 * workers):
+            pending.append(pool.submit(_normalise_one, job))
+        for image in images:
+            outcome = pending.popleft().result()
+            for job in itertools.islice(queued, 1):
+                pending.append(pool.submit(_normalise_one, job))
             if progress:
                 progress(1)
             yield image, outcome

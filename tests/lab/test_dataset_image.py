@@ -113,14 +113,19 @@ def test_exif_orientation_applied_and_metadata_dropped():
     assert b"Exif" not in result.data[:4096]
 
 
-def test_png_text_chunks_do_not_survive():
-    from PIL import PngImagePlugin
+def test_png_text_chunks_and_icc_profiles_do_not_survive():
+    from PIL import ImageCms, PngImagePlugin
 
     info = PngImagePlugin.PngInfo()
     info.add_text("Author", "secret person")
-    result = normalise_image(corpus.encode(corpus.photo(), "PNG", pnginfo=info), "t.png")
-    assert b"secret person" not in result.data
-    assert decoded(result).info.get("Author") is None
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for fmt, options in (("PNG", {"pnginfo": info}), ("JPEG", {})):
+        data = corpus.encode(corpus.photo(), fmt, icc_profile=srgb, **options)
+        result = normalise_image(data, f"t.{fmt.lower()}")
+        assert b"secret person" not in result.data
+        image = decoded(result)
+        assert image.info.get("Author") is None
+        assert image.info.get("icc_profile") is None
 
 
 def test_oversized_jpeg_is_downscaled_to_the_cap():
