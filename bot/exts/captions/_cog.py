@@ -1,0 +1,156 @@
+"""`/caption …`: every change is a caption revision; edits go through a modal."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.components import kick_relay
+from bot.context import acting, ticket_here
+from bot.embeds import clip
+from bot.errors import BotError, handle_error
+from bot.exts.dataset._logic import download
+from db.captions import bulk_edit, edit_caption, show_caption, tag_counts, upload_captions
+from db.dataset import check_allowed
+from db.tickets import Who, act
+from lab.captions import decode_caption
+from lab.dataset.sources import from_uploads
+from lab.lifecycle import Action
+
+if TYPE_CHECKING:
+    from bot.app import LabBot
+
+
+class CaptionModal(discord.ui.Modal, title="Edit caption"):
+    text: discord.ui.TextInput = discord.ui.TextInput(
+        label="Caption (trigger word first)",
+        custom_id="text",
+        style=discord.TextStyle.paragraph,
+        max_length=1500,
+    )
+
+    def __init__(self, bot: LabBot, who: Who, ticket_id: int, image_id: int, current: str) -> None:
+        super().__init__(timeout=900)
+        self.bot, self.who, self.ticket_id, self.image_id = bot, who, ticket_id, image_id
+        self.text.default = current
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        stored = await self.bot.db.run(
+            edit_caption, self.who, self.ticket_id, self.image_id, self.text.value, self.bot.rules
+        )
+        kick_relay(self.bot)
+        await interaction.followup.send(
+            clip(f"Caption of image {self.image_id} saved: `{stored}`", 2000), ephemeral=True
+        )
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        await handle_error(interaction, error)
+
+
+class Captions(commands.GroupCog, group_name="caption", group_description="Image captions"):
+    def __init__(self, bot: LabBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="show", description="An image's caption")
+    async def show(
+        self, interaction: discord.Interaction, image: int, ticket: int | None = None
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await acting(self.bot, interaction)
+        ticket_id = await ticket_here(self.bot, interaction, ticket)
+        name, text = await self.bot.db.run(show_caption, ticket_id, image)
+        await interaction.followup.send(
+            clip(f"`{image}` {name}: `{text or '(no caption)'}`", 2000), ephemeral=True
+        )
+
+    @app_commands.command(name="edit", description="Edit an image's caption")
+    async def edit(
+        self, interaction: discord.Interaction, image: int, ticket: int | None = None
+    ) -> None:
+        # The modal must be the first response: everything before it is a quick read,
+        # and the permission is checked again when the caption is saved.
+        _, who = await acting(self.bot, interaction)
+        ticket_id = await ticket_here(self.bot, interaction, ticket)
+        await self.bot.db.run(check_allowed, who, ticket_id, Action.EDIT_CAPTIONS, self.bot.rules)
+        _, text = await self.bot.db.run(show_caption, ticket_id, image)
+        await interaction.response.send_modal(CaptionModal(self.bot, who, ticket_id, image, text))
+
+    @app_commands.command(name="bulk", description="Add, remove or replace a tag everywhere")
+    @app_commands.choices(
+        operation=[app_commands.Choice(name=o, value=o) for o in ("add", "remove", "replace")]
+    )
+    async def bulk(
+        self,
+        interaction: discord.Interaction,
+        operation: str,
+        tag: str,
+        replacement: str = "",
+        ticket: int | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        _, who = await acting(self.bot, interaction)
+        ticket_id = await ticket_here(self.bot, interaction, ticket)
+        changed = await self.bot.db.run(
+            bulk_edit, who, ticket_id, operation, tag, self.bot.rules, replacement=replacement
+        )
+        kick_relay(self.bot)
+        await interaction.followup.send(
+            f"{operation} `{tag}`: {changed} captions changed.", ephemeral=True
+        )
+
+    @app_commands.command(name="upload", description="Captions from .txt files or a .zip")
+    async def upload(
+        self,
+        interaction: discord.Interaction,
+        file: discord.Attachment,
+        ticket: int | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        _, who = await acting(self.bot, interaction)
+        ticket_id = await ticket_here(self.bot, interaction, ticket)
+        await self.bot.db.run(check_allowed, who, ticket_id, Action.EDIT_CAPTIONS, self.bot.rules)
+        settings = self.bot.settings.ingest
+        files, refused = await download(
+            [file], hosts=self.bot.attachment_hosts, limit=settings.zip_max_total_bytes
+        )
+        texts: dict[str, str] = {}
+        for item in from_uploads(files, settings):
+            name = getattr(item, "name", "")
+            if getattr(item, "is_caption", False):
+                texts[name] = decode_caption(item.read(settings.caption_max_bytes), name)
+        if not texts and not refused:
+            raise BotError("No .txt captions found in that upload.")
+        matched, unmatched = await self.bot.db.run(
+            upload_captions, who, ticket_id, texts, self.bot.rules
+        )
+        kick_relay(self.bot)
+        lines = [f"{len(matched)} captions matched to images by file name.", *refused]
+        if unmatched:
+            lines.append("No image named like: " + ", ".join(unmatched[:20]))
+        await interaction.followup.send(clip("\n".join(lines), 2000), ephemeral=True)
+
+    @app_commands.command(name="tags", description="How often each tag is used")
+    async def tags(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await acting(self.bot, interaction)
+        ticket_id = await ticket_here(self.bot, interaction, ticket)
+        captioned, counts = await self.bot.db.run(tag_counts, ticket_id)
+        lines = [f"`{tag}` {count}/{captioned}" for tag, count in list(counts.items())[:60]]
+        await interaction.followup.send(
+            clip("\n".join(lines) or "No captions yet.", 2000), ephemeral=True
+        )
+
+    @app_commands.command(name="done", description="Captions are complete: on to review")
+    async def done(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        _, who = await acting(self.bot, interaction)
+        ticket_id = await ticket_here(self.bot, interaction, ticket)
+        await self.bot.db.run(act, who, ticket_id, Action.FINISH_CAPTIONS, self.bot.rules)
+        kick_relay(self.bot)
+        await interaction.followup.send(
+            "Captions are done; the requester reviews the dataset now.", ephemeral=True
+        )

@@ -1,0 +1,110 @@
+"""Uploads: fetched once when they arrive (attachment URLs expire), only from
+Discord's attachment hosts and under a size cap, then ingested by `lab.dataset`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import discord
+
+from db.dataset import NewImage, TicketBasics
+from lab.dataset.ingest import CaptionPolicy, ingest
+from lab.dataset.settings import IngestSettings
+from lab.dataset.sources import from_uploads
+from lab.storage import Storage
+
+
+@dataclass(slots=True)
+class UploadOutcome:
+    """Per file: ✅ or a one-line reason; plus what to record in the database."""
+
+    lines: list[str] = field(default_factory=list)
+    images: list[NewImage] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+async def download(
+    attachments: Sequence[discord.Attachment], *, hosts: frozenset[str], limit: int
+) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """(name, bytes) of each acceptable attachment, and a refusal line for the others."""
+    files: list[tuple[str, bytes]] = []
+    refused: list[str] = []
+    for attachment in attachments:
+        host = urlparse(attachment.url).hostname or ""
+        if host not in hosts:
+            refused.append(f"❌ {attachment.filename}: not a Discord attachment; not fetched.")
+        elif attachment.size > limit:
+            refused.append(
+                f"❌ {attachment.filename}: {attachment.size // 1_048_576} MiB is over "
+                f"the {limit // 1_048_576} MiB upload limit."
+            )
+        else:
+            data = await attachment.read()
+            if len(data) > limit:
+                refused.append(f"❌ {attachment.filename}: larger than it claimed; refused.")
+            else:
+                files.append((attachment.filename, data))
+    return files, refused
+
+
+def ingest_uploads(
+    files: list[tuple[str, bytes]],
+    storage: Storage,
+    settings: IngestSettings,
+    basics: TicketBasics,
+) -> UploadOutcome:
+    """Run the dataset ingest over downloaded files (blocking: call it in a thread)."""
+    sizes: dict[str, int] = {}
+
+    def store(key: str, data: bytes, ext: str) -> str:
+        stored = storage.put_bytes(f"images/{key[:2]}/{key}.{ext}", data)
+        sizes[stored.key] = stored.size
+        return stored.key
+
+    result = ingest(
+        from_uploads(files, settings),
+        store,
+        settings,
+        family=basics.family,
+        captions=CaptionPolicy(basics.trigger_word, basics.class_token),
+        known=basics.known,
+    )
+    outcome = UploadOutcome()
+    for accepted in result.accepted:
+        outcome.lines.append(f"✅ {accepted.source} ({accepted.width}×{accepted.height})")
+        outcome.images.append(
+            NewImage(
+                source=accepted.source,
+                sha256=accepted.sha256,
+                phash=accepted.phash,
+                width=accepted.width,
+                height=accepted.height,
+                size_bytes=sizes.get(accepted.stored, 0),
+                storage_key=accepted.stored,
+                caption=accepted.caption,
+            )
+        )
+    outcome.lines.extend(f"❌ {rejection.message}" for rejection in result.rejected)
+    outcome.warnings.extend(notice.message for notice in result.warnings[:5])
+    for a, b, _ in result.near_duplicates[:5]:
+        outcome.warnings.append(f"{a} and {b} look nearly identical; keep the better one.")
+    return outcome
+
+
+def report(outcome: UploadOutcome, total: int, limit: int = 1900) -> str:
+    """The reply: one line per file (cut to fit a message), then warnings and the total."""
+    accepted = sum(1 for line in outcome.lines if line.startswith("✅"))
+    head = f"**{accepted} of {len(outcome.lines)} files added** · the dataset has {total} images."
+    body: list[str] = []
+    used = len(head)
+    lines = outcome.lines + [f"⚠️ {w}" for w in outcome.warnings]
+    for index, line in enumerate(lines):
+        line = line if len(line) <= 200 else line[:199] + "…"
+        if used + len(line) + 30 > limit:
+            body.append(f"…and {len(lines) - index} more lines.")
+            break
+        body.append(line)
+        used += len(line) + 1
+    return "\n".join([head, *body])

@@ -1,0 +1,126 @@
+"""`/train config|start|stop|retry|unclaim`, and the inactivity auto-unclaim loop."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands, tasks
+
+from bot.components import kick_relay
+from bot.context import acting, ticket_here
+from bot.embeds import clip
+from bot.exts.jobs._logic import PRESET_KINDS, build_config
+from db.tickets import act, ticket_card
+from db.training import configure, start, unclaim_idle
+from lab.lifecycle import Action
+
+if TYPE_CHECKING:
+    from bot.app import LabBot
+
+log = logging.getLogger(__name__)
+
+
+class Train(commands.GroupCog, group_name="train", group_description="Train a claimed job"):
+    def __init__(self, bot: LabBot) -> None:
+        self.bot = bot
+        self.unclaim_loop = tasks.loop(seconds=bot.unclaim_interval)(self._unclaim_idle)
+
+    async def cog_load(self) -> None:
+        self.unclaim_loop.start()
+
+    async def cog_unload(self) -> None:
+        self.unclaim_loop.cancel()
+
+    async def _unclaim_idle(self) -> None:
+        await self.bot.wait_until_ready()
+        released = await self.bot.db.run(unclaim_idle, self.bot.rules, now=self.bot.clock())
+        if released:
+            log.info("auto-unclaimed idle jobs of tickets %s", [t for t, _ in released])
+            kick_relay(self.bot)
+
+    @app_commands.command(name="config", description="Preset and overrides for the next run")
+    @app_commands.describe(
+        kind="Which preset of the ticket's base family",
+        overrides="key=value pairs, e.g. max_train_epochs=8 network_dim=16",
+    )
+    @app_commands.choices(kind=[app_commands.Choice(name=k, value=k) for k in PRESET_KINDS])
+    async def config(
+        self,
+        interaction: discord.Interaction,
+        kind: str,
+        overrides: str = "",
+        ticket: int | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        _, who = await acting(self.bot, interaction)
+        ticket_id = await ticket_here(self.bot, interaction, ticket)
+        card = await self.bot.db.run(ticket_card, ticket_id)
+        preset = f"{card.family}-{kind}"
+        config = build_config(card.family, preset, overrides)
+        job = await self.bot.db.run(
+            configure, who, ticket_id, self.bot.rules, preset=preset, config=config
+        )
+        shown = " ".join(f"{k}={v}" for k, v in config.items() if k != "preset")
+        await interaction.followup.send(
+            clip(
+                f"Job {job.id} will train with `{preset}` {shown}. Start it with /train start.",
+                2000,
+            ),
+            ephemeral=True,
+        )
+
+    async def _move(
+        self, interaction: discord.Interaction, ticket: int | None, action: Action, done: str
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        _, who = await acting(self.bot, interaction)
+        ticket_id = await ticket_here(self.bot, interaction, ticket)
+        await self.bot.db.run(act, who, ticket_id, action, self.bot.rules)
+        kick_relay(self.bot)
+        await interaction.followup.send(done, ephemeral=True)
+
+    @app_commands.command(name="start", description="Queue the training run on a lab GPU")
+    async def start_(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        _, who = await acting(self.bot, interaction)
+        ticket_id = await ticket_here(self.bot, interaction, ticket)
+        job = await self.bot.db.run(start, who, ticket_id, self.bot.rules)
+        kick_relay(self.bot)
+        await interaction.followup.send(
+            f"Job {job.id} is queued (attempt {job.attempt}). Progress appears in the post.",
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="stop", description="Stop the running training")
+    async def stop(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
+        await self._move(
+            interaction,
+            ticket,
+            Action.STOP_TRAINING,
+            "Stopping: the worker saves its state and stops within a step.",
+        )
+
+    @app_commands.command(name="retry", description="Try a failed or stopped run again")
+    async def retry(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
+        await self._move(
+            interaction,
+            ticket,
+            Action.RETRY,
+            "Back to CLAIMED: adjust /train config if needed, then /train start.",
+        )
+
+    @app_commands.command(name="retrain", description="Train again with new parameters")
+    async def retrain(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
+        await self._move(
+            interaction,
+            ticket,
+            Action.RETRAIN,
+            "Back to CLAIMED: change /train config, then /train start.",
+        )
+
+    @app_commands.command(name="unclaim", description="Give the job back to the board")
+    async def unclaim(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
+        await self._move(interaction, ticket, Action.UNCLAIM, "The job is back on #job-board.")

@@ -1,0 +1,191 @@
+"""`/lab setup` (idempotent), `/lab config`, `/lab stats`, `/lab workers`."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.context import ROLE_NAMES, SELF_SERVICE_ROLES, LabConfig, acting, lab_config, who_from
+from bot.embeds import clip
+from bot.errors import NotAllowed
+from bot.exts.lab._logic import GUIDES, REQUESTS_FORUM, STATUS_TAGS, TEXT_CHANNELS
+from bot.exts.roles._views import role_picker_view
+from db.stats import leaderboard, ticket_counts
+from db.tickets import save_guild_config
+from db.training import workers
+from lab.lifecycle import LabRole
+
+if TYPE_CHECKING:
+    from bot.app import LabBot
+
+log = logging.getLogger(__name__)
+
+
+class Lab(commands.GroupCog, group_name="lab", group_description="Set up and look after the lab"):
+    def __init__(self, bot: LabBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="setup", description="Create the lab's roles and channels")
+    @app_commands.default_permissions(manage_guild=True)
+    async def setup_(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        guild = interaction.guild
+        if guild is None:
+            raise NotAllowed("Run /lab setup inside the server that will host the lab.")
+        existing = await lab_config(self.bot, guild.id)
+        who = who_from(interaction, existing)
+        if LabRole.ADMIN not in who.roles:
+            raise NotAllowed(
+                "Only a Lab Admin (or someone who may manage this server) may set up the lab."
+            )
+        created: list[str] = []
+        config: dict[str, Any] = dict(existing.raw)
+        config["roles"] = await self._roles(guild, config.get("roles", {}), created)
+        forum, tags = await self._forum(guild, config.get("channels", {}), created)
+        channels = {"requests": forum.id}
+        for key, (name, topic) in TEXT_CHANNELS.items():
+            channels[key] = (
+                await self._text(guild, config.get("channels", {}).get(key), name, topic, created)
+            ).id
+        config["channels"] = channels
+        config["tags"] = tags
+        config["guide_messages"] = await self._guides(guild, channels["guide"], config, created)
+        config.setdefault("approval_roles", [])
+        await self.bot.db.run(save_guild_config, guild.id, guild.name, config)
+        self.bot.lab_configs[guild.id] = LabConfig(config)
+        summary = ", ".join(created) if created else "nothing: everything was already in place"
+        await interaction.followup.send(
+            clip(f"Lab setup done. Created {summary}.", 2000), ephemeral=True
+        )
+
+    async def _roles(
+        self, guild: discord.Guild, known: dict[str, int], created: list[str]
+    ) -> dict[str, int]:
+        ids: dict[str, int] = {}
+        for role, name in ROLE_NAMES.items():
+            found = guild.get_role(int(known.get(role.value, 0))) or discord.utils.get(
+                guild.roles, name=name
+            )
+            if found is None:
+                found = await guild.create_role(
+                    name=name, mentionable=True, reason="LoRA Lab setup"
+                )
+                created.append(f"role {name}")
+            ids[role.value] = found.id
+        return ids
+
+    async def _forum(
+        self, guild: discord.Guild, known: dict[str, int], created: list[str]
+    ) -> tuple[discord.ForumChannel, dict[str, int]]:
+        forum = guild.get_channel(int(known.get("requests", 0)))
+        if not isinstance(forum, discord.ForumChannel):
+            forum = discord.utils.get(guild.forums, name=REQUESTS_FORUM)
+        if forum is None:
+            forum = await guild.create_forum(
+                REQUESTS_FORUM, topic="One post per LoRA request.", reason="LoRA Lab setup"
+            )
+            created.append(f"#{REQUESTS_FORUM}")
+        have = {tag.name: tag for tag in forum.available_tags}
+        missing = [name for name in STATUS_TAGS.values() if name not in have]
+        if missing:
+            tags = [*forum.available_tags, *(discord.ForumTag(name=n) for n in missing)]
+            forum = await forum.edit(available_tags=tags)
+            created.append(f"{len(missing)} status tags")
+            have = {tag.name: tag for tag in forum.available_tags}
+        return forum, {state: have[name].id for state, name in STATUS_TAGS.items()}
+
+    async def _text(
+        self, guild: discord.Guild, known: int | None, name: str, topic: str, created: list[str]
+    ) -> discord.TextChannel:
+        channel = guild.get_channel(int(known or 0))
+        if not isinstance(channel, discord.TextChannel):
+            channel = discord.utils.get(guild.text_channels, name=name)
+        if channel is None:
+            channel = await guild.create_text_channel(name, topic=topic, reason="LoRA Lab setup")
+            created.append(f"#{name}")
+        return channel
+
+    async def _guides(
+        self, guild: discord.Guild, channel_id: int, config: dict[str, Any], created: list[str]
+    ) -> dict[str, int]:
+        channel = guild.get_channel(channel_id)
+        assert isinstance(channel, discord.TextChannel)
+        posted: dict[str, int] = dict(config.get("guide_messages", {}))
+        for title, text in GUIDES.items():
+            if title in posted:
+                continue
+            message = await channel.send(text)
+            await message.pin(reason="LoRA Lab guide")
+            posted[title] = message.id
+            created.append(f"guide '{title}'")
+        if "role_picker" not in posted:
+            message = await channel.send(
+                "**Pick your lab roles** (press again to leave one):", view=role_picker_view()
+            )
+            posted["role_picker"] = message.id
+            created.append("role picker")
+        return posted
+
+    @app_commands.command(name="config", description="Change a lab rule")
+    @app_commands.describe(approval_only="A role members cannot take themselves")
+    @app_commands.choices(
+        approval_only=[
+            app_commands.Choice(name=ROLE_NAMES[r], value=r.value) for r in SELF_SERVICE_ROLES
+        ]
+    )
+    async def config_(self, interaction: discord.Interaction, approval_only: str) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        config, who = await acting(self.bot, interaction)
+        if LabRole.ADMIN not in who.roles:
+            raise NotAllowed("Only a Lab Admin may change the lab's configuration.")
+        roles = set(config.raw.get("approval_roles", []))
+        roles ^= {approval_only}
+        raw = {**config.raw, "approval_roles": sorted(roles)}
+        assert interaction.guild_id is not None
+        await self.bot.db.run(save_guild_config, interaction.guild_id, who.guild_name, raw)
+        self.bot.lab_configs[interaction.guild_id] = LabConfig(raw)
+        state = "approval-only" if approval_only in roles else "open to everyone"
+        await interaction.followup.send(
+            f"{ROLE_NAMES[LabRole(approval_only)]} is now {state}.", ephemeral=True
+        )
+
+    @app_commands.command(name="stats", description="Who helped the most")
+    async def stats(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        _, who = await acting(self.bot, interaction)
+        lines = await self.bot.db.run(leaderboard, who.guild_id)
+        counts = await self.bot.db.run(ticket_counts, who.guild_id)
+        embed = discord.Embed(title="Lab contributions", colour=0x5865F2)
+        board = "\n".join(
+            f"{i + 1}. **{line.name}** — {line.total} "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(line.by_kind.items()))})"
+            for i, line in enumerate(lines)
+        )
+        embed.description = clip(board or "No contributions yet.", 4000)
+        embed.add_field(
+            name="Tickets",
+            value=clip(
+                ", ".join(f"{k.upper()} {v}" for k, v in sorted(counts.items())) or "none", 1024
+            ),
+        )
+        await interaction.followup.send(embed=embed, ephemeral=True)
+
+    @app_commands.command(name="workers", description="The lab's GPU workers")
+    async def workers_(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await acting(self.bot, interaction)
+        rows = await self.bot.db.run(workers)
+        now = self.bot.clock()
+        lines = [
+            f"**{w.name}** · {w.gpu} · queues {', '.join(w.queues) or '—'} · "
+            f"{f'busy (job {w.busy_job})' if w.busy_job else 'idle'} · last heartbeat "
+            f"{max(0, int((now - w.heartbeat_at).total_seconds()))}s ago"
+            for w in rows
+        ]
+        await interaction.followup.send(
+            clip("\n".join(lines) or "No workers have checked in yet.", 2000), ephemeral=True
+        )

@@ -1,0 +1,145 @@
+"""Delivers outbox rows: ``discord.*`` rows rendered into messages, ``task`` rows sent
+to Celery through the injected `TaskSender`.
+
+At least once: a row is marked sent only after its side effect succeeded; renderers
+are idempotent (a post that exists is edited, not sent again; sends carry the row's
+idempotency key as their nonce). 5xx and 429 answers are retried with the outbox
+policy's backoff (honouring ``retry_after``) and dead-lettered after
+``max_attempts``. The relay runs on a timer and whenever a command "kicks" it, and
+after a restart it simply picks up the rows still pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord.ext import commands, tasks
+
+from bot.exts.relay._render import Renderer
+from db.outbox import RelayPolicy, RetryableDeliveryError
+from db.relay import PendingRow, due_rows, mark_failed, mark_sent
+from lab.tasks import OutboxKind
+
+if TYPE_CHECKING:
+    from bot.app import LabBot
+
+log = logging.getLogger(__name__)
+
+
+def as_retryable(error: discord.HTTPException) -> RetryableDeliveryError | None:
+    """A Discord error worth retrying (server side, or rate limited), else ``None``."""
+    if error.status == 429 or error.status >= 500:
+        retry_after = getattr(error, "retry_after", None)
+        return RetryableDeliveryError(
+            f"Discord answered {error.status}: {error.text}", retry_after=retry_after
+        )
+    return None
+
+
+class Relay(commands.Cog):
+    """Owns the delivery loop; `kick()` asks for a pass as soon as possible."""
+
+    def __init__(self, bot: LabBot) -> None:
+        self.bot = bot
+        self.policy: RelayPolicy = bot.relay_policy
+        self.render = Renderer(bot)
+        self._lock = asyncio.Lock()
+        self._again = False
+        self._timer = tasks.loop(seconds=bot.relay_interval)(self._tick)
+        bot.kick_relay = self.kick  # type: ignore[attr-defined]
+
+    async def cog_load(self) -> None:
+        self._timer.start()
+
+    async def cog_unload(self) -> None:
+        self._timer.cancel()
+        self.render.close()
+
+    async def _tick(self) -> None:
+        await self.bot.wait_until_ready()
+        await self.deliver()
+
+    def kick(self) -> None:
+        """Deliver soon (after the current pass, if one is running)."""
+        if self._lock.locked():
+            self._again = True
+            return
+        asyncio.get_running_loop().create_task(self.deliver(), name="relay-kick")
+
+    async def deliver(self) -> int:
+        """One pass over everything due; returns how many rows were delivered."""
+        sent = 0
+        async with self._lock:
+            while True:
+                self._again = False
+                for prefix in ("discord.", OutboxKind.TASK.value):
+                    rows = await self.bot.db.run(
+                        due_rows, prefix, self.policy, now=self.bot.clock()
+                    )
+                    for row in rows:
+                        sent += await self._deliver_one(row)
+                if not self._again:
+                    break
+        return sent
+
+    async def _deliver_one(self, row: PendingRow) -> int:
+        try:
+            await self._side_effect(row)
+        except RetryableDeliveryError as exc:
+            await self._failed(row, exc, retry_after=exc.retry_after)
+            return 0
+        except discord.HTTPException as exc:
+            retry = as_retryable(exc)
+            if retry is None:
+                log.error("outbox %s (%s) refused by Discord: %s", row.id, row.kind, exc)
+                await self._failed(row, exc, dead=True)
+            else:
+                await self._failed(row, retry, retry_after=retry.retry_after)
+            return 0
+        except Exception as exc:
+            log.exception("outbox %s (%s) failed permanently", row.id, row.kind)
+            await self._failed(row, exc, dead=True)
+            return 0
+        await self.bot.db.run(mark_sent, row.id)
+        return 1
+
+    async def _side_effect(self, row: PendingRow) -> None:
+        if row.kind == OutboxKind.TASK.value:
+            payload = row.payload
+            await asyncio.to_thread(
+                self.bot.task_sender.send,
+                payload["name"],
+                payload["payload"],
+                task_id=payload["task_id"],
+                queue=payload["queue"],
+            )
+            return
+        await self.render(row)
+
+    async def _failed(
+        self,
+        row: PendingRow,
+        error: BaseException,
+        *,
+        retry_after: float | None = None,
+        dead: bool = False,
+    ) -> None:
+        attempts = self.policy.max_attempts if dead else row.attempts + 1
+        wait = 0.0 if dead else self.policy.delay(attempts, retry_after)
+        if attempts >= self.policy.max_attempts:
+            log.error("outbox %s (%s) dead-lettered: %s", row.id, row.kind, error)
+        else:
+            log.warning(
+                "outbox %s (%s) retry %d in %.1fs: %s", row.id, row.kind, attempts, wait, error
+            )
+        await self.bot.db.run(
+            mark_failed,
+            row.id,
+            attempts=attempts,
+            error=repr(error),
+            wait=wait,
+            now=self.bot.clock(),
+        )

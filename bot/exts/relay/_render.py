@@ -1,0 +1,268 @@
+"""One renderer per outbox kind: what a row becomes in Discord.
+
+Each is idempotent: a post that already exists (its id is recorded on the row it
+belongs to) is edited rather than sent again, so a row delivered twice after a crash
+shows up once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot import embeds
+from bot.context import LabConfig, lab_config
+from bot.exts.jobs._views import ClaimButton
+from bot.exts.testing._views import vote_view
+from db.outbox import RetryableDeliveryError
+from db.relay import PendingRow
+from db.tickets import BOARD_KIND, RELEASE_KIND, TicketCard, record_messages, ticket_card
+from db.training import JobView, job_view, record_progress_message, release_view
+from db.voting import record_sample_message, sample_set_view
+from lab.lifecycle import TicketState
+from lab.tasks import OutboxKind
+
+if TYPE_CHECKING:
+    from bot.app import LabBot
+
+log = logging.getLogger(__name__)
+
+
+def nonce_for(key: str) -> str:
+    """Discord nonces are at most 25 characters: a digest of the idempotency key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:25]
+
+
+class Renderer:
+    def __init__(self, bot: LabBot) -> None:
+        self.bot = bot
+        self._last_progress: dict[int, float] = {}
+        self._flushes: dict[int, asyncio.Task[None]] = {}
+        self._kinds: dict[str, Callable[[PendingRow], Awaitable[None]]] = {
+            OutboxKind.TICKET_POST.value: self.ticket_post,
+            OutboxKind.TICKET_CARD.value: self.ticket_card,
+            OutboxKind.JOB_PROGRESS.value: self.job_progress,
+            OutboxKind.SAMPLE_GRID.value: self.sample_grid,
+            OutboxKind.JOB_FINISHED.value: self.job_finished,
+            OutboxKind.JOB_FAILED.value: self.job_failed,
+            OutboxKind.NOTICE.value: self.notice,
+            BOARD_KIND: self.job_board,
+            RELEASE_KIND: self.release,
+        }
+
+    def close(self) -> None:
+        for task in self._flushes.values():
+            task.cancel()
+
+    async def __call__(self, row: PendingRow) -> None:
+        handler = self._kinds.get(row.kind)
+        if handler is None:
+            raise ValueError(f"no renderer for outbox kind {row.kind!r}")
+        await handler(row)
+
+    # --- helpers ---------------------------------------------------------------------
+
+    async def _config(self, guild_id: int) -> LabConfig:
+        config = await lab_config(self.bot, guild_id)
+        if not config.ready:
+            raise RetryableDeliveryError("the lab is not set up yet", retry_after=60)
+        return config
+
+    async def _channel(self, channel_id: int) -> Any:
+        channel = self.bot.get_channel(channel_id)
+        if channel is None:
+            channel = await self.bot.fetch_channel(channel_id)
+        return channel
+
+    async def _card(self, ticket_id: int) -> TicketCard:
+        return await self.bot.db.run(ticket_card, ticket_id)
+
+    async def _thread(self, card: TicketCard) -> discord.Thread:
+        if card.forum_thread_id is None:
+            raise RetryableDeliveryError(f"ticket {card.id} has no forum post yet")
+        return await self._channel(card.forum_thread_id)
+
+    async def _say(self, card: TicketCard, row: PendingRow, **kwargs: Any) -> discord.Message:
+        thread = await self._thread(card)
+        return await thread.send(nonce=nonce_for(row.idempotency_key), **kwargs)
+
+    async def _tags(self, config: LabConfig, card: TicketCard) -> list[discord.ForumTag]:
+        forum = await self._channel(config.channel_id("requests") or 0)
+        tag = forum.get_tag(config.tag_id(card.status.value) or 0)
+        return [tag] if tag else []
+
+    # --- tickets ---------------------------------------------------------------------
+
+    async def ticket_post(self, row: PendingRow) -> None:
+        card = await self._card(row.payload["ticket_id"])
+        if card.forum_thread_id is not None:
+            return
+        config = await self._config(card.guild_id)
+        forum = await self._channel(config.channel_id("requests") or 0)
+        created = await forum.create_thread(
+            name=embeds.ticket_title(card),
+            embed=embeds.ticket_card_embed(card),
+            applied_tags=await self._tags(config, card),
+        )
+        await self.bot.db.run(
+            record_messages,
+            card.id,
+            forum_thread_id=created.thread.id,
+            card_message_id=created.message.id,
+        )
+
+    async def ticket_card(self, row: PendingRow) -> None:
+        card = await self._card(row.payload["ticket_id"])
+        thread = await self._thread(card)
+        config = await self._config(card.guild_id)
+        assert card.card_message_id is not None
+        await thread.get_partial_message(card.card_message_id).edit(
+            embed=embeds.ticket_card_embed(card)
+        )
+        tags = await self._tags(config, card)
+        if [t.id for t in tags] != [t.id for t in thread.applied_tags]:
+            await thread.edit(applied_tags=tags)
+
+    async def job_board(self, row: PendingRow) -> None:
+        card = await self._card(row.payload["ticket_id"])
+        config = await self._config(card.guild_id)
+        board = await self._channel(config.channel_id("job_board") or 0)
+        offered = card.status is TicketState.READY and card.job_id is not None
+        view = discord.ui.View(timeout=None)
+        if offered:
+            view.add_item(ClaimButton(card.job_id or 0))
+        if card.board_message_id is None:
+            if not offered:
+                return
+            message = await board.send(
+                embed=embeds.board_embed(card), view=view, nonce=nonce_for(row.idempotency_key)
+            )
+            await self.bot.db.run(record_messages, card.id, board_message_id=message.id)
+            return
+        await board.get_partial_message(card.board_message_id).edit(
+            embed=embeds.board_embed(card), view=view
+        )
+
+    async def notice(self, row: PendingRow) -> None:
+        card = await self._card(row.payload["ticket_id"])
+        await self._say(card, row, content=embeds.clip(row.payload["text"], 2000))
+
+    async def release(self, row: PendingRow) -> None:
+        card = await self._card(row.payload["ticket_id"])
+        if card.release_message_id is not None:
+            return
+        config = await self._config(card.guild_id)
+        channel = await self._channel(config.channel_id("releases") or 0)
+        view = await self.bot.db.run(release_view, card.id)
+        file = None
+        link = None
+        if view.lora_key and self.bot.storage is not None:
+            if view.lora_size <= self.bot.settings.upload_limit_bytes:
+                data = await asyncio.to_thread(self.bot.storage.get_bytes, view.lora_key)
+                file = discord.File(io.BytesIO(data), filename=view.filename)
+            else:
+                link = self.bot.download_link(view.lora_key)
+        embed = embeds.release_embed(card, view, link=link)
+        kwargs: dict[str, Any] = {"embed": embed, "nonce": nonce_for(row.idempotency_key)}
+        if file is not None:
+            kwargs["file"] = file
+        message = await channel.send(**kwargs)
+        await self.bot.db.run(record_messages, card.id, release_message_id=message.id)
+        await self._say(card, row, content=f"Released in {channel.mention}: {message.jump_url}")
+
+    # --- training --------------------------------------------------------------------
+
+    async def _progress_message(self, job: JobView, card: TicketCard) -> None:
+        thread = await self._thread(card)
+        text = embeds.progress_text(job.id, job.status, job.progress)
+        if job.progress_message_id is None:
+            message = await thread.send(text, nonce=nonce_for(f"progress:{job.id}"))
+            await self.bot.db.run(record_progress_message, job.id, message.id)
+        else:
+            await thread.get_partial_message(job.progress_message_id).edit(content=text)
+        self._last_progress[job.id] = asyncio.get_running_loop().time()
+
+    async def job_progress(self, row: PendingRow) -> None:
+        """Edits are coalesced: at most one per `progress_interval` per job; a row that
+        arrives sooner schedules one edit at the end of the interval, which shows the
+        newest progress then."""
+        job_id = int(row.payload["job_id"])
+        last = self._last_progress.get(job_id)
+        now = asyncio.get_running_loop().time()
+        if last is None or now - last >= self.bot.progress_interval:
+            await self._render_progress(job_id)
+            return
+        if job_id not in self._flushes or self._flushes[job_id].done():
+            delay = self.bot.progress_interval - (now - last)
+            self._flushes[job_id] = asyncio.get_running_loop().create_task(
+                self._flush_later(job_id, delay)
+            )
+
+    async def _render_progress(self, job_id: int) -> None:
+        job = await self.bot.db.run(job_view, job_id)
+        card = await self._card(job.ticket_id)
+        await self._progress_message(job, card)
+
+    async def _flush_later(self, job_id: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await self._render_progress(job_id)
+        except discord.HTTPException:
+            log.warning("progress edit for job %s failed; the next update retries", job_id)
+
+    async def job_finished(self, row: PendingRow) -> None:
+        job = await self.bot.db.run(job_view, int(row.payload["job_id"]))
+        card = await self._card(job.ticket_id)
+        await self._progress_message(job, card)
+        epochs = ", ".join(str(e) for e in job.lora_epochs) or "none"
+        await self._say(
+            card,
+            row,
+            content=f"✅ Training job {job.id} finished. Saved epochs: {epochs}. "
+            "Testers: vote on the sample grids; then the requester runs "
+            "/lora release epoch:<n>.",
+        )
+
+    async def job_failed(self, row: PendingRow) -> None:
+        job = await self.bot.db.run(job_view, int(row.payload["job_id"]))
+        card = await self._card(job.ticket_id)
+        await self._progress_message(job, card)
+        await self._say(
+            card,
+            row,
+            content=embeds.clip(
+                f"❌ Training job {job.id} failed: {job.error or 'no reason given'}"
+                "\nThe trainer can change /train config and /train retry.",
+                2000,
+            ),
+        )
+
+    async def sample_grid(self, row: PendingRow) -> None:
+        sample = await self.bot.db.run(sample_set_view, int(row.payload["sample_set_id"]))
+        card = await self._card(sample.ticket_id)
+        if sample.message_id is not None:
+            return
+        config = await self._config(card.guild_id)
+        data = b""
+        if sample.grid_key and self.bot.storage is not None:
+            data = await asyncio.to_thread(self.bot.storage.get_bytes, sample.grid_key)
+        embed = embeds.sample_embed(card, sample)
+        sent: list[discord.Message] = []
+        targets = [await self._thread(card)]
+        if (testing := config.channel_id("testing")) is not None:
+            targets.append(await self._channel(testing))
+        for target in targets:
+            kwargs: dict[str, Any] = {"embed": embed, "view": vote_view(sample.id)}
+            if data:
+                kwargs["file"] = discord.File(io.BytesIO(data), filename="grid.png")
+                embed.set_image(url="attachment://grid.png")
+            sent.append(
+                await target.send(nonce=nonce_for(f"{row.idempotency_key}:{target.id}"), **kwargs)
+            )
+        await self.bot.db.run(record_sample_message, sample.id, sent[0].id)

@@ -1,0 +1,236 @@
+"""Dataset services for the bot: images accepted by `lab.dataset.ingest` recorded on a
+ticket, removed, and summarised for `/dataset status`. One transaction per function."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import repositories as repo
+from db.base import utcnow
+from db.models import ContributionKind, DatasetImage, ImageStatus, Ticket
+from db.services import NotFound, TransitionRefused
+from db.tickets import Who, actor_in
+from lab.dataset.similar import near_duplicate_pairs
+from lab.families import FAMILIES
+from lab.lifecycle import Action, Actor, Allowed, decide
+from lab.settings import LabRules
+
+Factory = sessionmaker[Session]
+
+
+def _ticket(session: Session, ticket_id: int) -> Ticket:
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise NotFound(f"Ticket {ticket_id} does not exist.")
+    return ticket
+
+
+def require(
+    session: Session, ticket: Ticket, action: Action, actor: Actor, rules: LabRules
+) -> None:
+    """Raise `TransitionRefused` unless the policy allows `action` (work inside a state)."""
+    decision = decide(action, actor, repo.ticket_facts(session, ticket), rules)
+    if not isinstance(decision, Allowed):
+        raise TransitionRefused(decision)
+
+
+def check_allowed(
+    factory: Factory, who: Who, ticket_id: int, action: Action, rules: LabRules
+) -> None:
+    """Ask before doing slow work (downloads): may `who` do `action` on the ticket now?"""
+    with factory.begin() as session:
+        require(session, _ticket(session, ticket_id), action, actor_in(session, who), rules)
+
+
+@dataclass(frozen=True, slots=True)
+class TicketBasics:
+    family: Any
+    trigger_word: str
+    class_token: str
+    known: dict[str, str]
+    """sha256 → original name of the ticket's active images (duplicates are refused)."""
+
+
+def ticket_basics(factory: Factory, ticket_id: int) -> TicketBasics:
+    with factory() as session:
+        ticket = _ticket(session, ticket_id)
+        rows = session.execute(
+            select(DatasetImage.sha256, DatasetImage.original_name).where(
+                DatasetImage.ticket_id == ticket_id, DatasetImage.status == ImageStatus.ACTIVE
+            )
+        )
+        return TicketBasics(
+            ticket.base_family,
+            ticket.trigger_word,
+            ticket.class_token,
+            {sha: name for sha, name in rows},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewImage:
+    source: str
+    sha256: str
+    phash: str
+    width: int
+    height: int
+    size_bytes: int
+    storage_key: str
+    caption: str | None = None
+
+
+def add_images(
+    factory: Factory, who: Who, ticket_id: int, images: list[NewImage], rules: LabRules
+) -> dict[str, int]:
+    """Record accepted images (and their captions) on the ticket; source name → image id.
+    An image already in the dataset (same hash) is skipped, so a retry adds nothing twice."""
+    with factory.begin() as session:
+        ticket = _ticket(session, ticket_id)
+        actor = actor_in(session, who)
+        require(session, ticket, Action.EDIT_DATASET, actor, rules)
+        assert actor.member_id is not None
+        existing = dict(
+            session.execute(
+                select(DatasetImage.sha256, DatasetImage.id).where(
+                    DatasetImage.ticket_id == ticket_id
+                )
+            ).all()
+        )
+        added: dict[str, int] = {}
+        for image in images:
+            row_id = existing.get(image.sha256)
+            if row_id is not None:
+                row = session.get(DatasetImage, row_id)
+                if row is not None and row.status is ImageStatus.REMOVED:
+                    row.status = ImageStatus.ACTIVE
+                    added[image.source] = row.id
+                continue
+            row = DatasetImage(
+                ticket_id=ticket_id,
+                sha256=image.sha256,
+                phash=image.phash,
+                width=image.width,
+                height=image.height,
+                size_bytes=image.size_bytes,
+                storage_key=image.storage_key,
+                original_name=image.source[:300],
+                uploader_id=actor.member_id,
+            )
+            session.add(row)
+            session.flush()
+            existing[image.sha256] = row.id
+            added[image.source] = row.id
+            if image.caption:
+                repo.add_caption_revision(
+                    session, row.id, image.caption, author_id=actor.member_id, source="upload"
+                )
+        if added:
+            repo.record_contribution(
+                session, ticket_id, actor.member_id, ContributionKind.CURATE, len(added)
+            )
+            _touch(session, ticket, f"images:{len(existing)}:{min(added.values())}")
+        return added
+
+
+def _touch(session: Session, ticket: Ticket, why: str) -> None:
+    """Activity on the ticket: the card shows new counts."""
+    ticket.last_activity_at = utcnow()
+    repo.add_outbox(
+        session,
+        repo.OutboxItem(
+            "discord.ticket_card",
+            {"ticket_id": ticket.id},
+            f"ticket-card:{ticket.id}:{ticket.revision}:{why}",
+        ),
+    )
+
+
+def remove_image(factory: Factory, who: Who, ticket_id: int, image_id: int, rules: LabRules) -> str:
+    """Take an image out of the dataset (kept in storage; re-uploading restores it)."""
+    with factory.begin() as session:
+        ticket = _ticket(session, ticket_id)
+        require(session, ticket, Action.EDIT_DATASET, actor_in(session, who), rules)
+        image = session.get(DatasetImage, image_id)
+        if image is None or image.ticket_id != ticket_id or image.status is ImageStatus.REMOVED:
+            raise NotFound(f"Image {image_id} is not in this ticket's dataset.", code="no_image")
+        image.status = ImageStatus.REMOVED
+        _touch(session, ticket, f"removed:{image_id}")
+        return image.original_name
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetStatus:
+    count: int
+    captioned: int
+    shapes: dict[str, int]
+    resolutions: dict[str, int]
+    near_duplicates: list[tuple[int, int]]
+    warnings: list[str]
+    images: list[tuple[int, str, int, int]]
+    """(id, original name, width, height), oldest first."""
+
+
+def _shape(width: int, height: int) -> str:
+    ratio = width / height
+    if ratio > 1.2:
+        return "landscape"
+    if ratio < 1 / 1.2:
+        return "portrait"
+    return "square"
+
+
+def dataset_status(factory: Factory, ticket_id: int, phash_distance: int = 6) -> DatasetStatus:
+    with factory() as session:
+        ticket = _ticket(session, ticket_id)
+        images = session.scalars(
+            select(DatasetImage)
+            .where(DatasetImage.ticket_id == ticket_id, DatasetImage.status == ImageStatus.ACTIVE)
+            .order_by(DatasetImage.id)
+        ).all()
+        captions = repo.current_captions(session, ticket_id)
+        family = FAMILIES[ticket.base_family]
+    shapes = Counter(_shape(i.width, i.height) for i in images)
+    sizes = Counter(
+        f"<{family.resolution}"
+        if min(i.width, i.height) < family.resolution
+        else f"≥{family.resolution}"
+        for i in images
+    )
+    pairs = [
+        (images[a].id, images[b].id)
+        for a, b, _ in near_duplicate_pairs([i.phash for i in images], phash_distance)
+    ]
+    warnings = []
+    if len(images) < family.min_images:
+        warnings.append(
+            f"{family.min_images - len(images)} more images needed (minimum "
+            f"{family.min_images} for {family.family.value})."
+        )
+    elif len(images) < family.comfortable_images:
+        warnings.append(
+            f"Works, but {family.comfortable_images}+ varied images give better results."
+        )
+    if pairs:
+        warnings.append(
+            f"{len(pairs)} pairs of near-identical images; consider removing one of each."
+        )
+    small = sizes.get(f"<{family.resolution}", 0)
+    if small:
+        warnings.append(
+            f"{small} images are smaller than the {family.resolution}px training "
+            "resolution and will be upscaled."
+        )
+    return DatasetStatus(
+        count=len(images),
+        captioned=sum(1 for i in images if captions.get(i.id, "").strip()),
+        shapes=dict(shapes),
+        resolutions=dict(sizes),
+        near_duplicates=pairs,
+        warnings=warnings,
+        images=[(i.id, i.original_name, i.width, i.height) for i in images],
+    )

@@ -1,0 +1,266 @@
+"""Training services for the bot: the job a ticket offers, its configuration, what
+the progress message and the release post show. One transaction per function."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import repositories as repo
+from db.models import Artifact, ArtifactKind, JobStatus, Member, Ticket, TrainingJob, Worker
+from db.services import DbError, NotFound, TransitionRefused, apply_transition
+from db.tickets import BOARD_KIND, Who, actor_in
+from lab.lifecycle import Action, Actor, Allowed, TicketState, decide
+from lab.settings import LabRules
+
+Factory = sessionmaker[Session]
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    id: int
+    ticket_id: int
+    status: str
+    attempt: int
+    preset: str | None
+    config: dict[str, Any]
+    progress: dict[str, Any]
+    error: str | None
+    progress_message_id: int | None
+    lora_epochs: tuple[int, ...]
+
+
+def _view(session: Session, job: TrainingJob) -> JobView:
+    epochs = session.scalars(
+        select(Artifact.epoch)
+        .where(Artifact.job_id == job.id, Artifact.kind == ArtifactKind.LORA)
+        .order_by(Artifact.epoch)
+    )
+    return JobView(
+        id=job.id,
+        ticket_id=job.ticket_id,
+        status=job.status.value,
+        attempt=job.attempt,
+        preset=job.preset,
+        config=dict(job.config or {}),
+        progress=dict(job.progress or {}),
+        error=job.error,
+        progress_message_id=job.progress_message_id,
+        lora_epochs=tuple(e for e in epochs if e is not None),
+    )
+
+
+def job_view(factory: Factory, job_id: int) -> JobView:
+    with factory() as session:
+        job = session.get(TrainingJob, job_id)
+        if job is None:
+            raise NotFound(f"Training job {job_id} does not exist.")
+        return _view(session, job)
+
+
+def latest_job_view(factory: Factory, ticket_id: int) -> JobView | None:
+    with factory() as session:
+        job = repo.latest_job(session, ticket_id)
+        return _view(session, job) if job else None
+
+
+def record_progress_message(factory: Factory, job_id: int, message_id: int) -> None:
+    with factory.begin() as session:
+        job = session.get(TrainingJob, job_id)
+        if job is not None:
+            job.progress_message_id = message_id
+
+
+def ticket_of_job(factory: Factory, job_id: int) -> int:
+    with factory() as session:
+        job = session.get(TrainingJob, job_id)
+        if job is None:
+            raise NotFound("This job no longer exists.", code="no_job")
+        return job.ticket_id
+
+
+def configure(
+    factory: Factory,
+    who: Who,
+    ticket_id: int,
+    rules: LabRules,
+    *,
+    preset: str,
+    config: dict[str, Any],
+) -> JobView:
+    """Set the next run's preset and configuration (the claimer or a Lab Admin, CLAIMED)."""
+    with factory.begin() as session:
+        actor = actor_in(session, who)
+        _check(session, ticket_id, Action.CONFIGURE_TRAINING, actor, rules)
+        job = repo.latest_job(session, ticket_id)
+        if job is None or job.status is not JobStatus.QUEUED or job.attempt > 0:
+            job = TrainingJob(ticket_id=ticket_id)
+            session.add(job)
+        job.preset = preset
+        job.config = config
+        ticket = session.get(Ticket, ticket_id)
+        assert ticket is not None
+        ticket.last_activity_at = _now()
+        session.flush()
+        return _view(session, job)
+
+
+def _check(session: Session, ticket_id: int, action: Action, actor: Actor, rules: LabRules) -> None:
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise NotFound(f"Ticket {ticket_id} does not exist.")
+    decision = decide(action, actor, repo.ticket_facts(session, ticket), rules)
+    if not isinstance(decision, Allowed):
+        raise TransitionRefused(decision)
+
+
+def _now() -> datetime:
+    from db.base import utcnow
+
+    return utcnow()
+
+
+def unclaim_idle(factory: Factory, rules: LabRules, *, now: datetime) -> list[tuple[int, str]]:
+    """Return claimed jobs idle for `claim_inactivity_hours` to READY (the lab acts);
+    returns (ticket id, former claimer's name) for each, to notify them."""
+    cutoff = now - timedelta(hours=rules.claim_inactivity_hours)
+    released: list[tuple[int, str]] = []
+    with factory() as session:
+        idle = session.scalars(
+            select(Ticket.id).where(
+                Ticket.status == TicketState.CLAIMED, Ticket.last_activity_at < cutoff
+            )
+        ).all()
+    for ticket_id in idle:
+        with factory.begin() as session:
+            ticket = session.get(Ticket, ticket_id)
+            if ticket is None or ticket.status is not TicketState.CLAIMED:
+                continue
+            name = ""
+            if ticket.claimer_id is not None:
+                claimer = session.get(Member, ticket.claimer_id)
+                name = claimer.display_name if claimer else ""
+            try:
+                apply_transition(session, ticket_id, Action.UNCLAIM, Actor.system(), rules)
+            except TransitionRefused:
+                continue
+            session.refresh(ticket)
+            repo.add_outbox(
+                session,
+                repo.OutboxItem(
+                    BOARD_KIND, {"ticket_id": ticket_id}, f"job-board:{ticket_id}:{ticket.revision}"
+                ),
+            )
+            repo.add_outbox(
+                session,
+                repo.OutboxItem(
+                    "discord.notice",
+                    {
+                        "ticket_id": ticket_id,
+                        "text": f"⏰ {name or 'The trainer'} had no activity on this job for "
+                        f"{rules.claim_inactivity_hours:g} hours, so it is back on "
+                        "#job-board for any Trainer to claim.",
+                    },
+                    f"auto-unclaim:{ticket_id}:{ticket.revision}",
+                ),
+            )
+            released.append((ticket_id, name))
+    return released
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseView:
+    epoch: int | None
+    lora_key: str | None
+    lora_size: int
+    filename: str
+    steps: int | None
+    epochs: int | None
+    suggested_weight: float
+
+
+def release_view(factory: Factory, ticket_id: int) -> ReleaseView:
+    """The file (or link) and numbers the #releases post shows."""
+    with factory() as session:
+        ticket = session.get(Ticket, ticket_id)
+        if ticket is None:
+            raise NotFound(f"Ticket {ticket_id} does not exist.")
+        artifact = None
+        job = session.scalar(
+            select(TrainingJob)
+            .where(TrainingJob.ticket_id == ticket_id, TrainingJob.status == JobStatus.SUCCEEDED)
+            .order_by(TrainingJob.id.desc())
+            .limit(1)
+        )
+        if job is not None:
+            artifact = session.scalar(
+                select(Artifact).where(
+                    Artifact.job_id == job.id,
+                    Artifact.kind == ArtifactKind.LORA,
+                    Artifact.epoch == ticket.chosen_epoch,
+                )
+            )
+        config = dict(job.config or {}) if job else {}
+        return ReleaseView(
+            epoch=ticket.chosen_epoch,
+            lora_key=artifact.storage_key if artifact else None,
+            lora_size=artifact.size_bytes if artifact else 0,
+            filename=f"{ticket.trigger_word}-v{ticket.version}-e{ticket.chosen_epoch or 0}"
+            ".safetensors",
+            steps=(job.progress or {}).get("total_steps") if job else None,
+            epochs=config.get("epochs"),
+            suggested_weight=float(config.get("suggested_weight", 0.8)),
+        )
+
+
+def start(factory: Factory, who: Who, ticket_id: int, rules: LabRules) -> JobView:
+    """CLAIMED → TRAINING; the transition's effect queues the training task."""
+    with factory.begin() as session:
+        actor = actor_in(session, who)
+        apply_transition(session, ticket_id, Action.START_TRAINING, actor, rules)
+        job = repo.latest_job(session, ticket_id)
+        assert job is not None
+        repo.add_outbox(
+            session,
+            repo.OutboxItem(
+                "discord.job_progress",
+                {"job_id": job.id},
+                f"job-progress:{job.id}:{job.attempt}:start",
+            ),
+        )
+        return _view(session, job)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLine:
+    name: str
+    gpu: str
+    queues: tuple[str, ...]
+    busy_job: int | None
+    heartbeat_at: datetime
+
+
+def workers(factory: Factory) -> list[WorkerLine]:
+    with factory() as session:
+        rows = session.scalars(select(Worker).order_by(Worker.name)).all()
+        return [
+            WorkerLine(
+                w.name,
+                f"{w.gpu_name} ({w.gpu_memory_mb} MB)" if w.gpu_name else "CPU",
+                tuple(w.queues or ()),
+                w.current_job_id,
+                w.heartbeat_at,
+            )
+            for w in rows
+        ]
+
+
+def ensure_claimable(factory: Factory, ticket_id: int) -> None:
+    """Raise a clear error when a READY ticket has no job to claim (a bug elsewhere)."""
+    with factory() as session:
+        if repo.latest_job(session, ticket_id) is None:
+            raise DbError("This ticket has no training job yet.", code="no_job")

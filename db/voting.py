@@ -1,0 +1,145 @@
+"""Votes on sample grids: one per member per sample set, changeable; tallies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import repositories as repo
+from db.base import utcnow
+from db.models import Artifact, ContributionKind, SampleSet, Ticket, Vote
+from db.services import NotFound, TransitionRefused
+from db.tickets import Who, actor_in
+from lab.lifecycle import Action, Allowed, decide
+from lab.settings import LabRules
+
+Factory = sessionmaker[Session]
+
+
+@dataclass(frozen=True, slots=True)
+class SampleSetView:
+    id: int
+    ticket_id: int
+    job_id: int | None
+    epoch: int | None
+    prompts: tuple[str, ...]
+    grid_key: str | None
+    message_id: int | None
+    up: int
+    down: int
+
+
+def _tally(session: Session, sample_set_id: int) -> tuple[int, int]:
+    rows = dict(
+        session.execute(
+            select(Vote.value, func.count())
+            .where(Vote.sample_set_id == sample_set_id)
+            .group_by(Vote.value)
+        ).all()
+    )
+    return rows.get(1, 0), rows.get(-1, 0)
+
+
+def sample_set_view(factory: Factory, sample_set_id: int) -> SampleSetView:
+    with factory() as session:
+        sample = session.get(SampleSet, sample_set_id)
+        if sample is None:
+            raise NotFound("This sample set no longer exists.", code="no_sample_set")
+        grid = session.get(Artifact, sample.grid_artifact_id) if sample.grid_artifact_id else None
+        up, down = _tally(session, sample.id)
+        return SampleSetView(
+            sample.id,
+            sample.ticket_id,
+            sample.job_id,
+            sample.epoch,
+            tuple(sample.prompts or ()),
+            grid.storage_key if grid else None,
+            sample.message_id,
+            up,
+            down,
+        )
+
+
+def record_sample_message(factory: Factory, sample_set_id: int, message_id: int) -> None:
+    with factory.begin() as session:
+        sample = session.get(SampleSet, sample_set_id)
+        if sample is not None:
+            sample.message_id = message_id
+
+
+@dataclass(frozen=True, slots=True)
+class VoteResult:
+    changed: bool
+    """False for a first vote, True when the member changed an earlier one."""
+    up: int
+    down: int
+
+
+def cast_vote(
+    factory: Factory, who: Who, sample_set_id: int, value: int, rules: LabRules
+) -> VoteResult:
+    """Record the member's vote (+1/-1) on a sample set; voting again replaces it."""
+    if value not in (1, -1):
+        raise ValueError("a vote is +1 or -1")
+    with factory.begin() as session:
+        actor = actor_in(session, who)
+        sample = session.get(SampleSet, sample_set_id)
+        if sample is None:
+            raise NotFound("This sample set no longer exists.", code="no_sample_set")
+        ticket = session.get(Ticket, sample.ticket_id)
+        assert ticket is not None
+        decision = decide(Action.VOTE, actor, repo.ticket_facts(session, ticket), rules)
+        if not isinstance(decision, Allowed):
+            raise TransitionRefused(decision)
+        assert actor.member_id is not None
+        vote = session.get(Vote, (sample.id, actor.member_id))
+        changed = vote is not None
+        if vote is None:
+            session.add(Vote(sample_set_id=sample.id, member_id=actor.member_id, value=value))
+            repo.record_contribution(session, ticket.id, actor.member_id, ContributionKind.TEST)
+        else:
+            vote.value = value
+            vote.updated_at = utcnow()
+        session.flush()
+        up, down = _tally(session, sample.id)
+        repo.add_outbox(
+            session,
+            repo.OutboxItem(
+                "discord.ticket_card",
+                {"ticket_id": ticket.id},
+                f"ticket-card:{ticket.id}:vote:{sample.id}:{actor.member_id}:{up}:{down}",
+            ),
+        )
+        return VoteResult(changed, up, down)
+
+
+def request_samples(
+    factory: Factory, who: Who, ticket_id: int, prompts: list[str], rules: LabRules
+) -> int:
+    """A new sample set with the member's prompts; the SAMPLE task renders it."""
+    from db.outbox import enqueue_task
+    from lab.tasks import TaskName
+
+    with factory.begin() as session:
+        actor = actor_in(session, who)
+        ticket = session.get(Ticket, ticket_id)
+        if ticket is None:
+            raise NotFound(f"Ticket {ticket_id} does not exist.")
+        decision = decide(Action.REQUEST_SAMPLES, actor, repo.ticket_facts(session, ticket), rules)
+        if not isinstance(decision, Allowed):
+            raise TransitionRefused(decision)
+        job = repo.latest_job(session, ticket_id)
+        sample = SampleSet(ticket_id=ticket_id, job_id=job.id if job else None, prompts=prompts)
+        session.add(sample)
+        session.flush()
+        if job is not None:
+            enqueue_task(
+                session,
+                TaskName.SAMPLE,
+                {"job_id": job.id, "sample_set_id": sample.id},
+                job.id,
+                sample.id,
+            )
+        return sample.id

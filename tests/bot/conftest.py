@@ -1,0 +1,148 @@
+"""A real bot against simcord's simulated Discord, on a real (SQLite) lab database.
+
+`running_lab()` builds the bot with `create_bot` exactly as `loralab bot` does, but
+with an in-test task sender (records what would go to Celery), local file storage and
+a clock that follows simcord's virtual time, then creates a guild with members.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import discord
+import pytest
+import simcord
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.app import LabBot, create_bot
+from db import migrate
+from db.outbox import RelayPolicy
+from db.session import make_engine, make_session_factory
+from lab.settings import BotSettings
+from lab.storage import LocalStorage
+
+SIMCORD_HOSTS = frozenset({"cdn.simcord.invalid"})
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One database migrated to head; each test copies the file (fast, isolated)."""
+    path = tmp_path_factory.mktemp("template") / "lab.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@dataclass
+class RecordingTaskSender:
+    """The `TaskSender` the bot gets in tests: remembers every Celery send."""
+
+    sent: list[dict[str, Any]] = field(default_factory=list)
+
+    def send(self, name: str, payload: dict[str, Any], *, task_id: str, queue: str) -> None:
+        self.sent.append({"name": name, "payload": payload, "task_id": task_id, "queue": queue})
+
+
+@dataclass
+class Lab:
+    env: simcord.Env
+    bot: LabBot
+    guild: Any
+    factory: sessionmaker[Session]
+    tasks: RecordingTaskSender
+    storage: LocalStorage
+    admin: Any
+    general: Any
+
+    def member(self, name: str, *roles: str) -> Any:
+        """A new member holding the named lab roles (Discord roles made by /lab setup)."""
+        handles = [self.guild.roles[r] for r in roles]
+        return self.guild.add_member(self.env.create_user(name), roles=handles)
+
+    def channel(self, name: str) -> Any:
+        return self.guild.channels[name]
+
+    async def relay(self) -> None:
+        """Let the relay's timer run once (virtual time): it delivers what is due."""
+        await self.env.advance_time(self.bot.relay_interval)
+
+    async def setup(self) -> None:
+        result = await self.admin.slash(self.general, "lab setup")
+        assert "Lab setup done" in followup_text(result)
+
+
+def virtual_clock(env_box: list[simcord.Env]) -> Any:
+    """Real now plus simcord's virtual elapsed time: rows written by the services (real
+    time) are due at once, and `advance_time` moves the lab's clock forward."""
+
+    def now() -> datetime:
+        elapsed = env_box[0].backend.clock.elapsed if env_box else 0.0
+        return datetime.now(UTC) + timedelta(seconds=elapsed)
+
+    return now
+
+
+@asynccontextmanager
+async def running_lab(
+    tmp_path: Path,
+    template_db: Path,
+    *,
+    wrap_factory: Any = None,
+    check_errors: bool = True,
+    **options: Any,
+) -> AsyncIterator[Lab]:
+    db_path = tmp_path / "lab.db"
+    if not db_path.exists():
+        shutil.copy(template_db, db_path)
+    engine = make_engine(f"sqlite:///{db_path}")
+    factory = make_session_factory(engine)
+    tasks = RecordingTaskSender()
+    storage = LocalStorage(tmp_path / "storage")
+    env_box: list[simcord.Env] = []
+    options.setdefault("relay_policy", RelayPolicy(base_delay=0.0))
+    settings = BotSettings(home=tmp_path, database_url=f"sqlite:///{db_path}")
+    bot = create_bot(
+        settings,
+        session_factory=factory,
+        task_sender=tasks,
+        storage=storage,
+        attachment_hosts=SIMCORD_HOSTS,
+        clock=virtual_clock(env_box),
+        **options,
+    )
+    if wrap_factory is not None:
+        bot.db = wrap_factory(bot.db)
+    try:
+        async with simcord.run(bot, check_errors=check_errors) as env:
+            env_box.append(env)
+            owner = env.create_user("owner")
+            guild = env.create_guild("LoRA Lab", owner=owner)
+            general = guild.create_text_channel("general")
+            admin = guild.add_member(owner)
+            yield Lab(env, bot, guild, factory, tasks, storage, admin, general)
+    finally:
+        engine.dispose()
+
+
+def followup_text(result: Any) -> str:
+    """What the member read in reply (the ephemeral follow-up, or the response)."""
+    if result.followups:
+        return result.followups[-1].content
+    return result.response.content if result.response else ""
+
+
+def thread_messages(thread: Any) -> list[discord.Message]:
+    return thread.history()
+
+
+__all__ = ["Lab", "RecordingTaskSender", "followup_text", "running_lab"]
