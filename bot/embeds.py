@@ -140,10 +140,13 @@ def progress_text(job_id: int, status: str, progress: dict[str, Any]) -> str:
         f"step {step}/{progress.get('total_steps', '?')}",
     ]
     if "loss" in progress:
+        speed = float(progress.get("steps_per_second", 0.0))
+        loss = float(progress.get("average_loss", progress["loss"]))
         lines.append(
-            f"loss {float(progress['loss']):.4f} · {float(progress.get('it_s', 0)):.2f} it/s"
-            f" · ETA {_eta(progress.get('eta_s'))}"
+            f"loss {loss:.4f} · {speed:.2f} it/s · ETA {_eta(progress.get('eta_seconds'))}"
         )
+    if progress.get("detail"):
+        lines.append(clip(str(progress["detail"]), 300))
     if progress.get("worker") or progress.get("gpu"):
         lines.append(f"worker {progress.get('worker', '?')} · GPU {progress.get('gpu', '?')}")
     return clip("\n".join(lines), 2000)

@@ -11,6 +11,7 @@ import click
 # name -> "module:attribute" of a click command; later features add their line here.
 COMMANDS: dict[str, str] = {
     "db": "loralab.commands.db:db",
+    "bot": "loralab.commands.bot:bot",
     "worker": "loralab.commands.worker:worker",
     "dataset": "loralab.commands.dataset:dataset",
     "train": "loralab.commands.train:train",

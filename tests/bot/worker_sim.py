@@ -29,8 +29,8 @@ def report_progress(factory: sessionmaker[Session], job_id: int, step: int, tota
             "epoch": 1 + step * 2 // total,
             "total_epochs": 2,
             "loss": 0.1 - step / 10_000,
-            "it_s": 1.5,
-            "eta_s": (total - step) / 1.5,
+            "steps_per_second": 1.5,
+            "eta_seconds": (total - step) / 1.5,
             "worker": "gpu-1",
             "gpu": "H100",
         }
