@@ -17,8 +17,9 @@ import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
+from lab.dataset.colour import to_srgb
 from lab.dataset.reasons import DatasetError, Notice, Reason, Warn
 from lab.dataset.settings import IngestSettings
 from lab.dataset.sniff import sniff
@@ -29,8 +30,6 @@ __all__ = ["NormalisedImage", "normalise_image", "perceptual_hash"]
 logger = logging.getLogger(__name__)
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")
-_ORIENTATION_TAG = 0x0112
-_SRGB = ImageCms.createProfile("sRGB")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +80,7 @@ def normalise_image(
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: far less work for big photos.
         image.draft(image.mode, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
     _load(image, source, _cut_short(source_format, data))
-    rgb = _to_srgb(image, source, settings, notices)
+    rgb = to_srgb(image, source, settings.background, notices)
     rgb = _downscale(rgb, source, settings.max_side, settings.downscale_filter, notices)
     encoded, ext = _encode(rgb, source_format, settings)
     return NormalisedImage(
@@ -277,95 +276,6 @@ def _load(image: Image.Image, source: str, cut_short: bool) -> None:
         raise DatasetError(
             Reason.CORRUPT, f"{source}: the image data is damaged and cannot be decoded."
         ) from error
-
-
-def _to_srgb(
-    image: Image.Image, source: str, settings: IngestSettings, notices: list[Notice]
-) -> Image.Image:
-    """Orientation, colour profile, bit depth, palette, alpha → an 8-bit sRGB image."""
-    original_mode = image.mode
-    image = _apply_orientation(image, source, notices)
-    image = _wide_to_8bit(image)
-    image = _apply_icc(image, source, notices)
-    has_alpha = image.mode in ("RGBA", "LA", "La", "RGBa", "PA") or ("transparency" in image.info)
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        low, _high = rgba.getchannel("A").getextrema()
-        if low < 255:
-            background = Image.new("RGBA", rgba.size, (*settings.background, 255))
-            image = Image.alpha_composite(background, rgba)
-            notices.append(
-                Notice(
-                    source,
-                    Warn.TRANSPARENCY_FLATTENED,
-                    f"{source}: transparent areas were filled with "
-                    f"#{''.join(f'{c:02x}' for c in settings.background)}.",
-                )
-            )
-        image = rgba.convert("RGB") if low == 255 else image.convert("RGB")
-    elif image.mode != "RGB":
-        image = image.convert("RGB")
-    if original_mode not in ("RGB", "RGBA"):
-        notices.append(
-            Notice(source, Warn.CONVERTED, f"{source}: converted from {original_mode} to RGB.")
-        )
-    return image
-
-
-def _apply_orientation(image: Image.Image, source: str, notices: list[Notice]) -> Image.Image:
-    orientation = image.getexif().get(_ORIENTATION_TAG, 1)
-    if orientation not in (2, 3, 4, 5, 6, 7, 8):
-        return image
-    rotated = ImageOps.exif_transpose(image)
-    notices.append(
-        Notice(
-            source,
-            Warn.ORIENTATION_APPLIED,
-            f"{source}: rotated upright from its EXIF orientation ({orientation}).",
-        )
-    )
-    return rotated
-
-
-def _wide_to_8bit(image: Image.Image) -> Image.Image:
-    """16/32-bit greyscale to 8 bits by scaling, not clipping (Pillow clips at 255)."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-        scaled = np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)
-        return Image.fromarray(scaled, mode="L")
-    if image.mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        top = 1.0 if values.max(initial=0) <= 1.0 else 255.0
-        return Image.fromarray(np.clip(np.rint(values * 255.0 / top), 0, 255).astype(np.uint8))
-    return image
-
-
-def _apply_icc(image: Image.Image, source: str, notices: list[Notice]) -> Image.Image:
-    """Convert an embedded non-sRGB profile (Adobe RGB, Display P3, CMYK press) to sRGB."""
-    icc = image.info.get("icc_profile")
-    if not icc or image.mode not in ("RGB", "RGBA", "CMYK", "L"):
-        return image
-    try:
-        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        description = ImageCms.getProfileDescription(profile).strip()
-        if "srgb" in description.lower() and image.mode != "CMYK":
-            return image
-        out_mode = "RGBA" if image.mode == "RGBA" else "RGB"
-        converted = ImageCms.profileToProfile(image, profile, _SRGB, outputMode=out_mode)
-    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as error:
-        logger.debug("%s: colour profile ignored: %s", source, error)
-        return image
-    if converted is None:  # pragma: no cover - only with inPlace=True
-        return image
-    notices.append(
-        Notice(
-            source,
-            Warn.COLOR_PROFILE,
-            f"{source}: colours converted from the '{description}' profile to sRGB.",
-        )
-    )
-    return converted
 
 
 _FILTERS = {
