@@ -60,9 +60,7 @@ class IngestSettings(BaseModel):
         200, gt=1, description="An entry inflating more than this many times is a bomb."
     )
     folder_max_files: int = Field(10_000, gt=0)
-    workers: int | None = Field(
-        None, ge=1, description="Decode processes; None = one per CPU core."
-    )
+    workers: int | None = Field(None, ge=1, description="Decode threads; None = one per CPU core.")
 
     @field_validator("background")
     @classmethod

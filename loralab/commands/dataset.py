@@ -46,7 +46,7 @@ def dataset() -> None:
 @click.option("--trigger", default=None, help="Trigger word expected first in captions.")
 @click.option("--class-token", default=None, help="Class token expected second.")
 @click.option("--enforce-trigger", is_flag=True, help="Rewrite captions to start with them.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Decode processes.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Decode threads.")
 def import_(
     src: Path,
     dest: Path,
