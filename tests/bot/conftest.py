@@ -22,8 +22,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.app import LabBot, create_bot
 from db import migrate
+from db.dataset import NewImage, add_images
 from db.outbox import RelayPolicy
 from db.session import make_engine, make_session_factory
+from db.tickets import Who, act, locate_ticket
+from lab.lifecycle import Action, LabRole
 from lab.settings import BotSettings
 from lab.storage import LocalStorage
 
@@ -63,6 +66,12 @@ class Lab:
     storage: LocalStorage
     admin: Any
     general: Any
+    make_bot: Any = None
+
+    async def restart(self) -> None:
+        """Restart with a brand-new bot process (same database, same Discord)."""
+        self.bot = self.make_bot()
+        await self.env.restart_bot(self.bot)
 
     def member(self, name: str, *roles: str) -> Any:
         """A new member holding the named lab roles (Discord roles made by /lab setup)."""
@@ -111,17 +120,22 @@ async def running_lab(
     env_box: list[simcord.Env] = []
     options.setdefault("relay_policy", RelayPolicy(base_delay=0.0))
     settings = BotSettings(home=tmp_path, database_url=f"sqlite:///{db_path}")
-    bot = create_bot(
-        settings,
-        session_factory=factory,
-        task_sender=tasks,
-        storage=storage,
-        attachment_hosts=SIMCORD_HOSTS,
-        clock=virtual_clock(env_box),
-        **options,
-    )
-    if wrap_factory is not None:
-        bot.db = wrap_factory(bot.db)
+
+    def make_bot() -> LabBot:
+        bot = create_bot(
+            settings,
+            session_factory=factory,
+            task_sender=tasks,
+            storage=storage,
+            attachment_hosts=SIMCORD_HOSTS,
+            clock=virtual_clock(env_box),
+            **options,
+        )
+        if wrap_factory is not None:
+            bot.db = wrap_factory(bot.db)
+        return bot
+
+    bot = make_bot()
     try:
         async with simcord.run(bot, check_errors=check_errors) as env:
             env_box.append(env)
@@ -129,7 +143,7 @@ async def running_lab(
             guild = env.create_guild("LoRA Lab", owner=owner)
             general = guild.create_text_channel("general")
             admin = guild.add_member(owner)
-            yield Lab(env, bot, guild, factory, tasks, storage, admin, general)
+            yield Lab(env, bot, guild, factory, tasks, storage, admin, general, make_bot)
     finally:
         engine.dispose()
 
@@ -145,4 +159,52 @@ def thread_messages(thread: Any) -> list[discord.Message]:
     return thread.history()
 
 
-__all__ = ["Lab", "RecordingTaskSender", "followup_text", "running_lab"]
+async def open_request(lab: Lab, requester: Any, name: str = "Aria", trigger: str = "ar1a") -> Any:
+    """`/lora request` through its modal; returns the ticket's forum thread."""
+    shown = await requester.slash(lab.general, "lora request", kind="character", base="sd15")
+    assert shown.modal is not None
+    submitted = await requester.submit_modal(
+        shown,
+        {
+            "name": name,
+            "trigger": trigger,
+            "class_token": "woman",
+            "description": "A red-haired adventurer.",
+        },
+    )
+    assert "opened" in followup_text(submitted)
+    return lab.channel("lab-requests").threads[-1]
+
+
+def who_of(lab: Lab, member: Any, *roles: LabRole) -> Who:
+    return Who(lab.guild.id, member.id, member.name, frozenset(roles), "LoRA Lab")
+
+
+def seed_images(lab: Lab, member: Any, ticket_id: int, count: int = 16) -> None:
+    """`count` captioned images recorded directly (uploads have their own tests)."""
+    images = [
+        NewImage(
+            source=f"img{i}.png",
+            sha256=f"{i:064x}",
+            phash=f"{i * 7919:016x}",
+            width=512,
+            height=640,
+            size_bytes=1000,
+            storage_key=f"images/{i}.png",
+            caption=f"ar1a, woman, pose {i}",
+        )
+        for i in range(count)
+    ]
+    add_images(lab.factory, who_of(lab, member, LabRole.CURATOR), ticket_id, images, lab.bot.rules)
+
+
+async def ready_ticket(lab: Lab, requester: Any) -> tuple[Any, int]:
+    """A ticket brought to READY (its job on #job-board); returns (thread, ticket id)."""
+    thread = await open_request(lab, requester)
+    ticket_id = locate_ticket(lab.factory, lab.guild.id, channel_id=thread.id)
+    seed_images(lab, requester, ticket_id)
+    who = who_of(lab, requester)
+    for action in (Action.FINISH_DATASET, Action.FINISH_CAPTIONS, Action.APPROVE):
+        act(lab.factory, who, ticket_id, action, lab.bot.rules)
+    await lab.relay()
+    return thread, ticket_id

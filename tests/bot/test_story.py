@@ -6,29 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bot.conftest import followup_text, running_lab
+from tests.bot.conftest import followup_text, open_request, running_lab
 from tests.bot.images import png, zip_of
 from tests.bot.worker_sim import finish_training, report_progress
 
 pytestmark = pytest.mark.anyio
-
-
-async def open_request(lab, requester, name="Aria", trigger="ar1a"):
-    shown = await requester.slash(lab.general, "lora request", kind="character", base="sd15")
-    assert shown.modal is not None
-    submitted = await requester.submit_modal(
-        shown,
-        {
-            "name": name,
-            "trigger": trigger,
-            "class_token": "woman",
-            "description": "A red-haired adventurer.",
-        },
-    )
-    assert "opened" in followup_text(submitted)
-    forum = lab.channel("lab-requests")
-    thread = forum.threads[-1]
-    return thread
 
 
 async def test_full_story(tmp_path, template_db):
