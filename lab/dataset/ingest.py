@@ -197,17 +197,7 @@ def ingest(
     policy = captions or CaptionPolicy()
     started = time.perf_counter()
     result = IngestResult()
-    images: list[SourceFile] = []
-    caption_files: list[SourceFile] = []
-    for item in items:
-        if isinstance(item, Rejection):
-            result.rejected.append(item)
-        elif isinstance(item, Notice):
-            result.warnings.append(item)
-        elif item.is_caption:
-            caption_files.append(item)
-        else:
-            images.append(item)
+    images, caption_files = _partition(items, result)
     texts = _read_captions(caption_files, settings, result)
     seen: dict[str, str] = dict(known or {})
     for source, outcome in _normalise_all(images, settings, family, progress):
@@ -244,7 +234,38 @@ def ingest(
                 caption_stored=caption_stored,
             )
         )
-    image_keys = {image.stem_key for image in images}
+    _warn_orphan_captions(caption_files, {image.stem_key for image in images}, result)
+    hashes = [a.phash for a in result.accepted]
+    result.near_duplicates = [
+        (result.accepted[i].source, result.accepted[j].source, distance)
+        for i, j, distance in near_duplicate_pairs(hashes, settings.phash_distance)
+    ]
+    result.elapsed_s = time.perf_counter() - started
+    logger.info("ingest: %s", result.summary())
+    return result
+
+
+def _partition(
+    items: Iterable[Item], result: IngestResult
+) -> tuple[list[SourceFile], list[SourceFile]]:
+    """(images, caption files); rejections and notices from the source go to ``result``."""
+    images: list[SourceFile] = []
+    caption_files: list[SourceFile] = []
+    for item in items:
+        if isinstance(item, Rejection):
+            result.rejected.append(item)
+        elif isinstance(item, Notice):
+            result.warnings.append(item)
+        elif item.is_caption:
+            caption_files.append(item)
+        else:
+            images.append(item)
+    return images, caption_files
+
+
+def _warn_orphan_captions(
+    caption_files: list[SourceFile], image_keys: set[str], result: IngestResult
+) -> None:
     for caption_file in caption_files:
         if caption_file.stem_key not in image_keys:
             result.warnings.append(
@@ -254,14 +275,6 @@ def ingest(
                     f"{caption_file.name}: no image with this name; caption not used.",
                 )
             )
-    hashes = [a.phash for a in result.accepted]
-    result.near_duplicates = [
-        (result.accepted[i].source, result.accepted[j].source, distance)
-        for i, j, distance in near_duplicate_pairs(hashes, settings.phash_distance)
-    ]
-    result.elapsed_s = time.perf_counter() - started
-    logger.info("ingest: %s", result.summary())
-    return result
 
 
 def _read_captions(

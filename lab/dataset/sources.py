@@ -45,7 +45,9 @@ class SourceFile:
             return self.data
         if self.path is None:
             raise ValueError("a SourceFile needs data or a path")
-        with self.path.open("rb") as handle:
+        # O_NOFOLLOW: a file swapped for a symlink after the folder walk is not followed.
+        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as handle:
             return handle.read(limit + 1)
 
     @property
