@@ -45,9 +45,6 @@ RENAMED_KEYS: Mapping[str, str] = {
     "model": "pretrained_model_name_or_path",
     "snr_gamma": "min_snr_gamma",
     "dataset_config": "[[datasets]] in this file",
-    "xformers": "nothing: PyTorch SDPA attention is always used",
-    "mem_eff_attn": "nothing: PyTorch SDPA attention is always used",
-    "save_model_as": "nothing: LoRAs are always saved as .safetensors",
     "network_weights": "resume (a state directory) to continue a run",
 }
 
@@ -68,6 +65,8 @@ UNSUPPORTED_KEYS: Mapping[str, str] = {
 # Keys that change nothing here; accepted so that kohya configs load, with a log line.
 IGNORED_KEYS: Mapping[str, str] = {
     "sdpa": "PyTorch SDPA attention is always used",
+    "xformers": "PyTorch SDPA attention is always used instead",
+    "mem_eff_attn": "PyTorch SDPA attention is always used instead",
     "max_data_loader_n_workers": "images are read in the main process",
     "persistent_data_loader_workers": "images are read in the main process",
     "logging_dir": "progress goes to the callbacks and the log",
@@ -334,6 +333,9 @@ def check_keys(values: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in values.items():
         if key in known:
             kept[key] = value
+        elif key == "save_model_as":
+            if value != "safetensors":
+                problems.append(f"save_model_as = {value!r}: LoRAs are saved as safetensors only")
         elif key in IGNORED_KEYS:
             logger.info("config key %r has no effect here: %s", key, IGNORED_KEYS[key])
         elif key in RENAMED_KEYS:

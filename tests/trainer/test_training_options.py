@@ -1,0 +1,116 @@
+"""Each training option runs on the tiny model and leaves its mark on the result."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from tests.trainer.conftest import base_values
+from tests.trainer.tiny import make_image
+from trainer.callbacks import NullCallbacks, Progress
+from trainer.config import build_config
+from trainer.loop import train
+
+
+class Losses(NullCallbacks):
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.lrs: list[float] = []
+
+    def on_progress(self, progress: Progress) -> None:
+        self.values.append(progress.loss)
+        self.lrs.append(progress.learning_rate)
+
+
+OPTIONS = {
+    "min-snr+offset+pyramid": {
+        "min_snr_gamma": 5.0,
+        "noise_offset": 0.1,
+        "noise_offset_random_strength": True,
+        "multires_noise_iterations": 3,
+    },
+    "debiased+zero-terminal-snr": {"debiased_estimation_loss": True, "zero_terminal_snr": True},
+    "unet-only+checkpointing": {"network_train_unet_only": True, "gradient_checkpointing": True},
+    "bf16-autocast": {"mixed_precision": "bf16", "save_precision": "bf16"},
+    "adafactor+accumulation": {"optimizer_type": "Adafactor", "gradient_accumulation_steps": 2},
+    "captions": {"shuffle_caption": True, "keep_tokens": 1, "caption_tag_dropout_rate": 0.3},
+}
+
+
+@pytest.mark.parametrize("extra", OPTIONS.values(), ids=OPTIONS.keys())
+def test_option_trains(tiny_model: Path, dataset: Path, tmp_path: Path, extra: dict) -> None:
+    losses = Losses()
+    result = train(
+        build_config(base_values(tiny_model, dataset, tmp_path / "o", max_train_epochs=1, **extra)),
+        losses,
+    )
+    expected_steps = 2 if extra.get("gradient_accumulation_steps") == 2 else 4
+    assert result.global_step == expected_steps
+    assert losses.values and all(math.isfinite(v) for v in losses.values)
+    tensors = load_file(result.final_path)
+    # LoRA "up" starts at zero: any non-zero value shows the optimizer moved it.
+    assert any(t.abs().sum() > 0 for k, t in tensors.items() if k.endswith("lora_up.weight"))
+    has_te = any(k.startswith("lora_te_") for k in tensors)
+    assert has_te == (not extra.get("network_train_unet_only", False))
+
+
+def test_v_prediction_base(tiny_vpred_model: Path, dataset: Path, tmp_path: Path) -> None:
+    result = train(
+        build_config(
+            base_values(
+                tiny_vpred_model, dataset, tmp_path / "o", max_train_epochs=1, min_snr_gamma=5
+            )
+        )
+    )
+    with safe_open(str(result.final_path), "pt") as handle:
+        meta = handle.metadata()
+    assert meta["ss_v_parameterization"] == "True"
+    assert meta["modelspec.prediction_type"] == "v"
+
+
+def test_warmup_and_schedule(tiny_model: Path, dataset: Path, tmp_path: Path) -> None:
+    losses = Losses()
+    train(
+        build_config(
+            base_values(
+                tiny_model,
+                dataset,
+                tmp_path / "o",
+                lr_scheduler="constant",
+                lr_warmup_steps=0.5,  # a ratio: half of the 8 steps
+                learning_rate=1e-3,
+            )
+        ),
+        losses,
+    )
+    assert losses.lrs[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert losses.lrs[4:] == pytest.approx([1e-3] * 4)
+
+
+def test_regularisation_run(tiny_model: Path, dataset: Path, tmp_path: Path) -> None:
+    reg = tmp_path / "reg" / "1_dog"
+    reg.mkdir(parents=True)
+    make_image(reg / "r.png", (64, 64), seed=3)
+    (reg / "r.txt").write_text("dog")
+    result = train(
+        build_config(
+            base_values(
+                tiny_model,
+                dataset,
+                tmp_path / "o",
+                max_train_epochs=1,
+                reg_data_dir=str(tmp_path / "reg"),
+                prior_loss_weight=0.5,
+            )
+        )
+    )
+    # 8 train + 8 reg samples: the 64² bucket holds 4 + 8 (6 batches), 96×32 holds 4 (2).
+    assert result.global_step == 8
+    meta = safe_open(str(result.final_path), "pt").metadata()
+    assert meta["ss_num_reg_images"] == "1"
+    assert meta["ss_reg_dataset_dirs"] == '{"1_dog": {"n_repeats": 1, "img_count": 1}}'
+    assert meta["ss_prior_loss_weight"] == "0.5"
