@@ -1,0 +1,212 @@
+"""Workers as real processes: the embedded mode (SQLite + filesystem broker) and the
+fault tests on Postgres + a private Redis (a killed worker, a duplicate delivery, Redis
+restarting, the database unreachable, a cancel mid-run)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from sqlalchemy import select
+
+from db import migrate
+from db.models import Artifact, ArtifactKind, JobStatus, OutboxMessage, Ticket, TrainingJob
+from db.repositories import OutboxItem, actor_for, add_outbox
+from db.services import transition
+from db.session import make_engine, make_session_factory
+from lab.lifecycle import Action, TicketState
+from lab.settings import WorkerSettings
+from tests.worker.conftest import seed_started_job, worker_settings
+from tests.worker.procs import CuttableProxy, RedisServer, wait_for, worker_process
+
+pytestmark = pytest.mark.slow
+log = logging.getLogger(__name__)
+EPOCHS = 6
+
+
+class Watch:
+    """Reads a job's rows from the database the workers use."""
+
+    def __init__(self, settings: WorkerSettings, job_id: int) -> None:
+        self.engine = make_engine(settings.resolved_database_url)
+        self.factory = make_session_factory(self.engine)
+        self.job_id = job_id
+
+    def job(self) -> TrainingJob:
+        with self.factory() as s:
+            return s.get(TrainingJob, self.job_id)
+
+    def artifacts(self, kind: ArtifactKind) -> list[Artifact]:
+        with self.factory() as s:
+            query = select(Artifact).where(Artifact.job_id == self.job_id, Artifact.kind == kind)
+            return list(s.scalars(query.order_by(Artifact.epoch)))
+
+    def epoch(self) -> int:
+        return int((self.job().progress or {}).get("epoch") or 0)
+
+    def ended(self) -> TrainingJob | None:
+        job = self.job()
+        return job if job.status not in (JobStatus.QUEUED, JobStatus.RUNNING) else None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _assert_complete(watch: Watch, settings: WorkerSettings) -> None:
+    job = watch.job()
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    assert [a.epoch for a in watch.artifacts(ArtifactKind.LORA)] == list(range(1, EPOCHS + 1))
+    assert len(watch.artifacts(ArtifactKind.LOSS_CURVE)) == 1
+    with watch.factory() as s:
+        assert s.get(Ticket, job.ticket_id).status is TicketState.TESTING
+        kinds = set(s.scalars(select(OutboxMessage.kind)))
+    assert {"discord.job_progress", "discord.sample_grid", "discord.job_finished"} <= kinds
+    stored = {p.name for p in (settings.storage_root / "jobs" / str(job.id)).iterdir()}
+    assert {f"Aria-v1-{e:06d}.safetensors" for e in range(1, EPOCHS)} <= stored
+
+
+def test_embedded_mode_runs_a_job_through_the_filesystem_broker(tmp_path, tiny_base):
+    settings = worker_settings(tmp_path / "home", f"sqlite:///{tmp_path / 'lab.db'}", tiny_base)
+    assert settings.is_embedded
+    migrate.upgrade(settings.resolved_database_url)
+    seeded = seed_started_job(settings)
+    watch = Watch(settings, seeded.job_id)
+    with worker_process(settings, "embedded", tmp_path / "worker.log") as worker:
+        job = wait_for(watch.ended, timeout=240, what="the job to end")
+        assert job.status is JobStatus.SUCCEEDED, worker.output()[-3000:]
+    _assert_complete(watch, settings)
+    assert (settings.broker_folder / "in").is_dir()  # the task went through the folder
+    watch.close()
+
+
+@pytest.fixture
+def prod(tmp_path, tiny_base, postgres_url):
+    """Postgres (this run's database) and a private Redis, as production would be."""
+    migrate.upgrade(postgres_url)
+    redis = RedisServer(tmp_path)
+    redis.start()
+
+    def make_settings(database_url: str = postgres_url, **extra: object) -> WorkerSettings:
+        return worker_settings(
+            tmp_path / "home", database_url, tiny_base, broker_url=redis.url, **extra
+        )
+
+    yield redis, make_settings
+    redis.kill()
+
+
+@pytest.mark.postgres
+def test_killed_worker_job_resumes_on_another_worker(prod, tmp_path):
+    _, make_settings = prod
+    settings = make_settings()
+    seeded = seed_started_job(settings)
+    watch = Watch(settings, seeded.job_id)
+    with worker_process(settings, "first", tmp_path / "a.log") as first:
+        wait_for(lambda: watch.artifacts(ArtifactKind.STATE) and watch.epoch() >= 3,
+                 timeout=240, what="epoch 3 with a saved state")  # fmt: skip
+        state_epoch = watch.job().state_epoch
+        first.kill()
+        killed_at = time.monotonic()
+    with worker_process(settings, "second", tmp_path / "b.log") as second:
+        wait_for(lambda: watch.job().attempt == 2 and watch.job().lease_owner == "second",
+                 timeout=60, what="the second worker to take the job")  # fmt: skip
+        taken_after = time.monotonic() - killed_at
+        wait_for(watch.ended, timeout=240, what="the job to end")
+        finished_after = time.monotonic() - killed_at
+        output = second.output()
+    _assert_complete(watch, settings)
+    assert f"resumes from jobs/{seeded.job_id}/state-e{state_epoch:04d}" in output
+    resumed_epoch = int(output.split("resumed from")[1].split("at epoch ")[1].split(",")[0])
+    assert resumed_epoch >= state_epoch >= 1  # not from zero
+    log.warning("SIGKILL: re-claimed after %.1fs, finished after %.1fs (resumed at epoch %d)",
+                taken_after, finished_after, resumed_epoch)  # fmt: skip
+    watch.close()
+
+
+@pytest.mark.postgres
+def test_duplicate_delivery_trains_once(prod, tmp_path):
+    _, make_settings = prod
+    settings = make_settings()
+    seeded = seed_started_job(settings, max_train_epochs=EPOCHS)
+    watch = Watch(settings, seeded.job_id)
+    with watch.factory.begin() as s:  # the same message again, under another outbox key
+        body = {"name": "loralab.train", "payload": {"job_id": seeded.job_id, "attempt": 1},
+                "task_id": f"duplicate-{seeded.job_id}", "queue": "gpu"}  # fmt: skip
+        add_outbox(s, OutboxItem("task", body, f"dup-{seeded.job_id}"))
+    with worker_process(settings, "dup", tmp_path / "w.log") as worker:
+        wait_for(watch.ended, timeout=240, what="the job to end")
+        wait_for(lambda: "skipped" in worker.output(), timeout=60, what="the duplicate to be seen")
+    _assert_complete(watch, settings)
+    assert watch.job().fencing_token == 1  # claimed exactly once
+    watch.close()
+
+
+@pytest.mark.postgres
+def test_redis_restart_mid_job(prod, tmp_path):
+    redis, make_settings = prod
+    settings = make_settings()
+    seeded = seed_started_job(settings)
+    watch = Watch(settings, seeded.job_id)
+    with worker_process(settings, "r", tmp_path / "w.log"):
+        wait_for(lambda: watch.epoch() >= 2, timeout=240, what="epoch 2")
+        redis.kill()
+        down_at = time.monotonic()
+        time.sleep(2)
+        redis.start()
+        job = wait_for(watch.ended, timeout=240, what="the job to end")
+        log.warning(
+            "Redis restart: job ended %.1fs after Redis went down", time.monotonic() - down_at
+        )
+    assert job.attempt == 1
+    _assert_complete(watch, settings)
+    watch.close()
+
+
+@pytest.mark.postgres
+def test_database_unreachable_for_seconds(prod, tmp_path, postgres_url):
+    from sqlalchemy.engine import make_url
+
+    _, make_settings = prod
+    proxy = CuttableProxy(("127.0.0.1", make_url(postgres_url).port or 5432))
+    through_proxy = make_url(postgres_url).set(port=proxy.port).render_as_string(False)
+    settings = make_settings(database_url=through_proxy, lease_seconds=10)
+    seeded = seed_started_job(settings)
+    watch = Watch(make_settings(), seeded.job_id)  # the test itself reads directly
+    with worker_process(settings, "d", tmp_path / "w.log") as worker:
+        wait_for(lambda: watch.epoch() >= 2, timeout=240, what="epoch 2")
+        proxy.cut(4)
+        cut_at = time.monotonic()
+        job = wait_for(watch.ended, timeout=240, what="the job to end")
+        log.warning("DB cut 4s: job ended %.1fs later", time.monotonic() - cut_at)
+        assert "database unavailable" in worker.output() or "heartbeat failed" in worker.output()
+    assert job.attempt == 1
+    _assert_complete(watch, settings)
+    proxy.close()
+    watch.close()
+
+
+@pytest.mark.postgres
+def test_cancel_mid_epoch_saves_state_and_stops(prod, tmp_path):
+    _, make_settings = prod
+    settings = make_settings()
+    seeded = seed_started_job(settings)
+    watch = Watch(settings, seeded.job_id)
+    with worker_process(settings, "c", tmp_path / "w.log"):
+        wait_for(lambda: watch.epoch() >= 2, timeout=240, what="epoch 2")
+        with watch.factory() as s:
+            from db.models import Member
+
+            actor = actor_for(s, s.get(Member, seeded.trainer_id))
+        transition(watch.factory, seeded.ticket_id, Action.STOP_TRAINING, actor, settings.rules)
+        asked = time.monotonic()
+        job = wait_for(watch.ended, timeout=60, what="the job to stop")
+        stopped_after = time.monotonic() - asked
+    assert job.status is JobStatus.CANCELLED
+    assert job.progress["epoch"] < EPOCHS  # it did not run to the end
+    states = watch.artifacts(ArtifactKind.STATE)
+    assert states and watch.job().state_key == states[-1].storage_key
+    with watch.factory() as s:
+        assert s.get(Ticket, seeded.ticket_id).status is TicketState.FAILED
+    log.warning("cancel: job CANCELLED %.1fs after /train stop", stopped_after)
+    watch.close()
