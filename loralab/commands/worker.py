@@ -17,14 +17,15 @@ from lab.tasks import Queue
     default=[Queue.CPU.value], show_default=True, help="Queue(s) to consume (repeatable).",
 )  # fmt: skip
 @click.option("--concurrency", default=1, show_default=True, help="Processes (GPUs) to run.")
-@click.option("--name", default=None, help="Worker name in /lab workers (default: host-pid).")
+@click.option("--name", default=None, help="Worker name (NAME@host in /lab workers).")
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(queues: tuple[str, ...], concurrency: int, name: str | None, loglevel: str) -> None:
     """Run a worker. GPU workers run each training task in a fresh process."""
     from worker.app import configure
 
-    # One name for the process and its pool children (for the registry and leases).
-    name = name or f"{socket.gethostname()}-{os.getpid()}"
+    # One name for the process and its pool children (registry, leases and Celery's
+    # node name, so `celery inspect ping -d NAME@HOST` reaches this worker).
+    name = f"{name or f'w{os.getpid()}'}@{socket.gethostname()}"
     settings = WorkerSettings(queues=tuple(queues), concurrency=concurrency, worker_name=name)
     app = configure(settings)
     argv = [
@@ -32,7 +33,7 @@ def worker(queues: tuple[str, ...], concurrency: int, name: str | None, loglevel
         f"--queues={','.join(queues)}",
         f"--concurrency={concurrency}",
         f"--loglevel={loglevel}",
-        f"--hostname={name}@%h",
+        f"--hostname={name}",
         "--without-gossip",
         "--without-mingle",
     ]
