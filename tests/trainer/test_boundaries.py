@@ -26,3 +26,22 @@ def test_trainer_imports_no_forbidden_package() -> None:
 def test_modules_stay_small() -> None:
     sizes = {p.name: len(p.read_text().splitlines()) for p in TRAINER.rglob("*.py")}
     assert max(sizes.values()) <= 420, sizes
+
+
+def test_reading_a_config_does_not_import_torch() -> None:
+    """The bot/worker may validate a config without loading torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trainer; from trainer import load_config, TrainConfig; "
+        "import trainer.errors, trainer.presets; print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=TRAINER.parent,
+    )
+    assert out.stdout.strip() == "False"
