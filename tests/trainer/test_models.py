@@ -59,3 +59,40 @@ def test_diffusers_folder_loads_offline(tiny_model: Path, tmp_path: Path) -> Non
         build_config(base_values(tiny_model, tmp_path, tmp_path / "o", v_parameterization=True))
     )
     assert vpred.prediction_type == "v_prediction"
+
+
+def test_single_file_checkpoint_loads_offline_with_local_configs(
+    tiny_model: Path, dataset: Path, tmp_path: Path
+) -> None:
+    from safetensors import safe_open
+
+    from tests.trainer.ldm import save_single_file
+    from trainer.loop import train
+
+    checkpoint = save_single_file(tiny_model, tmp_path / "tiny-sd15.safetensors")
+    values = base_values(
+        checkpoint, dataset, tmp_path / "out", max_train_epochs=1, single_file_config=str(tiny_model)
+    )
+    base = load_base_model(build_config(values))
+    reference = load_base_model(build_config(base_values(tiny_model, dataset, tmp_path / "o")))
+    for name in ("unet", "vae", "text_encoder"):
+        loaded = getattr(base, name).state_dict()
+        expected = getattr(reference, name).state_dict()
+        assert loaded.keys() == expected.keys()
+        assert all(torch.equal(loaded[k], expected[k]) for k in expected), name
+
+    result = train(build_config(values))
+    meta = safe_open(str(result.final_path), "pt").metadata()
+    assert meta["ss_sd_model_name"] == "tiny-sd15.safetensors"
+
+
+def test_single_file_without_local_configs_fails_with_guidance(
+    tiny_model: Path, dataset: Path, tmp_path: Path
+) -> None:
+    from tests.trainer.ldm import save_single_file
+
+    checkpoint = save_single_file(tiny_model, tmp_path / "tiny.safetensors")
+    config = build_config(base_values(checkpoint, dataset, tmp_path / "out"))
+    # No single_file_config and no local HF cache: refused offline, never downloaded.
+    with pytest.raises(ConfigError, match="single_file_config"):
+        load_base_model(config)
