@@ -97,9 +97,10 @@ async def _prepare(lab, people, case: Case) -> tuple[int, dict[str, Any]]:
     if case.state is S.DATASET and case.command != "dataset upload":
         seed_images(lab, people["requester"], ticket_id)
     if case.action is Action.RELEASE:  # the vote quorum, so only permission decides
-        for i, voter in enumerate(lab.member(f"voter{i}", "Tester") for i in range(3)):
-            cast_vote(lab.factory, who_of(lab, voter, LAB_ROLES["Tester"]), _sample(lab, ticket_id),
-                      1, lab.bot.rules)  # fmt: skip
+        sample = _sample(lab, ticket_id)
+        for i in range(3):
+            voter = who_of(lab, lab.member(f"voter{i}", "Tester"), LAB_ROLES["Tester"])
+            cast_vote(lab.factory, voter, sample, 1, lab.bot.rules)
     await lab.relay()
     options = dict(case.options)
     if options.get("image") == "first":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 import discord
@@ -23,6 +25,9 @@ from lab.lifecycle import Action
 if TYPE_CHECKING:
     from bot.app import LabBot
 
+log = logging.getLogger(__name__)
+MODAL_READ_BUDGET_S = 1.5
+
 
 class CaptionModal(discord.ui.Modal, title="Edit caption"):
     text: discord.ui.TextInput = discord.ui.TextInput(
@@ -32,15 +37,18 @@ class CaptionModal(discord.ui.Modal, title="Edit caption"):
         max_length=1500,
     )
 
-    def __init__(self, bot: LabBot, who: Who, ticket_id: int, image_id: int, current: str) -> None:
+    def __init__(
+        self, bot: LabBot, who: Who, ticket: int | None, image_id: int, current: str
+    ) -> None:
         super().__init__(timeout=900)
-        self.bot, self.who, self.ticket_id, self.image_id = bot, who, ticket_id, image_id
-        self.text.default = current
+        self.bot, self.who, self.ticket, self.image_id = bot, who, ticket, image_id
+        self.text.default = current or None
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
+        ticket_id = await ticket_here(self.bot, interaction, self.ticket)
         stored = await self.bot.db.run(
-            edit_caption, self.who, self.ticket_id, self.image_id, self.text.value, self.bot.rules
+            edit_caption, self.who, ticket_id, self.image_id, self.text.value, self.bot.rules
         )
         kick_relay(self.bot)
         await interaction.followup.send(
@@ -71,13 +79,21 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
     async def edit(
         self, interaction: discord.Interaction, image: int, ticket: int | None = None
     ) -> None:
-        # The modal must be the first response: everything before it is a quick read,
-        # and the permission is checked again when the caption is saved.
+        # The modal must be the first response, within Discord's 3 seconds: the
+        # permission and the current text are read with a budget; when the database is
+        # slow the modal opens without the current text (saving checks again anyway).
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        await self.bot.db.run(check_allowed, who, ticket_id, Action.EDIT_CAPTIONS, self.bot.rules)
-        _, text = await self.bot.db.run(show_caption, ticket_id, image)
-        await interaction.response.send_modal(CaptionModal(self.bot, who, ticket_id, image, text))
+        current = ""
+        try:
+            async with asyncio.timeout(MODAL_READ_BUDGET_S):
+                ticket_id = await ticket_here(self.bot, interaction, ticket)
+                await self.bot.db.run(
+                    check_allowed, who, ticket_id, Action.EDIT_CAPTIONS, self.bot.rules
+                )
+                _, current = await self.bot.db.run(show_caption, ticket_id, image)
+        except TimeoutError:
+            log.warning("caption edit: database slow; modal opened without the current text")
+        await interaction.response.send_modal(CaptionModal(self.bot, who, ticket, image, current))
 
     @app_commands.command(name="bulk", description="Add, remove or replace a tag everywhere")
     @app_commands.choices(
