@@ -23,6 +23,31 @@ from trainer.data import ImageRecord, load_pixels
 logger = logging.getLogger(__name__)
 
 
+class VaeEncoder:
+    """Pixels → scaled latents (the posterior mean); counts every image it encodes.
+
+    The count is what tests and the worker read to know how much VAE work a run did,
+    whether through the cache or per step without one.
+    """
+
+    def __init__(self, vae: torch.nn.Module, device: torch.device) -> None:
+        self.vae = vae
+        self.device = device
+        self.images = 0
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            posterior = self.vae.encode(pixels.to(self.device, torch.float32)).latent_dist
+            latents = posterior.mode() * self.vae.config.scaling_factor
+        self.images += pixels.shape[0]
+        return latents
+
+    def encode_records(self, records: list[ImageRecord], flips: list[bool]) -> torch.Tensor:
+        """Load, crop and encode images now (the path without a latent cache)."""
+        pixels = torch.stack([load_pixels(r, flip=f) for r, f in zip(records, flips, strict=True)])
+        return self(pixels)
+
+
 def file_digest(path: Path) -> str:
     """SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -51,8 +76,6 @@ class LatentCache:
         self._batch_size = max(1, encode_batch_size)
         self._memory: dict[str, torch.Tensor] = {}
         self._digests: dict[Path, str] = {}
-        self.encoded = 0
-        """Images run through the VAE since this cache was created."""
         self.reused = 0
         """Latents read back from disk instead of encoded."""
         if disk_dir is not None:
@@ -117,7 +140,6 @@ class LatentCache:
     def _encode_and_store(self, items: list[tuple[ImageRecord, bool, str]]) -> list[torch.Tensor]:
         pixels = torch.stack([load_pixels(record, flip=flip) for record, flip, _ in items])
         latents = self._encode(pixels).float().cpu()
-        self.encoded += len(items)
         result = []
         for (_, _, key), latent in zip(items, latents, strict=True):
             latent = latent.contiguous()

@@ -31,7 +31,7 @@ from trainer.loss import (
 from trainer.sampling import generate_samples
 from trainer.saving import save_lora
 from trainer.setup import Session, prepare_session
-from trainer.state import Position, load_state, save_state
+from trainer.state import Position, check_shape, load_state, restore_rng, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class Trainer:
                 [s.latent_cache.get(r, f) for r, f in zip(records, flips, strict=True)]
             )
         else:
-            stacked = s.encode_images(records, flips)
+            stacked = s.vae_encoder.encode_records(records, flips)
         return stacked.to(s.device, torch.float32)
 
     def report(self, loss: float) -> None:
@@ -291,8 +291,6 @@ class Trainer:
 
     def resume(self, directory: Path) -> None:
         """Continue from a state directory: weights, optimizer, scheduler, RNG, counters."""
-        from trainer.state import check_shape, restore_rng
-
         s = self.session
         loaded = load_state(directory)
         check_shape(loaded.shape, s.shape)
@@ -335,9 +333,8 @@ class Trainer:
         elapsed = max(time.perf_counter() - self._started, 1e-9)
         r.stopped = stopped
         r.epoch, r.global_step = self.position.epoch, self.position.global_step
-        if s.latent_cache is not None:
-            r.latents_encoded, r.latents_reused = s.latent_cache.encoded, s.latent_cache.reused
-        r.latents_encoded += s.images_encoded_uncached
+        r.latents_encoded = s.vae_encoder.images
+        r.latents_reused = s.latent_cache.reused if s.latent_cache is not None else 0
         r.captions_encoded = s.text_cache.encoded if s.text_cache is not None else 0
         r.steps_per_second = self._session_steps / elapsed
         r.images_per_second = self._session_images / elapsed

@@ -21,10 +21,10 @@ from accelerate.state import AcceleratorState
 from diffusers.training_utils import cast_training_params
 
 from lab.families import FAMILIES, BaseFamily
-from trainer.cache import LatentCache, TextEncoderCache
+from trainer.cache import LatentCache, TextEncoderCache, VaeEncoder
 from trainer.callbacks import Callbacks
 from trainer.config import TrainConfig
-from trainer.data import ImageRecord, TrainingData, load_pixels, load_training_data
+from trainer.data import TrainingData, load_training_data
 from trainer.errors import ConfigError
 from trainer.models import BaseModel, load_base_model, vae_fingerprint
 from trainer.network import LoraNetwork, apply_lora
@@ -53,7 +53,7 @@ class Session:
     latent_cache: LatentCache | None
     text_cache: TextEncoderCache | None
     encode_text: Callable[[list[str]], torch.Tensor]
-    encode_images: Callable[[list[ImageRecord], list[bool]], torch.Tensor]
+    vae_encoder: VaeEncoder
     trainable: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -62,7 +62,6 @@ class Session:
     shape: RunShape
     run_info: RunInfo
     sample_prompts: list[SamplePrompt]
-    images_encoded_uncached: int = 0
 
 
 def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
@@ -79,17 +78,13 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
     base = load_base_model(config)
     data = load_training_data(config)
     vae = base.vae.to(device, torch.float32)  # the SD1.5 VAE overflows in fp16
-
-    def encode_pixels(pixels: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            posterior = vae.encode(pixels.to(device, torch.float32)).latent_dist
-            return posterior.mode() * vae.config.scaling_factor
+    vae_encoder = VaeEncoder(vae, device)
 
     latent_cache = None
     if config.cache_latents:
         callbacks.on_status("caching", f"latents of {len(data.records)} images")
         latent_cache = LatentCache(
-            encode_pixels,
+            vae_encoder,
             vae_fingerprint(vae),
             disk_dir=(config.latent_cache_dir or config.output_dir / ".latent_cache")
             if config.cache_latents_to_disk
@@ -98,7 +93,7 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
         )
         latent_cache.fill(data.records)
         callbacks.on_status(
-            "caching", f"latents: {latent_cache.encoded} encoded, {latent_cache.reused} reused"
+            "caching", f"latents: {vae_encoder.images} encoded, {latent_cache.reused} reused"
         )
         if device.type != "cpu":
             vae.to("cpu")  # cached: free the accelerator's memory for the UNet
@@ -112,7 +107,9 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if config.train_text_encoder:
-            text_encoder.gradient_checkpointing_enable()
+            # transformers ≥ 5 renamed it; older versions only have the first name.
+            enable = getattr(text_encoder, "activation_checkpointing_enable", None)
+            (enable or text_encoder.gradient_checkpointing_enable)()
     unet.train()
     if config.train_text_encoder:
         text_encoder.train()
@@ -157,7 +154,7 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
         latent_cache=latent_cache,
         text_cache=text_cache,
         encode_text=encode_text,
-        encode_images=lambda records, flips: torch.zeros(0),
+        vae_encoder=vae_encoder,
         trainable=trainable,
         optimizer=optimizer,
         lr_scheduler=lr_scheduler,
@@ -179,13 +176,6 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
         if config.sample_prompts
         else [],
     )
-
-    def encode_images(records: list[ImageRecord], flips: list[bool]) -> torch.Tensor:
-        pixels = torch.stack([load_pixels(r, flip=f) for r, f in zip(records, flips, strict=True)])
-        session.images_encoded_uncached += len(records)
-        return encode_pixels(pixels)
-
-    session.encode_images = encode_images
     logger.info(
         "seed %d, %d steps (%d per epoch), %d epochs, device %s, dtype %s",
         seed,

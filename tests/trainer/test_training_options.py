@@ -35,6 +35,7 @@ OPTIONS = {
     },
     "debiased+zero-terminal-snr": {"debiased_estimation_loss": True, "zero_terminal_snr": True},
     "unet-only+checkpointing": {"network_train_unet_only": True, "gradient_checkpointing": True},
+    "text-encoder+checkpointing": {"gradient_checkpointing": True, "text_encoder_lr": 1e-3},
     "bf16-autocast": {"mixed_precision": "bf16", "save_precision": "bf16"},
     "adafactor+accumulation": {"optimizer_type": "Adafactor", "gradient_accumulation_steps": 2},
     "captions": {"shuffle_caption": True, "keep_tokens": 1, "caption_tag_dropout_rate": 0.3},
@@ -54,8 +55,11 @@ def test_option_trains(tiny_model: Path, dataset: Path, tmp_path: Path, extra: d
     tensors = load_file(result.final_path)
     # LoRA "up" starts at zero: any non-zero value shows the optimizer moved it.
     assert any(t.abs().sum() > 0 for k, t in tensors.items() if k.endswith("lora_up.weight"))
-    has_te = any(k.startswith("lora_te_") for k in tensors)
-    assert has_te == (not extra.get("network_train_unet_only", False))
+    te_up = [t for k, t in tensors.items() if k.startswith("lora_te_") and "lora_up" in k]
+    if extra.get("network_train_unet_only", False):
+        assert te_up == []
+    else:
+        assert te_up and any(t.abs().sum() > 0 for t in te_up)  # the TE LoRA learnt too
 
 
 def test_v_prediction_base(tiny_vpred_model: Path, dataset: Path, tmp_path: Path) -> None:
