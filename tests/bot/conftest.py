@@ -108,6 +108,7 @@ async def running_lab(
     *,
     wrap_factory: Any = None,
     check_errors: bool = True,
+    settings: dict[str, Any] | None = None,
     **options: Any,
 ) -> AsyncIterator[Lab]:
     db_path = tmp_path / "lab.db"
@@ -119,11 +120,13 @@ async def running_lab(
     storage = LocalStorage(tmp_path / "storage")
     env_box: list[simcord.Env] = []
     options.setdefault("relay_policy", RelayPolicy(base_delay=0.0))
-    settings = BotSettings(home=tmp_path, database_url=f"sqlite:///{db_path}")
+    bot_settings = BotSettings(
+        home=tmp_path, database_url=f"sqlite:///{db_path}", **(settings or {})
+    )
 
     def make_bot() -> LabBot:
         bot = create_bot(
-            settings,
+            bot_settings,
             session_factory=factory,
             task_sender=tasks,
             storage=storage,

@@ -1,0 +1,133 @@
+"""Smaller features seen from the members' side: auto-unclaim, unexpected errors,
+thread attachments, release by link, status/list/iterate, stats and workers."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from db.models import Worker
+from db.tickets import list_tickets
+from lab.lifecycle import TicketState
+from lab.settings import LabRules
+from tests.bot.conftest import followup_text, ready_ticket, running_lab
+from tests.bot.images import png
+from tests.bot.matrix_setup import members, ticket_in
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_an_idle_claim_returns_to_the_board_with_a_notice(tmp_path, template_db):
+    rules = LabRules(claim_inactivity_hours=0.5)
+    async with running_lab(
+        tmp_path, template_db, settings={"rules": rules}, unclaim_interval=60, relay_interval=60
+    ) as lab:
+        await lab.setup()
+        trainer = lab.member("tara", "Trainer")
+        thread, _ = await ready_ticket(lab, lab.member("rita"))
+        await trainer.click(lab.channel("job-board").last_message, label="Claim")
+        assert "Claimed by **tara**" in lab.channel("job-board").last_message.embeds[0].description
+        await lab.env.advance_time(20 * 60)
+        assert "Claimed by" in lab.channel("job-board").last_message.embeds[0].description
+        await lab.env.advance_time(15 * 60)
+        notice = [m.content for m in thread.history() if m.content.startswith("⏰")]
+        assert notice and "tara had no activity" in notice[0]
+        offer = lab.channel("job-board").last_message
+        assert "Ready to train" in offer.embeds[0].description
+        again = await lab.member("tom", "Trainer").click(offer, label="Claim")
+        assert followup_text(again).startswith("You claimed this job")
+
+
+async def test_an_unexpected_error_shows_an_incident_id(tmp_path, template_db, caplog):
+    async with running_lab(tmp_path, template_db, check_errors=False) as lab:
+        await lab.setup()
+        thread, _ = await ready_ticket(lab, lab.member("rita"))
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("database exploded")
+
+        import bot.exts.tickets._cog as tickets_cog
+
+        original = tickets_cog.ticket_card
+        tickets_cog.ticket_card = broken
+        try:
+            with caplog.at_level(logging.ERROR):
+                result = await lab.admin.slash(thread, "lora status")
+        finally:
+            tickets_cog.ticket_card = original
+        text = followup_text(result)
+        assert result.ephemeral and "Something went wrong on our side (incident `" in text
+        incident = text.split("`")[1]
+        assert any(incident in r.getMessage() for r in caplog.records)
+        assert "database exploded" not in text
+
+
+async def test_images_posted_in_the_thread_are_ingested(tmp_path, template_db):
+    settings = {"message_content_intent": True}
+    async with running_lab(tmp_path, template_db, settings=settings) as lab:
+        await lab.setup()
+        curator = lab.member("cora", "Dataset Curator")
+        from tests.bot.conftest import open_request
+
+        thread = await open_request(lab, lab.member("rita"))
+        await curator.send(thread, "two more", attachments=[("a.png", png(1)), ("b.txt", b"x")])
+        reply = thread.last_message
+        assert reply.content.startswith("**1 of 1 files added** · the dataset has 1 images.")
+        assert "✅ a.png (512×640)" in reply.content
+        assert "⚠️ b.txt: no image with this name; caption not used." in reply.content
+
+
+async def test_a_release_over_the_upload_limit_is_a_link(tmp_path, template_db):
+    from tests.bot.matrix_setup import ticket_in as prepare
+    from tests.bot.worker_sim import finish_training
+
+    def link(key: str) -> str:
+        return f"https://files.example/{key}?sig=abc"
+
+    async with running_lab(tmp_path, template_db, download_link=link) as lab:
+        await lab.setup()
+        people = members(lab)
+        number = prepare(lab, people, TicketState.TRAINING)
+        await lab.relay()
+        job_id = lab.tasks.sent[-1]["payload"]["job_id"]
+        big = b"x" * (lab.bot.settings.upload_limit_bytes + 1)
+        finish_training(lab.factory, lab.storage, job_id, lab.bot.rules, lora_bytes=big)
+        await lab.relay()
+        result = await lab.admin.slash(lab.general, "lora release", ticket=number, epoch=1,
+                                       override=True)  # fmt: skip
+        assert "Released epoch 1" in followup_text(result)
+        post = lab.channel("releases").last_message
+        assert not post.attachments
+        fields = {f.name: f.value for f in post.embeds[0].fields}
+        assert "https://files.example/jobs/" in fields["Download"]
+
+
+async def test_status_list_iterate_stats_and_workers(tmp_path, template_db):
+    async with running_lab(tmp_path, template_db) as lab:
+        await lab.setup()
+        people = members(lab)
+        number = ticket_in(lab, people, TicketState.RELEASED)
+        await lab.relay()
+        status = await people["tester"].slash(lab.general, "lora status", ticket=number)
+        card = status.response.embeds[0]
+        assert {f.name: f.value for f in card.fields}["Status"] == "RELEASED"
+        listed = await people["requester"].slash(lab.general, "lora list", mine=True)
+        assert f"#{number} Aria" in followup_text(listed)
+        refused = await people["tester"].slash(lab.general, "lora iterate", ticket=number)
+        assert followup_text(refused) == (
+            "Only a Lab Admin or the requester may open the next version."
+        )
+        opened = await people["requester"].slash(lab.general, "lora iterate", ticket=number)
+        assert f"#{number + 1} opened as the next version" in followup_text(opened)
+        await lab.relay()
+        assert lab.channel("lab-requests").threads[-1].name == f"#{number + 1} Aria v2"
+        newest = list_tickets(lab.factory, lab.guild.id)[0]
+        assert newest.version == 2 and newest.image_count == 16
+        stats = await people["nobody"].slash(lab.general, "lab stats")
+        assert "requester" in stats.response.embeds[0].description
+        with lab.factory.begin() as session:
+            session.add(Worker(name="gpu-1", hostname="box", queues=["gpu"], gpu_name="H100",
+                               gpu_memory_mb=81920))  # fmt: skip
+        workers = await people["nobody"].slash(lab.general, "lab workers")
+        assert "**gpu-1** · H100 (81920 MB) · queues gpu · idle" in followup_text(workers)
