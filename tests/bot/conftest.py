@@ -29,6 +29,7 @@ from db.tickets import Who, act, locate_ticket
 from lab.lifecycle import Action, LabRole
 from lab.settings import BotSettings
 from lab.storage import LocalStorage
+from tests.db.conftest import factory  # noqa: F401  (the rolled-back database fixture)
 
 SIMCORD_HOSTS = frozenset({"cdn.simcord.invalid"})
 
@@ -115,7 +116,7 @@ async def running_lab(
     if not db_path.exists():
         shutil.copy(template_db, db_path)
     engine = make_engine(f"sqlite:///{db_path}")
-    factory = make_session_factory(engine)
+    session_factory = make_session_factory(engine)
     tasks = RecordingTaskSender()
     storage = LocalStorage(tmp_path / "storage")
     env_box: list[simcord.Env] = []
@@ -127,7 +128,7 @@ async def running_lab(
     def make_bot() -> LabBot:
         bot = create_bot(
             bot_settings,
-            session_factory=factory,
+            session_factory=session_factory,
             task_sender=tasks,
             storage=storage,
             attachment_hosts=SIMCORD_HOSTS,
@@ -146,7 +147,7 @@ async def running_lab(
             guild = env.create_guild("LoRA Lab", owner=owner)
             general = guild.create_text_channel("general")
             admin = guild.add_member(owner)
-            yield Lab(env, bot, guild, factory, tasks, storage, admin, general, make_bot)
+            yield Lab(env, bot, guild, session_factory, tasks, storage, admin, general, make_bot)
     finally:
         engine.dispose()
 
