@@ -57,8 +57,8 @@ class Callbacks(Protocol):
     def on_checkpoint(self, checkpoint: Checkpoint) -> None: ...
 
     def on_status(self, status: str, detail: str = "") -> None:
-        """``status`` is one of: loading, caching, training, saving, sampling, stopped,
-        finished; ``detail`` is a human-readable line."""
+        """``status`` is one of: loading, caching, training, saving, sampling, warning,
+        stopped, finished; ``detail`` is a human-readable line."""
 
     def on_state(self, path: Path, epoch: int, step: int) -> None:
         """A resumable state directory was just written (the worker stores it)."""

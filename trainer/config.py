@@ -75,6 +75,9 @@ IGNORED_KEYS: Mapping[str, str] = {
     "lowram": "weights are loaded once",
 }
 
+# kohya `networks.lora` arguments we implement (LoCon: LoRA on the UNet's 3×3 convs).
+SUPPORTED_NETWORK_ARGS = frozenset({"conv_dim", "conv_alpha"})
+
 OptimizerName = Literal["AdamW", "AdamW8bit", "Adafactor", "Lion", "Prodigy"]
 SchedulerName = Literal[
     "constant",
@@ -245,14 +248,31 @@ class TrainConfig(BaseModel):
         step = self.bucket_reso_steps
         if self.enable_bucket and step % 8:
             raise ValueError(f"bucket_reso_steps must be a multiple of 8, got {step}")
-        if self.network_args:
+        unknown = set(parse_key_values(self.network_args, "network_args")) - SUPPORTED_NETWORK_ARGS
+        if unknown:
             raise ValueError(
-                f"network_args {list(self.network_args)} are not supported yet "
-                "(LoCon/DoRA/LoHa/LoKr come later); remove them to train a plain LoRA"
+                f"network_args {sorted(unknown)} are not supported yet (supported: "
+                f"{', '.join(sorted(SUPPORTED_NETWORK_ARGS))}; DoRA/LoHa/LoKr come later)"
             )
+        if self.conv_alpha is not None and self.conv_dim is None:
+            raise ValueError("network_args: conv_alpha needs conv_dim")
         return self
 
     # -- resolved values ----------------------------------------------------------------
+
+    @property
+    def conv_dim(self) -> int | None:
+        """LoCon: rank of the LoRA on 3×3 convolutions (kohya's ``conv_dim`` network arg)."""
+        value = parse_key_values(self.network_args, "network_args").get("conv_dim")
+        return None if value is None else int(value)
+
+    @property
+    def conv_alpha(self) -> float | None:
+        """LoCon alpha; kohya's default is 1 when only ``conv_dim`` is given."""
+        args = parse_key_values(self.network_args, "network_args")
+        if "conv_alpha" in args:
+            return float(args["conv_alpha"])
+        return 1.0 if "conv_dim" in args else None
 
     @property
     def effective_unet_lr(self) -> float:

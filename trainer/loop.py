@@ -35,6 +35,9 @@ from trainer.state import Position, check_shape, load_state, restore_rng, save_s
 
 logger = logging.getLogger(__name__)
 
+# Above this share of the GPU's memory after one step, spilling is likely (see check_memory).
+SPILL_WARNING_FRACTION = 0.95
+
 
 @dataclass
 class TrainResult:
@@ -180,6 +183,29 @@ class Trainer:
         s.optimizer.zero_grad(set_to_none=True)
         self._session_steps += 1
         self._advance(global_step=self.position.global_step + 1)
+        if self._session_steps == 1:
+            self.check_memory()
+
+    def check_memory(self) -> None:
+        """Warn once, after the first step, when the GPU is (nearly) out of memory.
+
+        On Windows the NVIDIA driver then spills into system RAM instead of failing,
+        and training becomes 10–100× slower without any error; a warning now is far
+        better than a run that silently takes days.
+        """
+        device = self.session.device
+        if device.type != "cuda":
+            return
+        total = torch.cuda.get_device_properties(device).total_memory
+        reserved = torch.cuda.memory_reserved(device)
+        if reserved > SPILL_WARNING_FRACTION * total:
+            message = (
+                f"the run uses {reserved / 2**30:.1f} of {total / 2**30:.1f} GiB of GPU memory; "
+                "if it spills into system RAM it becomes 10-100x slower. Lower "
+                "train_batch_size or resolution, or enable gradient_checkpointing"
+            )
+            logger.warning(message)
+            self.callbacks.on_status("warning", message)
 
     def latents(self, records: list[ImageRecord], flips: list[bool]) -> torch.Tensor:
         s = self.session
@@ -260,6 +286,7 @@ class Trainer:
         save_lora(
             path,
             s.network.state_dicts(),
+            s.network.alphas,
             s.run_info,
             epoch=epoch,
             step=self.position.global_step,

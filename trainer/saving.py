@@ -33,10 +33,11 @@ SAVE_DTYPES: Mapping[str, torch.dtype] = {
 
 def kohya_state_dict(
     peft_states: Mapping[str, Mapping[str, torch.Tensor]],
-    alpha: float,
+    alphas: Mapping[str, Mapping[str, float]],
     dtype: torch.dtype = torch.float32,
 ) -> dict[str, torch.Tensor]:
-    """PEFT state dicts per component → one kohya state dict with the real alpha."""
+    """PEFT state dicts per component → one kohya state dict with each module's real
+    alpha (``alphas[component][module path]``)."""
     result: dict[str, torch.Tensor] = {}
     for component, state in peft_states.items():
         for key, tensor in state.items():
@@ -46,7 +47,7 @@ def kohya_state_dict(
             name = kohya_module_name(component, module)
             part = "lora_down" if kind == "A.weight" else "lora_up"
             result[f"{name}.{part}.weight"] = tensor.detach().to("cpu", dtype).contiguous()
-            result[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=dtype)
+            result[f"{name}.alpha"] = torch.tensor(float(alphas[component][module]), dtype=dtype)
     return result
 
 
@@ -88,6 +89,7 @@ class RunInfo:
     resolution: tuple[int, int]
     network_dim: int
     network_alpha: float
+    network_args: dict[str, str]
     network_dropout: float | None
     train_text_encoder: bool
     output_name: str
@@ -133,7 +135,7 @@ def build_metadata(info: RunInfo, *, epoch: int, step: int, title: str) -> dict[
         "ss_network_dim": str(info.network_dim),
         "ss_network_alpha": _number(info.network_alpha),
         "ss_network_dropout": str(info.network_dropout),
-        "ss_network_args": json.dumps({}),
+        "ss_network_args": json.dumps(info.network_args),
         "ss_network_train_unet_only": str(not info.train_text_encoder),
         "ss_resolution": f"({width}, {height})",
         "ss_clip_skip": str(info.clip_skip),
@@ -176,6 +178,7 @@ def build_metadata(info: RunInfo, *, epoch: int, step: int, title: str) -> dict[
 def save_lora(
     path: Path,
     peft_states: Mapping[str, Mapping[str, torch.Tensor]],
+    alphas: Mapping[str, Mapping[str, float]],
     info: RunInfo,
     *,
     epoch: int,
@@ -183,7 +186,7 @@ def save_lora(
     precision: str,
 ) -> Path:
     """Write one kohya-format LoRA file (atomically) and return its path."""
-    tensors = kohya_state_dict(peft_states, info.network_alpha, SAVE_DTYPES[precision])
+    tensors = kohya_state_dict(peft_states, alphas, SAVE_DTYPES[precision])
     metadata = build_metadata(info, epoch=epoch, step=step, title=path.stem)
     metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = addnet_hashes(tensors, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)

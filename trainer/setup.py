@@ -23,7 +23,7 @@ from diffusers.training_utils import cast_training_params
 from lab.families import FAMILIES, BaseFamily
 from trainer.cache import LatentCache, TextEncoderCache, VaeEncoder
 from trainer.callbacks import Callbacks
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, parse_key_values
 from trainer.data import TrainingData, load_training_data
 from trainer.errors import ConfigError
 from trainer.models import BaseModel, load_base_model, vae_fingerprint
@@ -163,6 +163,7 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
         shape=RunShape(
             network_dim=config.network_dim,
             network_alpha=config.network_alpha,
+            network_args=",".join(config.network_args),
             train_text_encoder=config.train_text_encoder,
             batch_size=config.train_batch_size,
             batches_per_epoch=batches_per_epoch,
@@ -267,6 +268,8 @@ def _run_info(
         resolution=config.resolution,
         network_dim=config.network_dim,
         network_alpha=config.network_alpha,
+        # kohya writes the network args as strings: {"conv_dim": "4", "conv_alpha": "1"}.
+        network_args={k: str(v) for k, v in parse_key_values(config.network_args, "").items()},
         network_dropout=config.network_dropout,
         train_text_encoder=config.train_text_encoder,
         output_name=config.output_name,

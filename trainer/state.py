@@ -46,6 +46,7 @@ class RunShape:
 
     network_dim: int
     network_alpha: float
+    network_args: str
     train_text_encoder: bool
     batch_size: int
     batches_per_epoch: int

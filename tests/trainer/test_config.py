@@ -144,3 +144,12 @@ def test_override_values_parse_as_toml() -> None:
     assert parse_override("optimizer_args=['a=1']") == ("optimizer_args", ["a=1"])
     with pytest.raises(ConfigError):
         parse_override("no_equals_sign")
+
+
+def test_network_args_locon_and_unsupported() -> None:
+    config = build_config({**MINIMAL, "network_args": ["conv_dim=8"]})
+    assert (config.conv_dim, config.conv_alpha) == (8, 1.0)  # kohya's default conv_alpha
+    with pytest.raises(ConfigError, match=r"\['algo'\] are not supported"):
+        build_config({**MINIMAL, "network_args": ["algo=loha"]})
+    with pytest.raises(ConfigError, match="conv_alpha needs conv_dim"):
+        build_config({**MINIMAL, "network_args": ["conv_alpha=1"]})

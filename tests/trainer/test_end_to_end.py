@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tests.trainer.conftest import base_values
-from tests.trainer.tiny import build_dataset, write_toml
+from tests.trainer.tiny import build_dataset, merge_kohya_lora, write_toml
 from trainer.saving import kohya_module_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,19 +184,6 @@ def test_metadata_is_present_and_truthful(cli_run: dict) -> None:
     assert epoch_meta["ss_epoch"] == "2" and epoch_meta["ss_steps"] == "8"
 
 
-def _manual_merge(unet: torch.nn.Module, tensors: dict[str, torch.Tensor], scale: float) -> None:
-    """W += scale · alpha/r · up @ down, read straight from the kohya file."""
-    for name, module in unet.named_modules():
-        key = "lora_unet_" + name.replace(".", "_")
-        if f"{key}.lora_down.weight" not in tensors:
-            continue
-        down = tensors[f"{key}.lora_down.weight"].flatten(1)
-        up = tensors[f"{key}.lora_up.weight"].flatten(1)
-        alpha = tensors[f"{key}.alpha"].item()
-        delta = (up @ down) * (alpha / down.shape[0]) * scale
-        module.weight.data += delta.reshape(module.weight.shape)
-
-
 def test_diffusers_loads_it_and_the_change_scales(cli_run: dict, tiny_model: Path) -> None:
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
@@ -232,7 +219,7 @@ def test_diffusers_loads_it_and_the_change_scales(cli_run: dict, tiny_model: Pat
     # of W + alpha/r · up·down, so the stored alpha means what it says.
     tensors = load_file(lora)
     merged = UNet2DConditionModel.from_pretrained(tiny_model / "unet", local_files_only=True)
-    _manual_merge(merged, tensors, scale=1.0)
+    merge_kohya_lora(merged, tensors)
     sample = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     context = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(4))
     step = torch.tensor([500])

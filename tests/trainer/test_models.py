@@ -71,7 +71,11 @@ def test_single_file_checkpoint_loads_offline_with_local_configs(
 
     checkpoint = save_single_file(tiny_model, tmp_path / "tiny-sd15.safetensors")
     values = base_values(
-        checkpoint, dataset, tmp_path / "out", max_train_epochs=1, single_file_config=str(tiny_model)
+        checkpoint,
+        dataset,
+        tmp_path / "out",
+        max_train_epochs=1,
+        single_file_config=str(tiny_model),
     )
     base = load_base_model(build_config(values))
     reference = load_base_model(build_config(base_values(tiny_model, dataset, tmp_path / "o")))

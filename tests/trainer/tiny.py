@@ -149,3 +149,21 @@ def write_toml(path: Path, values: dict) -> Path:
 
     path.write_text("".join(f"{key} = {render(value)}\n" for key, value in values.items()))
     return path
+
+
+def merge_kohya_lora(unet: object, tensors: dict, scale: float = 1.0) -> int:
+    """W += scale · alpha/r · up·down for every ``lora_unet_`` module in a kohya state
+    dict, read straight from the file (an independent reading of the format). Works for
+    Linear, 1×1 and 3×3 convs (kohya's LoCon ``up`` is 1×1). Returns the modules merged."""
+    merged = 0
+    for name, module in unet.named_modules():  # type: ignore[attr-defined]
+        key = "lora_unet_" + name.replace(".", "_")
+        if f"{key}.lora_down.weight" not in tensors:
+            continue
+        down = tensors[f"{key}.lora_down.weight"].float()
+        up = tensors[f"{key}.lora_up.weight"].float().flatten(1)
+        alpha = tensors[f"{key}.alpha"].item()
+        delta = (up @ down.flatten(1)) * (alpha / down.shape[0]) * scale
+        module.weight.data += delta.reshape(module.weight.shape)
+        merged += 1
+    return merged
