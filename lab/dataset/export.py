@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.captions import enforce_trigger, join_tags, normalise_caption, split_tags
-from lab.errors import LabError
+from lab.dataset.reasons import DatasetError
 
 __all__ = ["ExportError", "ExportResult", "choose_repeats", "export_kohya", "kohya_folder_name"]
 
@@ -24,10 +24,13 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 _FORBIDDEN = set('/\\:*?"<>|\x00')
 
 
-class ExportError(LabError):
+class ExportError(DatasetError):
     """The export cannot be written as asked."""
 
     code = "export_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,17 +85,19 @@ class Notice:
 
 
 class DatasetError(LabError):
-    """A file the lab refuses; ``code`` is a :class:`Reason`.
+    """The base error of :mod:`lab.dataset`; with a :class:`Reason`, a refused file.
 
     Raised inside the ingest pipeline and turned into a :class:`Rejection` at its edge.
     """
 
     code: str = "dataset_error"
 
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message, code=str(reason))
+    def __init__(self, reason: Reason | None, message: str) -> None:
+        super().__init__(message, code=str(reason) if reason is not None else None)
         self.reason = reason
 
     def rejection(self, source: str) -> Rejection:
         """This error as the per-file record shown to the uploader."""
+        if self.reason is None:
+            raise ValueError("only an error with a reason describes a refused file")
         return Rejection(source, self.reason, str(self))
