@@ -11,8 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
+from db.base import utcnow
 from db.models import Artifact, ArtifactKind, JobStatus, Member, Ticket, TrainingJob, Worker
-from db.services import DbError, NotFound, TransitionRefused, apply_transition
+from db.services import NotFound, TransitionRefused, apply_transition
 from db.tickets import BOARD_KIND, Who, actor_in
 from lab.lifecycle import Action, Actor, Allowed, TicketState, decide
 from lab.settings import LabRules
@@ -104,7 +105,7 @@ def configure(
         job.config = config
         ticket = session.get(Ticket, ticket_id)
         assert ticket is not None
-        ticket.last_activity_at = _now()
+        ticket.last_activity_at = utcnow()
         session.flush()
         return _view(session, job)
 
@@ -116,12 +117,6 @@ def _check(session: Session, ticket_id: int, action: Action, actor: Actor, rules
     decision = decide(action, actor, repo.ticket_facts(session, ticket), rules)
     if not isinstance(decision, Allowed):
         raise TransitionRefused(decision)
-
-
-def _now() -> datetime:
-    from db.base import utcnow
-
-    return utcnow()
 
 
 def unclaim_idle(factory: Factory, rules: LabRules, *, now: datetime) -> list[tuple[int, str]]:
@@ -257,10 +252,3 @@ def workers(factory: Factory) -> list[WorkerLine]:
             )
             for w in rows
         ]
-
-
-def ensure_claimable(factory: Factory, ticket_id: int) -> None:
-    """Raise a clear error when a READY ticket has no job to claim (a bug elsewhere)."""
-    with factory() as session:
-        if repo.latest_job(session, ticket_id) is None:
-            raise DbError("This ticket has no training job yet.", code="no_job")

@@ -79,6 +79,9 @@ class Lab:
         handles = [self.guild.roles[r] for r in roles]
         return self.guild.add_member(self.env.create_user(name), roles=handles)
 
+    def member_without_lab(self, name: str) -> Any:
+        return self.guild.add_member(self.env.create_user(name))
+
     def channel(self, name: str) -> Any:
         return self.guild.channels[name]
 

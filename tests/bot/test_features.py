@@ -131,3 +131,41 @@ async def test_status_list_iterate_stats_and_workers(tmp_path, template_db):
                                gpu_memory_mb=81920))  # fmt: skip
         workers = await people["nobody"].slash(lab.general, "lab workers")
         assert "**gpu-1** · H100 (81920 MB) · queues gpu · idle" in followup_text(workers)
+
+
+async def test_before_setup_members_are_told_to_run_it(tmp_path, template_db):
+    async with running_lab(tmp_path, template_db) as lab:
+        member = lab.member_without_lab("newbie")
+        result = await member.slash(lab.general, "lora list")
+        assert followup_text(result) == (
+            "This server has no lab yet. A server admin runs /lab setup first."
+        )
+
+
+async def test_role_picker_buttons_toggle_roles(tmp_path, template_db):
+    async with running_lab(tmp_path, template_db) as lab:
+        await lab.setup()
+        member = lab.member("pat")
+        picker = next(m for m in lab.channel("lab-guide").history() if m.components)
+        joined = await member.click(picker, label="Tester")
+        assert followup_text(joined) == "You are now a Tester."
+        left = await member.click(picker, label="Tester")
+        assert followup_text(left) == "You left the Tester role."
+
+
+async def test_requested_changes_are_explained_in_the_post(tmp_path, template_db):
+    async with running_lab(tmp_path, template_db) as lab:
+        await lab.setup()
+        people = members(lab)
+        number = ticket_in(lab, people, TicketState.REVIEW)
+        await lab.relay()
+        asked = await people["requester"].slash(
+            lab.general, "dataset request-changes", ticket=number, reason="three blurry shots"
+        )
+        assert "Changes requested" in followup_text(asked)
+        thread = lab.channel("lab-requests").threads[-1]
+        assert thread.last_message.content == (
+            "**requester** moved this ticket to DATASET: three blurry shots"
+        )
+        card = {f.name: f.value for f in thread.history()[0].embeds[0].fields}
+        assert card["Status"] == "DATASET"
