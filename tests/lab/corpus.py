@@ -76,6 +76,16 @@ def header_bomb() -> bytes:
     return raw_png(100_000, 100_000, 8, 2, b"\x00" * 1024)
 
 
+def webp_canvas_bomb() -> bytes:
+    """A small WebP whose VP8X header is patched to a 16383×16383 canvas."""
+    exif = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x00\x00"  # forces the VP8X chunk
+    data = bytearray(encode(photo(100, 100), "WEBP", exif=exif))
+    assert data[12:16] == b"VP8X"
+    data[24:27] = (16383 - 1).to_bytes(3, "little")
+    data[27:30] = (16383 - 1).to_bytes(3, "little")
+    return bytes(data)
+
+
 def decodable_bomb(side: int = 9000) -> bytes:
     """A genuine, fully decodable 1-bit PNG of side² pixels, a few kB compressed."""
     return encode(Image.new("1", (side, side), 0), "PNG")
@@ -167,6 +177,7 @@ def hostile_files() -> dict[str, tuple[bytes, str]]:
         "header_bomb.png": (header_bomb(), "decompression_bomb"),
         "decodable_bomb.png": (decodable_bomb(), "decompression_bomb"),
         "text_bomb.png": (text_chunk_bomb(), "decompression_bomb"),
+        "canvas_bomb.webp": (webp_canvas_bomb(), "decompression_bomb"),
         "dot.png": (encode(solid(1, 1), "PNG"), "too_small"),
         "thumb.jpg": (encode(photo(200, 150), "JPEG"), "too_small"),
         "archive.jpg": (zip_of({"a.txt": b"x"}), "nested_archive"),

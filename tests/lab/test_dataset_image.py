@@ -128,6 +128,14 @@ def test_png_text_chunks_and_icc_profiles_do_not_survive():
         assert image.info.get("icc_profile") is None
 
 
+def test_polyglot_payload_after_the_image_is_dropped():
+    # A JPEG with a zip appended (a classic polyglot): the image is kept, the rest is not.
+    payload = corpus.zip_of({"evil.sh": b"#!/bin/sh\necho owned\n" * 50}, level=0)
+    result = normalise_image(corpus.encode(corpus.photo(), "JPEG") + payload, "poly.jpg")
+    assert b"owned" not in result.data and b"PK\x03\x04" not in result.data
+    assert decoded(result).size == (640, 480)
+
+
 def test_oversized_jpeg_is_downscaled_to_the_cap():
     data = corpus.encode(corpus.photo(4000, 1000), "JPEG")
     result = normalise_image(data, "wide.jpg")

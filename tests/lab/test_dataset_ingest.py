@@ -242,3 +242,16 @@ def test_storage_adapter_puts_content_addressed_keys(tmp_path):
     assert accepted.stored == f"datasets/7/{accepted.sha256}.png"
     assert storage.get_bytes(f"datasets/7/{accepted.sha256}.txt") == b"ohwx"
     assert hashlib.sha256(storage.get_bytes(accepted.stored)).hexdigest() == accepted.sha256
+
+
+def test_near_duplicate_distance_is_a_setting(tmp_path):
+    base = corpus.photo(seed=50)
+    marked = base.copy()
+    marked.paste((0, 0, 0), (0, 0, 30, 30))  # a small logo: a few bits of the hash move
+    files = [("a.jpg", corpus.encode(base, "JPEG")), ("b.jpg", corpus.encode(marked, "JPEG"))]
+    loose = ingest(from_uploads(files), FolderStore(tmp_path / "1"))
+    ((_a, _b, distance),) = loose.near_duplicates
+    assert distance >= 1
+    stricter = IngestSettings(phash_distance=distance - 1)
+    strict = ingest(from_uploads(files), FolderStore(tmp_path / "2"), stricter)
+    assert strict.near_duplicates == []
