@@ -121,6 +121,8 @@ class BucketSpec:
                 f"max_bucket_reso {self.max_bucket_reso} is smaller than the resolution "
                 f"{width}x{height}"
             )
+        if not 0 <= self.no_upscale_max_aspect_error < 1:
+            raise ValueError("no_upscale_max_aspect_error must be within [0, 1)")
         if self.no_upscale_strategy not in ("largest", "kohya"):
             raise ValueError(f"unknown no_upscale_strategy {self.no_upscale_strategy!r}")
 
@@ -224,20 +226,20 @@ def _largest_bucket(
     aspect = width / height
     best: tuple[int, float, Size] | None = None
     for bucket_w in range(steps, width + 1, steps):
-        max_h = min(height, max_area // bucket_w)
-        if max_h < steps:
-            break
-        # For a fixed width, the best height is the one nearest the image's aspect.
-        ideal_h = bucket_w / aspect
-        for bucket_h in {_floor(ideal_h, steps), _floor(ideal_h, steps) + steps}:
-            if not steps <= bucket_h <= max_h:
-                continue
-            error = abs(bucket_w / bucket_h - aspect) / aspect
-            if error > max_error:
-                continue
-            key = (bucket_w * bucket_h, -error)
-            if best is None or key > (best[0], best[1]):
-                best = (key[0], key[1], (bucket_w, bucket_h))
+        # Tallest bucket for this width that fits the area, the image and the tolerance:
+        # a taller bucket is a larger one, so it is the only candidate worth scoring.
+        tallest = min(height, max_area // bucket_w, int(bucket_w / (aspect * (1 - max_error))))
+        bucket_h = _floor(tallest, steps)
+        if bucket_h < steps:
+            if max_area // bucket_w < steps:
+                break  # wider buckets only get flatter
+            continue
+        error = abs(bucket_w / bucket_h - aspect) / aspect
+        if error > max_error:
+            continue
+        key = (bucket_w * bucket_h, -error)
+        if best is None or key > (best[0], best[1]):
+            best = (key[0], key[1], (bucket_w, bucket_h))
     if best is None:
         return None
     bucket = best[2]

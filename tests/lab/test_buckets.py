@@ -131,6 +131,8 @@ def test_too_small_for_no_upscale_bucket_raises():
         {"resolution": (2048, 2048)},
         {"resolution": (512, 512), "min_bucket_reso": 2048},
         {"resolution": (512, 512), "bucket_reso_steps": 0},
+        {"resolution": (512, 512), "no_upscale_max_aspect_error": 1.0},
+        {"resolution": (512, 512), "no_upscale_strategy": "biggest"},
     ],
 )
 def test_invalid_specs_are_refused(kwargs):
