@@ -27,6 +27,7 @@ async def test_full_story(tmp_path, template_db):
         card = thread.history()[0]
         assert card.embeds[0].title == "Ticket #1 Aria"
         assert {f.name: f.value for f in card.embeds[0].fields}["Status"] == "DATASET"
+        assert [t.name for t in lab.bot.get_channel(thread.id).applied_tags] == ["DATASET"]
 
         # 20 files: a zip of 14 good images with captions + a duplicate + a corrupt file,
         # then three singles (two good, one duplicate of a zipped image), then a tiny one.
@@ -158,3 +159,5 @@ async def test_full_story(tmp_path, template_db):
         assert post.attachments[0].filename == "ar1a-v1-e2.safetensors"
         final = thread.history()[0]
         assert {f.name: f.value for f in final.embeds[0].fields}["Status"] == "RELEASED"
+        tags = lab.bot.get_channel(thread.id).applied_tags
+        assert [t.name for t in tags] == ["RELEASED"]  # the forum tag follows the status

@@ -48,6 +48,7 @@ class Relay(commands.Cog):
         self.render = Renderer(bot)
         self._lock = asyncio.Lock()
         self._again = False
+        self._kicks: set[asyncio.Task[int]] = set()
         self._timer = tasks.loop(seconds=bot.relay_interval)(self._tick)
         bot.kick_relay = self.kick  # type: ignore[attr-defined]
 
@@ -67,7 +68,9 @@ class Relay(commands.Cog):
         if self._lock.locked():
             self._again = True
             return
-        asyncio.get_running_loop().create_task(self.deliver(), name="relay-kick")
+        task = asyncio.get_running_loop().create_task(self.deliver(), name="relay-kick")
+        self._kicks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._kicks.discard)
 
     async def deliver(self) -> int:
         """One pass over everything due; returns how many rows were delivered."""

@@ -252,6 +252,9 @@ class Renderer:
         data = b""
         if sample.grid_key and self.bot.storage is not None:
             data = await asyncio.to_thread(self.bot.storage.get_bytes, sample.grid_key)
+            if len(data) > self.bot.settings.upload_limit_bytes:
+                log.warning("sample grid %s is too big to attach; posted without it", sample.id)
+                data = b""
         embed = embeds.sample_embed(card, sample)
         sent: list[discord.Message] = []
         targets = [await self._thread(card)]
