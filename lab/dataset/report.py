@@ -10,12 +10,16 @@ seed guides.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import os
 import re
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -203,10 +207,20 @@ def build_report(
         trigger, class_token = _infer_trigger(directory, class_token)
     report = HealthReport(str(directory), family, spec, trigger, class_token)
     image_paths, caption_paths = _walk(directory)
-    for path in image_paths:
-        _inspect(path, directory, spec, settings, report, caption_paths)
-        if progress:
-            progress(1)
+    workers = max(1, min(settings.workers or os.cpu_count() or 1, len(image_paths)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="report") as pool:
+        inspect = partial(_inspect, root=directory, spec=spec, settings=settings)
+        for path, outcome in zip(image_paths, pool.map(inspect, image_paths), strict=True):
+            if isinstance(outcome, str):
+                report.unreadable.append((_rel(path, directory), outcome))
+            else:
+                caption_path = caption_paths.get(path.with_suffix(""))
+                if caption_path is not None:
+                    text = caption_path.read_bytes().decode("utf-8-sig", errors="replace")
+                    outcome = replace(outcome, caption=text)
+                report.images.append(outcome)
+            if progress:
+                progress(1)
     image_stems = {p.with_suffix("") for p in image_paths}
     report.orphan_captions = sorted(
         _rel(p, directory) for p in caption_paths.values() if p.with_suffix("") not in image_stems
@@ -246,43 +260,31 @@ def _walk(directory: Path) -> tuple[list[Path], dict[Path, Path]]:
 
 
 def _inspect(
-    path: Path,
-    root: Path,
-    spec: BucketSpec,
-    settings: IngestSettings,
-    report: HealthReport,
-    captions: dict[Path, Path],
-) -> None:
-    rel = _rel(path, root)
+    path: Path, root: Path, spec: BucketSpec, settings: IngestSettings
+) -> ImageFacts | str:
+    """One image's facts (caption not yet attached), or why it cannot be read."""
     try:
         data = path.read_bytes()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path, formats=ALLOWED_FORMATS)
-        width, height = image.size
-        phash = None
-        if width * height <= settings.max_pixels:
-            image.draft("L", (64, 64))  # JPEG: decode at 1/8 scale; others ignore it
-            phash = perceptual_hash(image)
+            with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
+                width, height = image.size
+                phash = None
+                if width * height <= settings.max_pixels:
+                    image.draft("L", (64, 64))  # JPEG: decode at 1/8 scale; others ignore it
+                    phash = perceptual_hash(image)
         assignment = spec.assign(width, height)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
-        report.unreadable.append((rel, str(error) or type(error).__name__))
-        return
-    caption_path = captions.get(path.with_suffix(""))
-    caption = None
-    if caption_path is not None:
-        caption = caption_path.read_bytes().decode("utf-8-sig", errors="replace")
-    report.images.append(
-        ImageFacts(
-            path=rel,
-            width=width,
-            height=height,
-            bucket=assignment.bucket,
-            resized=assignment.resized,
-            sha256=hashlib.sha256(data).hexdigest(),
-            phash=phash,
-            caption=caption,
-        )
+        return str(error) or type(error).__name__
+    return ImageFacts(
+        path=_rel(path, root),
+        width=width,
+        height=height,
+        bucket=assignment.bucket,
+        resized=assignment.resized,
+        sha256=hashlib.sha256(data).hexdigest(),
+        phash=phash,
+        caption=None,
     )
 
 
