@@ -195,3 +195,11 @@ def sample_embed(card: TicketCard, sample: Any) -> discord.Embed:
     embed.add_field(name="Votes", value=tally_text(sample.up, sample.down))
     embed.set_footer(text=f"sample set {sample.id} · one vote per member; voting again changes it")
     return embed
+
+
+def with_tally(embed: discord.Embed, up: int, down: int) -> discord.Embed:
+    """`embed` (a sample grid's) with its Votes field showing `up`/`down`."""
+    for index, field in enumerate(embed.fields):
+        if field.name == "Votes":
+            embed.set_field_at(index, name="Votes", value=tally_text(up, down), inline=field.inline)
+    return embed

@@ -263,6 +263,8 @@ class SampleSet(Base):
     epoch: Mapped[int | None] = mapped_column(Integer)
     prompts: Mapped[list[str]] = mapped_column(JSON, default=list)
     message_id: Mapped[int | None] = mapped_column(BigInteger)
+    testing_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The copy cross-posted to #testing (its tally is kept current too)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -17,6 +17,9 @@ from lab.settings import LabRules
 
 Factory = sessionmaker[Session]
 
+TALLY_KIND = "discord.sample_tally"
+"""payload: {"sample_set_id"} — refresh the tally on both copies of a sample grid."""
+
 
 @dataclass(frozen=True, slots=True)
 class SampleSetView:
@@ -27,6 +30,7 @@ class SampleSetView:
     prompts: tuple[str, ...]
     grid_key: str | None
     message_id: int | None
+    testing_message_id: int | None
     up: int
     down: int
 
@@ -57,16 +61,21 @@ def sample_set_view(factory: Factory, sample_set_id: int) -> SampleSetView:
             tuple(sample.prompts or ()),
             grid.storage_key if grid else None,
             sample.message_id,
+            sample.testing_message_id,
             up,
             down,
         )
 
 
-def record_sample_message(factory: Factory, sample_set_id: int, message_id: int) -> None:
+def record_sample_message(
+    factory: Factory, sample_set_id: int, message_id: int, testing_message_id: int | None
+) -> None:
+    """Where the grid was posted: the ticket's post, and its copy in #testing."""
     with factory.begin() as session:
         sample = session.get(SampleSet, sample_set_id)
         if sample is not None:
             sample.message_id = message_id
+            sample.testing_message_id = testing_message_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +113,15 @@ def cast_vote(
             vote.updated_at = utcnow()
         session.flush()
         up, down = _tally(session, sample.id)
+        tally = f"{sample.id}:{actor.member_id}:{up}:{down}"
         repo.add_outbox(
             session,
             repo.OutboxItem(
-                "discord.ticket_card",
-                {"ticket_id": ticket.id},
-                f"ticket-card:{ticket.id}:vote:{sample.id}:{actor.member_id}:{up}:{down}",
+                "discord.ticket_card", {"ticket_id": ticket.id}, f"ticket-card:vote:{tally}"
             ),
+        )
+        repo.add_outbox(
+            session, repo.OutboxItem(TALLY_KIND, {"sample_set_id": sample.id}, f"tally:{tally}")
         )
         return VoteResult(changed, up, down)
 

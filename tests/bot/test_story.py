@@ -148,6 +148,11 @@ async def test_full_story(tmp_path, template_db):
         assert "👍 2 · 👎 1" in followup_text(changed)
         again = await testers[0].click(grid, label="Good")
         assert "👍 3 · 👎 0" in followup_text(again)
+        await lab.relay()
+        for copy in (thread.history(), lab.channel("testing").history()):
+            shown = next(m for m in copy if m.embeds and m.embeds[0].title.startswith("Samples"))
+            votes = {f.name: f.value for f in shown.embeds[0].fields}["Votes"]
+            assert votes == "👍 3 · 👎 0"  # both copies show the tally
 
         released = await requester.slash(thread, "lora release", epoch=2)
         assert "Released epoch 2" in followup_text(released)

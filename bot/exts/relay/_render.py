@@ -24,7 +24,7 @@ from db.outbox import RetryableDeliveryError
 from db.relay import PendingRow
 from db.tickets import BOARD_KIND, RELEASE_KIND, TicketCard, record_messages, ticket_card
 from db.training import JobView, job_view, record_progress_message, release_view
-from db.voting import record_sample_message, sample_set_view
+from db.voting import TALLY_KIND, record_sample_message, sample_set_view
 from lab.lifecycle import TicketState
 from lab.tasks import OutboxKind
 
@@ -54,6 +54,7 @@ class Renderer:
             OutboxKind.NOTICE.value: self.notice,
             BOARD_KIND: self.job_board,
             RELEASE_KIND: self.release,
+            TALLY_KIND: self.sample_tally,
         }
 
     def close(self) -> None:
@@ -268,4 +269,25 @@ class Renderer:
             sent.append(
                 await target.send(nonce=nonce_for(f"{row.idempotency_key}:{target.id}"), **kwargs)
             )
-        await self.bot.db.run(record_sample_message, sample.id, sent[0].id)
+        await self.bot.db.run(
+            record_sample_message, sample.id, sent[0].id, sent[1].id if len(sent) > 1 else None
+        )
+
+    async def sample_tally(self, row: PendingRow) -> None:
+        """Both copies of a grid show the current tally (whichever copy was voted on)."""
+        sample = await self.bot.db.run(sample_set_view, int(row.payload["sample_set_id"]))
+        card = await self._card(sample.ticket_id)
+        config = await self._config(card.guild_id)
+        copies = [
+            (card.forum_thread_id, sample.message_id),
+            (config.channel_id("testing"), sample.testing_message_id),
+        ]
+        for channel_id, message_id in copies:
+            if channel_id is None or message_id is None:
+                continue
+            channel = await self._channel(channel_id)
+            message = await channel.fetch_message(message_id)
+            if not message.embeds:
+                continue
+            embed = embeds.with_tally(message.embeds[0], sample.up, sample.down)
+            await message.edit(embed=embed)

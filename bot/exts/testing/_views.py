@@ -48,14 +48,11 @@ class VoteButton(
             result = await bot.db.run(
                 cast_vote, who, self.sample_set_id, _VALUES[self.value], bot.rules
             )
-            if interaction.message is not None and interaction.message.embeds:
-                embed = interaction.message.embeds[0]
-                for index, field in enumerate(embed.fields):
-                    if field.name == "Votes":
-                        embed.set_field_at(
-                            index, name="Votes", value=embeds.tally_text(result.up, result.down)
-                        )
-                await interaction.message.edit(embed=embed)
+            message = interaction.message
+            if message is not None and message.embeds:  # at once; the relay syncs the copy
+                await message.edit(
+                    embed=embeds.with_tally(message.embeds[0], result.up, result.down)
+                )
             kick_relay(bot)
             verb = "changed your vote to" if result.changed else "voted"
             await interaction.followup.send(
