@@ -15,6 +15,7 @@ from db.base import utcnow
 from db.models import ContributionKind, DatasetImage, ImageStatus, Ticket
 from db.services import NotFound, TransitionRefused
 from db.tickets import Who, actor_in
+from lab.buckets import BucketSpec
 from lab.dataset.similar import near_duplicate_pairs
 from lab.families import FAMILIES
 from lab.lifecycle import Action, Actor, Allowed, decide
@@ -168,6 +169,8 @@ class DatasetStatus:
     count: int
     captioned: int
     shapes: dict[str, int]
+    buckets: dict[str, int]
+    """Training bucket (``WxH``, the trainer's own `BucketSpec`) → images in it."""
     resolutions: dict[str, int]
     near_duplicates: list[tuple[int, int]]
     warnings: list[str]
@@ -195,6 +198,8 @@ def dataset_status(factory: Factory, ticket_id: int, phash_distance: int = 6) ->
         captions = repo.current_captions(session, ticket_id)
         family = FAMILIES[ticket.base_family]
     shapes = Counter(_shape(i.width, i.height) for i in images)
+    spec = BucketSpec.square(family.resolution, max_bucket_reso=max(1024, 2 * family.resolution))
+    buckets = Counter("{}x{}".format(*spec.assign(i.width, i.height).bucket) for i in images)
     sizes = Counter(
         f"<{family.resolution}"
         if min(i.width, i.height) < family.resolution
@@ -229,6 +234,7 @@ def dataset_status(factory: Factory, ticket_id: int, phash_distance: int = 6) ->
         count=len(images),
         captioned=sum(1 for i in images if captions.get(i.id, "").strip()),
         shapes=dict(shapes),
+        buckets=dict(buckets.most_common()),
         resolutions=dict(sizes),
         near_duplicates=pairs,
         warnings=warnings,

@@ -59,6 +59,10 @@ async def test_full_story(tmp_path, template_db):
         refused = await captioner.slash(thread, "caption done")
         assert "2 of 16 images have no caption yet" in followup_text(refused)
         status = await captioner.slash(thread, "dataset status")
+        fields = {f.name: f.value for f in status.response.embeds[0].fields}
+        assert fields["Images"] == "16 (14 captioned)"
+        in_buckets = [int(part.split()[-1]) for part in fields["Buckets (training)"].split(", ")]
+        assert sum(in_buckets) == 16
         listing = status.response.embeds[0].description
         ids = [int(line.split("`")[1]) for line in listing.splitlines() if "extra" in line]
         shown = await captioner.slash(thread, "caption edit", image=ids[0])

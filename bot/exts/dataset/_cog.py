@@ -111,6 +111,10 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
             value=", ".join(f"{k} {v}" for k, v in sorted(status.shapes.items())) or "—",
         )
         embed.add_field(
+            name="Buckets (training)",
+            value=clip(", ".join(f"{k} {v}" for k, v in status.buckets.items()) or "—", 1024),
+        )
+        embed.add_field(
             name="Sizes",
             value=", ".join(f"{k} {v}" for k, v in sorted(status.resolutions.items())) or "—",
         )
