@@ -61,7 +61,8 @@ class Callbacks(Protocol):
         stopped, finished; ``detail`` is a human-readable line."""
 
     def on_state(self, path: Path, epoch: int, step: int) -> None:
-        """A resumable state directory was just written (the worker stores it)."""
+        """A resumable state directory was just written (the worker stores it);
+        ``epoch`` counts completed epochs."""
 
 
 @runtime_checkable
@@ -72,7 +73,8 @@ class Commands(Protocol):
         """True to stop after the current step; the run saves a resumable state."""
 
     def should_save_state(self) -> bool:
-        """True to write a resumable state now (periodic saves, besides per epoch)."""
+        """True to write a resumable state now (periodic saves, besides per epoch).
+        Optional: a commands object without this method is never asked."""
 
 
 class NullCallbacks:

@@ -60,6 +60,7 @@ UNSUPPORTED_KEYS: Mapping[str, str] = {
     "network_train_text_encoder_only": "not supported; use network_train_unet_only = false",
     "scale_weight_norms": "not supported yet",
     "save_every_n_steps": "use save_every_n_epochs",
+    "caption_separator": "captions are always split on ',' (lab.captions)",
 }
 
 # Keys that change nothing here; accepted so that kohya configs load, with a log line.
@@ -148,7 +149,6 @@ class TrainConfig(BaseModel):
     shuffle_caption: bool = False
     keep_tokens: int = Field(0, ge=0)
     keep_tokens_separator: str = ""
-    caption_separator: str = ","
     caption_prefix: str | None = None
     caption_suffix: str | None = None
     caption_dropout_rate: float = Field(0.0, ge=0, le=1)

@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageOps
 
 from lab.buckets import BucketAssignment, BucketSpec
+from lab.captions import join_tags, shuffle_caption, split_fixed, split_tags, tag_frequency
 from trainer.config import SubsetConfig, TrainConfig
 from trainer.errors import DatasetError
 
@@ -38,7 +39,6 @@ class CaptionRules:
     shuffle: bool = False
     keep_tokens: int = 0
     keep_tokens_separator: str = ""
-    separator: str = ","
     prefix: str | None = None
     suffix: str | None = None
     dropout_rate: float = 0.0
@@ -50,7 +50,8 @@ class CaptionRules:
         return not self.shuffle and self.dropout_rate == 0 and self.tag_dropout_rate == 0
 
     def apply(self, caption: str, rng: random.Random) -> str:
-        """The caption to train on this time: prefix/suffix, then dropout, shuffle."""
+        """The caption to train on this time: prefix/suffix, then dropout, shuffle and tag
+        dropout with kohya's ``keep_tokens``/``keep_tokens_separator`` (``lab.captions``)."""
         if self.prefix:
             caption = f"{self.prefix} {caption}"
         if self.suffix:
@@ -59,25 +60,17 @@ class CaptionRules:
             return ""
         if self.is_static:
             return caption
-        if self.keep_tokens_separator and self.keep_tokens_separator in caption:
-            fixed_text, _, flex_text = caption.partition(self.keep_tokens_separator)
-            fixed, flex = (
-                split_tags(fixed_text, self.separator),
-                split_tags(flex_text, self.separator),
-            )
-        else:
-            tags = split_tags(caption, self.separator)
-            fixed, flex = tags[: self.keep_tokens], tags[self.keep_tokens :]
         if self.shuffle:
-            rng.shuffle(flex)
-        if self.tag_dropout_rate:
-            flex = [tag for tag in flex if rng.random() >= self.tag_dropout_rate]
-        return f"{self.separator} ".join(fixed + flex)
-
-
-def split_tags(caption: str, separator: str = ",") -> list[str]:
-    """``"a, b ,c"`` → ``["a", "b", "c"]`` (empty tags dropped)."""
-    return [tag.strip() for tag in caption.split(separator) if tag.strip()]
+            return shuffle_caption(
+                caption,
+                rng,
+                keep_tokens=self.keep_tokens,
+                keep_tokens_separator=self.keep_tokens_separator,
+                tag_dropout_rate=self.tag_dropout_rate,
+            )
+        fixed, flex, suffix = split_fixed(caption, self.keep_tokens, self.keep_tokens_separator)
+        flex = [tag for tag in flex if rng.random() >= self.tag_dropout_rate]
+        return join_tags(fixed + flex + suffix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +145,11 @@ class TrainingData:
         return batches
 
     def tag_frequency(self) -> dict[str, dict[str, int]]:
-        """kohya's ``ss_tag_frequency``: per folder, how often each caption tag occurs."""
-        frequency: dict[str, Counter[str]] = {}
+        """kohya's ``ss_tag_frequency``: per folder, how many captions use each tag."""
+        captions: dict[str, list[list[str]]] = {}
         for record in self.records:
-            counter = frequency.setdefault(record.subset, Counter())
-            counter.update(split_tags(record.caption, record.rules.separator))
-        return {name: dict(counts) for name, counts in frequency.items()}
+            captions.setdefault(record.subset, []).append(split_tags(record.caption))
+        return {name: tag_frequency(tags) for name, tags in captions.items()}
 
     def bucket_counts(self) -> dict[tuple[int, int], int]:
         return dict(sorted(Counter(self.records[i].bucket for i in self.samples).items()))
@@ -262,7 +254,6 @@ def _scan_subset(
         shuffle=bool(pick(subset.shuffle_caption, config.shuffle_caption)),
         keep_tokens=int(pick(subset.keep_tokens, config.keep_tokens)),  # type: ignore[call-overload]
         keep_tokens_separator=config.keep_tokens_separator,
-        separator=config.caption_separator,
         prefix=subset.caption_prefix or config.caption_prefix,
         suffix=subset.caption_suffix or config.caption_suffix,
         dropout_rate=float(pick(subset.caption_dropout_rate, config.caption_dropout_rate)),  # type: ignore[arg-type]

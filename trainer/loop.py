@@ -28,7 +28,7 @@ from trainer.loss import (
     pyramid_noise,
     target_for,
 )
-from trainer.sampling import generate_samples
+from trainer.sampling import generate_samples, write_grid
 from trainer.saving import save_lora
 from trainer.setup import Session, prepare_session
 from trainer.state import Position, check_shape, load_state, restore_rng, save_state
@@ -84,6 +84,7 @@ class Trainer:
         self._session_steps = 0
         self._session_images = 0
         self._started = 0.0
+        self._samples: dict[int, list[Path]] = {}
         if config.resume is not None:
             self.resume(config.resume)
 
@@ -98,7 +99,7 @@ class Trainer:
             for index in range(self.position.batch, len(batches)):
                 if self.commands.should_stop():
                     return self.stop()
-                if self.commands.should_save_state():
+                if self.state_requested():
                     self.write_state(f"{self.config.output_name}-state")
                 self.step(batches[index], index, last_in_epoch=index == len(batches) - 1)
                 self._advance(batch=index + 1)
@@ -111,6 +112,11 @@ class Trainer:
                     self.maybe_save()  # the last epoch is saved by finish() instead
                 self.maybe_sample()
         return self.finish()
+
+    def state_requested(self) -> bool:
+        # Optional in the Commands protocol: minimal implementations only answer should_stop.
+        ask = getattr(self.commands, "should_save_state", None)
+        return bool(ask is not None and ask())
 
     def finished(self) -> bool:
         return (
@@ -277,6 +283,12 @@ class Trainer:
             )
         finally:
             s.unet.train()
+        self._samples[self.position.epoch] = paths
+        write_grid(
+            self.config.output_dir / "sample" / f"{self.config.output_name}_grid.png",
+            [p.prompt for p in s.sample_prompts],
+            self._samples,
+        )
         self.callbacks.on_sample(paths, self.position.epoch, self.position.global_step)
 
     def save(self, path: Path, *, final: bool = False) -> Path:

@@ -133,3 +133,21 @@ def generate_samples(
     finally:
         base.vae.to(vae_device)
     return paths
+
+
+def write_grid(path: Path, prompts: list[str], samples: dict[int, list[Path]]) -> Path:
+    """The labelled grid of every sampled epoch so far (rows = prompts, columns = epochs),
+    drawn by ``lab.render.sample_grid`` — the same grid the lab posts."""
+    from PIL import Image
+
+    from lab.render import sample_grid
+
+    epochs = sorted(samples)
+    cells = []
+    for row in range(len(prompts)):
+        cells.append(
+            [Image.open(samples[e][row]) if row < len(samples[e]) else None for e in epochs]
+        )
+    grid = sample_grid(cells, prompts, [f"epoch {e}" for e in epochs])
+    grid.save(path)
+    return path

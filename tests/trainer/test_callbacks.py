@@ -68,6 +68,36 @@ def test_callbacks_see_every_step_checkpoint_and_sample(
 
     with Image.open(first_epoch[0]) as image:
         assert image.size == (64, 32)
+    # The labelled grid holds both epochs side by side (2 columns of 256 px + labels).
+    grid = tmp_path / "out" / "sample" / "tiny_grid.png"
+    with Image.open(grid) as image:
+        assert image.width > 2 * 256 and image.height > 2 * 256
+
+
+def test_commands_can_ask_for_a_state_mid_run(tiny_model: Path, dataset: Path, tmp_path: Path):
+    class StateAtStep3:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def should_stop(self) -> bool:
+            return False
+
+        def should_save_state(self) -> bool:
+            self.calls += 1
+            return self.calls == 4  # polled before the 4th step: 3 steps done
+
+    class States(NullCallbacks):
+        def __init__(self) -> None:
+            self.states: list[tuple[Path, int, int]] = []
+
+        def on_state(self, path: Path, epoch: int, step: int) -> None:
+            self.states.append((path, epoch, step))
+
+    states = States()
+    config = build_config(base_values(tiny_model, dataset, tmp_path / "out"))
+    train(config, states, StateAtStep3())
+    assert [(p.name, e, s) for p, e, s in states.states] == [("tiny-state", 0, 3)]
+    assert (tmp_path / "out" / "tiny-state" / "state.json").exists()
 
 
 def test_console_bar_shows_loss_rate_and_eta() -> None:
