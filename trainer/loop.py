@@ -138,7 +138,8 @@ class Trainer:
         captions = [r.rules.apply(r.caption, rng) for r in records]
 
         latents = self.latents(records, flips)
-        hidden = s.encode_text(captions)
+        with s.accelerator.autocast():  # a trained TE holds fp32 LoRA on half weights
+            hidden = s.encode_text(captions)
         noise = torch.randn(latents.shape, generator=generator)
         if config.noise_offset:
             noise = offset_noise(

@@ -118,3 +118,23 @@ def test_regularisation_run(tiny_model: Path, dataset: Path, tmp_path: Path) -> 
     assert meta["ss_num_reg_images"] == "1"
     assert meta["ss_reg_dataset_dirs"] == '{"1_dog": {"n_repeats": 1, "img_count": 1}}'
     assert meta["ss_prior_loss_weight"] == "0.5"
+
+
+def test_samples_with_mixed_precision(tiny_model: Path, dataset: Path, tmp_path: Path) -> None:
+    """Half-precision UNet/TE with the fp32 VAE: samples must still decode."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("sks dog --s 2 --w 64 --h 64\n")
+    result = train(
+        build_config(
+            base_values(
+                tiny_model,
+                dataset,
+                tmp_path / "o",
+                max_train_epochs=1,
+                mixed_precision="bf16",
+                sample_prompts=str(prompts),
+                sample_every_n_epochs=1,
+            )
+        )
+    )
+    assert (result.output_dir / "sample" / "tiny_e000001_00_1234.png").exists()
