@@ -9,8 +9,6 @@ use instead where we know one: silently ignoring ``learning_rte`` costs a night 
 
 from __future__ import annotations
 
-import difflib
-import logging
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,62 +17,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainer.errors import ConfigError
+from trainer.keys import check_keys
 from trainer.presets import preset_values
 
-logger = logging.getLogger(__name__)
-
 CONFIG_VERSION = 1
-
-# Keys people carry over from other trainers or older kohya versions: what to use instead.
-RENAMED_KEYS: Mapping[str, str] = {
-    "epochs": "max_train_epochs",
-    "num_epochs": "max_train_epochs",
-    "max_epochs": "max_train_epochs",
-    "steps": "max_train_steps",
-    "batch_size": "train_batch_size",
-    "lr": "learning_rate",
-    "rank": "network_dim",
-    "lora_rank": "network_dim",
-    "alpha": "network_alpha",
-    "lora_alpha": "network_alpha",
-    "dropout": "network_dropout",
-    "optimizer": "optimizer_type",
-    "scheduler": "lr_scheduler",
-    "warmup_steps": "lr_warmup_steps",
-    "pretrained_model": "pretrained_model_name_or_path",
-    "model": "pretrained_model_name_or_path",
-    "snr_gamma": "min_snr_gamma",
-    "dataset_config": "[[datasets]] in this file",
-    "network_weights": "resume (a state directory) to continue a run",
-}
-
-# Kohya keys we know but have not built; naming them avoids a misleading "did you mean".
-UNSUPPORTED_KEYS: Mapping[str, str] = {
-    "sdxl": "SDXL training is not supported by this trainer version yet",
-    "full_fp16": "use mixed_precision = 'fp16' (LoRA weights stay fp32)",
-    "full_bf16": "use mixed_precision = 'bf16' (LoRA weights stay fp32)",
-    "color_aug": "colour augmentation is not supported (the guides advise against it)",
-    "random_crop": "random_crop is not supported; images are centre-cropped to the bucket",
-    "max_token_length": "only 75 tokens (one CLIP window) are supported",
-    "caption_dropout_every_n_epochs": "use caption_dropout_rate",
-    "network_train_text_encoder_only": "not supported; use network_train_unet_only = false",
-    "scale_weight_norms": "not supported yet",
-    "save_every_n_steps": "use save_every_n_epochs",
-    "caption_separator": "captions are always split on ',' (lab.captions)",
-}
-
-# Keys that change nothing here; accepted so that kohya configs load, with a log line.
-IGNORED_KEYS: Mapping[str, str] = {
-    "sdpa": "PyTorch SDPA attention is always used",
-    "xformers": "PyTorch SDPA attention is always used instead",
-    "mem_eff_attn": "PyTorch SDPA attention is always used instead",
-    "max_data_loader_n_workers": "images are read in the main process",
-    "persistent_data_loader_workers": "images are read in the main process",
-    "logging_dir": "progress goes to the callbacks and the log",
-    "log_with": "progress goes to the callbacks and the log",
-    "log_prefix": "progress goes to the callbacks and the log",
-    "lowram": "weights are loaded once",
-}
 
 # kohya `networks.lora` arguments we implement (LoCon: LoRA on the UNet's 3×3 convs).
 SUPPORTED_NETWORK_ARGS = frozenset({"conv_dim", "conv_alpha"})
@@ -345,32 +291,6 @@ def flatten_sections(raw: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def check_keys(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop the harmless kohya keys (logged); raise on any other key we don't know."""
-    known = set(TrainConfig.model_fields)
-    kept: dict[str, Any] = {}
-    problems: list[str] = []
-    for key, value in values.items():
-        if key in known:
-            kept[key] = value
-        elif key == "save_model_as":
-            if value != "safetensors":
-                problems.append(f"save_model_as = {value!r}: LoRAs are saved as safetensors only")
-        elif key in IGNORED_KEYS:
-            logger.info("config key %r has no effect here: %s", key, IGNORED_KEYS[key])
-        elif key in RENAMED_KEYS:
-            problems.append(f"unknown key {key!r}: use {RENAMED_KEYS[key]} instead")
-        elif key in UNSUPPORTED_KEYS:
-            problems.append(f"unsupported key {key!r}: {UNSUPPORTED_KEYS[key]}")
-        else:
-            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
-            hint = f": use {close[0]} instead" if close else ""
-            problems.append(f"unknown key {key!r}{hint}")
-    if problems:
-        raise ConfigError("; ".join(problems))
-    return kept
-
-
 def build_config(
     values: Mapping[str, Any],
     *,
@@ -382,8 +302,9 @@ def build_config(
     preset = preset or flat.pop("preset", None)
     flat.pop("preset", None)
     merged: dict[str, Any] = preset_values(preset) if preset else {}
-    merged.update(check_keys(flat))
-    merged.update(check_keys(dict(overrides or {})))
+    known = set(TrainConfig.model_fields)
+    merged.update(check_keys(flat, known))
+    merged.update(check_keys(dict(overrides or {}), known))
     try:
         return TrainConfig.model_validate(merged)
     except ValidationError as error:
