@@ -138,3 +138,12 @@ def test_samples_with_mixed_precision(tiny_model: Path, dataset: Path, tmp_path:
         )
     )
     assert (result.output_dir / "sample" / "tiny_e000001_00_1234.png").exists()
+
+
+def test_max_train_steps_stops_mid_epoch(tiny_model: Path, dataset: Path, tmp_path: Path) -> None:
+    values = base_values(tiny_model, dataset, tmp_path / "o", max_train_steps=5)
+    del values["max_train_epochs"]
+    result = train(build_config(values))
+    assert (result.global_step, result.epoch) == (5, 1)  # one full epoch of 4, then 1 step
+    meta = safe_open(str(result.final_path), "pt").metadata()
+    assert (meta["ss_steps"], meta["ss_epoch"], meta["ss_num_epochs"]) == ("5", "2", "2")
