@@ -57,12 +57,13 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     }
     if broker.startswith("filesystem://"):
         folder = settings.broker_folder
-        for sub in ("in", "processed"):
+        for sub in ("in", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "in"),
             "data_folder_out": str(folder / "in"),
             "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
     elif broker.startswith(("redis://", "rediss://")):
