@@ -271,7 +271,7 @@ def _inspect(
                 width, height = image.size
                 phash = None
                 if width * height <= settings.max_pixels:
-                    image.draft("L", (64, 64))  # JPEG: decode at 1/8 scale; others ignore it
+                    image.draft("L", (256, 256))  # JPEG: reduced-scale decode, as in ingest
                     phash = perceptual_hash(image)
         assignment = spec.assign(width, height)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:

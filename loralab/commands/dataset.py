@@ -30,7 +30,7 @@ def _settings(workers: int | None = None) -> IngestSettings:
 
 
 def _emit(payload: dict[str, Any]) -> None:
-    click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+    click.echo(json.dumps(payload, indent=2))  # ASCII escapes: safe on any terminal
 
 
 @click.group()
