@@ -97,10 +97,13 @@ class Trainer:
         while not self.finished():
             batches = s.data.epoch_batches(self.position.seed, self.position.epoch)
             for index in range(self.position.batch, len(batches)):
-                if self.commands.should_stop():
-                    return self.stop()
-                if self.state_requested():
-                    self.write_state(f"{self.config.output_name}-state")
+                # Stop or snapshot only between optimizer steps: accumulated gradients
+                # are not part of the state.
+                if index % self.config.gradient_accumulation_steps == 0:
+                    if self.commands.should_stop():
+                        return self.stop()
+                    if self.state_requested():
+                        self.write_state(f"{self.config.output_name}-state")
                 self.step(batches[index], index, last_in_epoch=index == len(batches) - 1)
                 self._advance(batch=index + 1)
                 if self.position.global_step >= s.total_steps:
