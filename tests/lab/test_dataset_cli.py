@@ -35,7 +35,8 @@ def test_import_json_then_check_json(tmp_path):
     ]
     assert payload["summary"]["accepted"] == 3
     stored = {a["stored"] for a in payload["accepted"]}
-    assert stored <= {p.name for p in dest.iterdir()}
+    captions = {a["caption"] for a in payload["accepted"] if a["caption"]}
+    assert {p.name for p in dest.iterdir()} == stored | captions  # nothing of bad.png
 
     check = run("check", str(dest), "--json", "--resolution", "768", "--family", "sdxl")
     assert check.exit_code == 0, check.output
