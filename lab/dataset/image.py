@@ -71,7 +71,9 @@ def normalise_image(
         )
     notices: list[Notice] = []
     image = _open(data, source, settings)
-    source_format = image.format or "?"
+    # MPO (phone and camera JPEGs carrying extra pictures such as a depth map or a
+    # preview) is a JPEG whose first picture is the photo.
+    source_format = "JPEG" if image.format == "MPO" else image.format or "?"
     source_size = image.size
     _check_frames(image, source, settings, notices)
     _check_small(image.size, source, settings, family, notices)
@@ -191,7 +193,7 @@ def _bomb(source: str, size: tuple[int, int] | None, settings: IngestSettings) -
 def _check_frames(
     image: Image.Image, source: str, settings: IngestSettings, notices: list[Notice]
 ) -> None:
-    if not getattr(image, "is_animated", False):
+    if not getattr(image, "is_animated", False) or image.format == "MPO":
         return
     frames = getattr(image, "n_frames", 2)
     if settings.animated == "reject":

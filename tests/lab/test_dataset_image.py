@@ -168,6 +168,14 @@ def test_animated_keeps_first_frame_with_a_warning(fmt):
     assert near(decoded(result).getpixel((10, 10)), corpus.RED, 10)
 
 
+def test_mpo_phone_photo_is_a_jpeg_not_an_animation():
+    out = io.BytesIO()
+    corpus.photo().save(out, "MPO", save_all=True, append_images=[corpus.photo(320, 240, 3)])
+    result = normalise_image(out.getvalue(), "phone.jpg", IngestSettings(animated="reject"))
+    assert (result.ext, result.source_format, result.width) == ("jpg", "JPEG", 640)
+    assert Warn.ANIMATED_FIRST_FRAME not in codes(result)
+
+
 def test_animated_can_be_refused_instead():
     with pytest.raises(DatasetError) as caught:
         normalise_image(corpus.animated("WEBP"), "a.webp", IngestSettings(animated="reject"))
