@@ -147,3 +147,19 @@ def test_max_train_steps_stops_mid_epoch(tiny_model: Path, dataset: Path, tmp_pa
     assert (result.global_step, result.epoch) == (5, 1)  # one full epoch of 4, then 1 step
     meta = safe_open(str(result.final_path), "pt").metadata()
     assert (meta["ss_steps"], meta["ss_epoch"], meta["ss_num_epochs"]) == ("5", "2", "2")
+
+
+def test_missing_optimizer_package_is_a_clear_error(
+    tiny_model: Path, dataset: Path, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    from trainer.errors import ConfigError
+
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed here")
+    config = build_config(
+        base_values(tiny_model, dataset, tmp_path / "o", optimizer_type="AdamW8bit")
+    )
+    with pytest.raises(ConfigError, match="needs the 'bitsandbytes' package"):
+        train(config)
