@@ -57,6 +57,17 @@ def build_optimizer(
     return optimizer, label
 
 
+_PACKAGES = {"AdamW8bit": "bitsandbytes", "Lion": "lion_pytorch", "Prodigy": "prodigyopt"}
+
+
+def check_optimizer_available(config: TrainConfig) -> None:
+    """Fail before minutes of model loading and caching if the optimizer's package is
+    missing."""
+    module = _PACKAGES.get(config.optimizer_type)
+    if module is not None and importlib.util.find_spec(module) is None:
+        _require(module, config.optimizer_type)
+
+
 def _require(module: str, optimizer: str) -> Any:
     if importlib.util.find_spec(module) is None:
         raise ConfigError(

@@ -28,7 +28,12 @@ from trainer.data import TrainingData, load_training_data
 from trainer.errors import ConfigError
 from trainer.models import BaseModel, load_base_model, vae_fingerprint
 from trainer.network import LoraNetwork, apply_lora
-from trainer.optim import build_optimizer, build_scheduler, warmup_steps
+from trainer.optim import (
+    build_optimizer,
+    build_scheduler,
+    check_optimizer_available,
+    warmup_steps,
+)
 from trainer.sampling import SamplePrompt, read_prompt_file
 from trainer.saving import RunInfo
 from trainer.state import RunShape
@@ -67,6 +72,7 @@ class Session:
 def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
     """Load, scan, cache and build everything; report each phase through ``callbacks``."""
     started = time.time()
+    check_optimizer_available(config)
     # A worker process runs many jobs; each may ask for another precision.
     AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(mixed_precision=config.mixed_precision)

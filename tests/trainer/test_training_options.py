@@ -161,5 +161,12 @@ def test_missing_optimizer_package_is_a_clear_error(
     config = build_config(
         base_values(tiny_model, dataset, tmp_path / "o", optimizer_type="AdamW8bit")
     )
+    statuses: list[str] = []
+
+    class Statuses(NullCallbacks):
+        def on_status(self, status: str, detail: str = "") -> None:
+            statuses.append(status)
+
     with pytest.raises(ConfigError, match="needs the 'bitsandbytes' package"):
-        train(config)
+        train(config, Statuses())
+    assert statuses == []  # refused before loading the model or caching anything
