@@ -115,6 +115,7 @@ async def running_lab(
     settings: dict[str, Any] | None = None,
     **options: Any,
 ) -> AsyncIterator[Lab]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     db_path = tmp_path / "lab.db"
     if not db_path.exists():
         shutil.copy(template_db, db_path)
@@ -134,9 +135,8 @@ async def running_lab(
             session_factory=session_factory,
             task_sender=tasks,
             storage=storage,
-            attachment_hosts=SIMCORD_HOSTS,
             clock=virtual_clock(env_box),
-            **options,
+            **{"attachment_hosts": SIMCORD_HOSTS, **options},
         )
         if wrap_factory is not None:
             bot.db = wrap_factory(bot.db)

@@ -169,3 +169,32 @@ async def test_requested_changes_are_explained_in_the_post(tmp_path, template_db
         )
         card = {f.name: f.value for f in thread.history()[0].embeds[0].fields}
         assert card["Status"] == "DATASET"
+
+
+async def test_uploads_only_from_discord_hosts_and_under_the_cap(tmp_path, template_db):
+    from bot.app import DISCORD_ATTACHMENT_HOSTS
+    from lab.dataset.settings import IngestSettings
+
+    settings = {"ingest": IngestSettings(max_file_bytes=20_480)}
+    async with running_lab(tmp_path, template_db, settings=settings) as lab:
+        await lab.setup()
+        curator = lab.member("cora", "Dataset Curator")
+        from tests.bot.conftest import open_request
+
+        thread = await open_request(lab, lab.member("rita"))
+        big, small = png(7, (1024, 1024)), png(8)
+        assert len(big) > 20_480 > len(small)
+        result = await curator.slash(
+            thread, "dataset upload", file=("big.png", big), file2=("ok.png", small)
+        )
+        text = followup_text(result)
+        assert "❌ big.png: " in text and "over the 20 KiB limit for one file." in text
+        assert "✅ ok.png" in text
+    async with running_lab(
+        tmp_path / "other", template_db, attachment_hosts=DISCORD_ATTACHMENT_HOSTS
+    ) as lab:
+        await lab.setup()
+        thread = await open_request(lab, lab.member("rita"))
+        result = await lab.admin.slash(thread, "dataset upload", file=("x.png", png(9)))
+        assert "❌ x.png: not a Discord attachment; not fetched." in followup_text(result)
+        assert "the dataset has 0 images" in followup_text(result)

@@ -40,8 +40,9 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
         await bot.db.run(check_allowed, who, ticket_id, Action.EDIT_DATASET, bot.rules)
         if bot.storage is None:
             raise BotError("The lab has no file storage configured; tell a Lab Admin.")
-        limit = min(bot.settings.upload_limit_bytes * 10, bot.settings.ingest.max_file_bytes)
-        files, refused = await download(attachments, hosts=bot.attachment_hosts, limit=limit)
+        files, refused = await download(
+            attachments, hosts=bot.attachment_hosts, limit=bot.settings.ingest.max_file_bytes
+        )
         basics = await bot.db.run(ticket_basics, ticket_id)
         settings = bot.settings.ingest.model_copy(update={"workers": 1})
         outcome = await asyncio.to_thread(ingest_uploads, files, bot.storage, settings, basics)

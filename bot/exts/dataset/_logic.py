@@ -25,6 +25,12 @@ class UploadOutcome:
     warnings: list[str] = field(default_factory=list)
 
 
+def _mib(size: int) -> str:
+    if size < 1_048_576:
+        return f"{size / 1024:.0f} KiB"
+    return f"{size / 1_048_576:.1f} MiB"
+
+
 async def download(
     attachments: Sequence[discord.Attachment], *, hosts: frozenset[str], limit: int
 ) -> tuple[list[tuple[str, bytes]], list[str]]:
@@ -37,8 +43,8 @@ async def download(
             refused.append(f"❌ {attachment.filename}: not a Discord attachment; not fetched.")
         elif attachment.size > limit:
             refused.append(
-                f"❌ {attachment.filename}: {attachment.size // 1_048_576} MiB is over "
-                f"the {limit // 1_048_576} MiB upload limit."
+                f"❌ {attachment.filename}: {_mib(attachment.size)} is over the "
+                f"{_mib(limit)} limit for one file."
             )
         else:
             data = await attachment.read()
