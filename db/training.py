@@ -207,7 +207,7 @@ def release_view(factory: Factory, ticket_id: int) -> ReleaseView:
             filename=f"{ticket.trigger_word}-v{ticket.version}-e{ticket.chosen_epoch or 0}"
             ".safetensors",
             steps=(job.progress or {}).get("total_steps") if job else None,
-            epochs=config.get("epochs"),
+            epochs=config.get("max_train_epochs"),
             suggested_weight=float(config.get("suggested_weight", 0.8)),
         )
 

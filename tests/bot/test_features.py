@@ -198,3 +198,35 @@ async def test_uploads_only_from_discord_hosts_and_under_the_cap(tmp_path, templ
         result = await lab.admin.slash(thread, "dataset upload", file=("x.png", png(9)))
         assert "❌ x.png: not a Discord attachment; not fetched." in followup_text(result)
         assert "the dataset has 0 images" in followup_text(result)
+
+
+async def test_train_config_is_checked_with_the_trainers_model(tmp_path, template_db):
+    async with running_lab(tmp_path, template_db) as lab:
+        await lab.setup()
+        people = members(lab)
+        number = ticket_in(lab, people, TicketState.CLAIMED, config=False)
+        claimer = people["claimer"]
+
+        async def configure(overrides: str) -> str:
+            result = await claimer.slash(
+                lab.general, "train config", ticket=number, kind="character", overrides=overrides
+            )
+            return followup_text(result)
+
+        assert (await configure("max_train_epochs=0")).startswith(
+            "That training configuration is not valid: invalid config: max_train_epochs:"
+        )
+        assert await configure("output_dir=/tmp/x") == (
+            "That training configuration is not valid: output_dir is set by the worker for "
+            "every run; leave it out."
+        )
+        assert "unknown key 'bogus'" in await configure("bogus=1")
+        refused_start = await claimer.slash(lab.general, "train start", ticket=number)
+        assert followup_text(refused_start) == (
+            "This job has no valid training configuration yet. Set one with /train config."
+        )
+        ok = await configure("max_train_epochs=8 learning_rate=2e-4")
+        assert "`sd15-character` max_train_epochs=8 learning_rate=0.0002" in ok
+        started = await claimer.slash(lab.general, "train start", ticket=number)
+        assert "is queued (attempt 1)" in followup_text(started)
+        assert lab.tasks.sent[-1]["name"] == "loralab.train"

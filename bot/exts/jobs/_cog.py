@@ -58,8 +58,7 @@ class Train(commands.GroupCog, group_name="train", group_description="Train a cl
         _, who = await acting(self.bot, interaction)
         ticket_id = await ticket_here(self.bot, interaction, ticket)
         card = await self.bot.db.run(ticket_card, ticket_id)
-        preset = f"{card.family}-{kind}"
-        config = build_config(card.family, preset, overrides)
+        preset, config = build_config(card.family, kind, overrides)
         job = await self.bot.db.run(
             configure, who, ticket_id, self.bot.rules, preset=preset, config=config
         )
