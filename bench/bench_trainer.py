@@ -53,9 +53,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from tests.trainer.tiny import build_dataset, build_tiny_sd15, make_image
-    from trainer.config import build_config
+    from lab.training.config import build_config
     from trainer.loop import train
+    from trainer.tiny import build_dataset, build_tiny_sd15, make_image
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from lab.training.config import TrainConfig, build_config, load_config
     from trainer.callbacks import Callbacks, Checkpoint, Commands, Progress
-    from trainer.config import TrainConfig, build_config, load_config
     from trainer.loop import TrainResult, train
 
 __all__ = [
@@ -35,9 +35,9 @@ _LAZY = {
     "Checkpoint": "trainer.callbacks",
     "Commands": "trainer.callbacks",
     "Progress": "trainer.callbacks",
-    "TrainConfig": "trainer.config",
-    "build_config": "trainer.config",
-    "load_config": "trainer.config",
+    "TrainConfig": "lab.training.config",
+    "build_config": "lab.training.config",
+    "load_config": "lab.training.config",
     "TrainResult": "trainer.loop",
     "train": "trainer.loop",
 }

@@ -42,8 +42,8 @@ def train(
     learning_rate=5e-5 output_name=mylora.
     """
     # Imported here so that `loralab --help` never imports torch.
+    from lab.training.config import load_config, parse_override
     from trainer.callbacks import ConsoleCallbacks
-    from trainer.config import load_config, parse_override
     from trainer.loop import train as run_training
 
     try:

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 
 from lab.buckets import BucketAssignment, BucketSpec
 from lab.captions import join_tags, shuffle_caption, split_fixed, split_tags, tag_frequency
-from trainer.config import SubsetConfig, TrainConfig
+from lab.training.config import SubsetConfig, TrainConfig
 from trainer.errors import DatasetError
 
 logger = logging.getLogger(__name__)

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from lab.errors import LabError
+from lab.training.errors import ConfigError
+
+__all__ = ["ConfigError", "DatasetError", "ResumeError", "TrainerError", "UnsafeCheckpointError"]
 
 
 class TrainerError(LabError):
     """Anything the trainer refuses or cannot do, with a message meant for the user."""
 
     code = "trainer_error"
-
-
-class ConfigError(TrainerError):
-    """The training config is invalid: an unknown key, a bad value, a missing path."""
-
-    code = "trainer_config"
 
 
 class DatasetError(TrainerError):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from lab.training.config import TrainConfig
 from trainer.callbacks import Callbacks, Checkpoint, Commands, NeverStop, NullCallbacks, Progress
-from trainer.config import TrainConfig
 from trainer.data import ImageRecord
 from trainer.loss import (
     debiased_weights,

@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from trainer.config import TrainConfig
+from lab.training.config import TrainConfig
 from trainer.errors import ConfigError, TrainerError, UnsafeCheckpointError
 
 logger = logging.getLogger(__name__)

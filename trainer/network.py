@@ -19,7 +19,7 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from peft import set_peft_model_state_dict as _set_state
 from torch import nn
 
-from trainer.config import TrainConfig
+from lab.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from diffusers.optimization import get_scheduler
 
-from trainer.config import TrainConfig
+from lab.training.config import TrainConfig
 from trainer.errors import ConfigError
 
 logger = logging.getLogger(__name__)

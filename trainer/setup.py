@@ -21,9 +21,9 @@ from accelerate.state import AcceleratorState
 from diffusers.training_utils import cast_training_params
 
 from lab.families import FAMILIES, BaseFamily
+from lab.training.config import TrainConfig, parse_key_values
 from trainer.cache import LatentCache, TextEncoderCache, VaeEncoder
 from trainer.callbacks import Callbacks
-from trainer.config import TrainConfig, parse_key_values
 from trainer.data import TrainingData, load_training_data
 from trainer.errors import ConfigError
 from trainer.models import BaseModel, load_base_model, vae_fingerprint

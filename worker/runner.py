@@ -19,6 +19,8 @@ from db.models import ArtifactKind, JobStatus
 from lab.dataset.export import export_kohya
 from lab.families import BaseFamily
 from lab.render import loss_curve
+from lab.training import build_config
+from lab.training.job import split_job_config
 from worker.runtime import Runtime, retry_db
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ def _train(
 ) -> tuple[JobStatus, str | None]:
     import torch
 
+    from lab.training import ConfigError
     from trainer.errors import TrainerError
     from trainer.loop import train
 
@@ -92,7 +95,7 @@ def _train(
             "The GPU ran out of memory. Lower train_batch_size or the resolution, "
             "turn on gradient_checkpointing, or use a smaller network_dim."
         )
-    except (TrainerError, JobFailure) as exc:
+    except (TrainerError, ConfigError, JobFailure) as exc:
         return JobStatus.FAILED, str(exc)
     if result.stopped:
         return JobStatus.CANCELLED, "Stopped on request; the training state was saved."
@@ -100,7 +103,6 @@ def _train(
 
 
 def _build_config(rt: Runtime, context: jobs.JobContext, work: Path, prompts: list[str]) -> Any:
-    from trainer.config import build_config
 
     base = rt.settings.base_models.get(BaseFamily(context.base_family))
     if base is None:
@@ -110,8 +112,8 @@ def _build_config(rt: Runtime, context: jobs.JobContext, work: Path, prompts: li
         )
     flat = _materialise(rt, context, work / "flat")
     train_dir = work / "train"
-    overrides = dict(context.overrides)
-    repeats = int(overrides.pop("num_repeats", 0) or 0) or None
+    overrides, lab_values = split_job_config(context.overrides)
+    repeats = int(lab_values.get("num_repeats", 0)) or None
     export_kohya(flat, train_dir, context.trigger_word, context.class_token,
                  repeats=repeats, target_steps=None if repeats else 1500,
                  epochs=int(overrides.get("max_train_epochs", 10)))  # fmt: skip

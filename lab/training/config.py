@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainer.errors import ConfigError
-from trainer.keys import check_keys
-from trainer.presets import preset_values
+from lab.training.errors import ConfigError
+from lab.training.keys import check_keys
+from lab.training.presets import preset_values
 
 CONFIG_VERSION = 1
 

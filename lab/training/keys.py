@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from trainer.errors import ConfigError
+from lab.training.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from trainer.errors import ConfigError
+from lab.training.errors import ConfigError
 
 _SD15_BASE: dict[str, Any] = {
     "resolution": "512,512",

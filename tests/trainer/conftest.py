@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer.tiny import build_dataset, build_tiny_sd15
+from trainer.tiny import build_dataset, build_tiny_sd15
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")

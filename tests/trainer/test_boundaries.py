@@ -35,7 +35,7 @@ def test_reading_a_config_does_not_import_torch() -> None:
 
     code = (
         "import sys, trainer; from trainer import load_config, TrainConfig; "
-        "import trainer.errors, trainer.presets; print('torch' in sys.modules)"
+        "import trainer.errors, lab.training.presets; print('torch' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],

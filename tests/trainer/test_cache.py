@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lab.training.config import build_config
 from tests.trainer.conftest import base_values
-from tests.trainer.tiny import make_image
 from trainer.callbacks import NullCallbacks
-from trainer.config import build_config
 from trainer.loop import train
+from trainer.tiny import make_image
 
 
 class StatusLog(NullCallbacks):

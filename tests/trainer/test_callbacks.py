@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from lab.training.config import build_config
 from tests.trainer.conftest import base_values
 from trainer.callbacks import Callbacks, Checkpoint, ConsoleCallbacks, NullCallbacks, Progress
-from trainer.config import build_config
 from trainer.loop import train
 
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from lab.buckets import BucketSpec
+from lab.training.config import build_config
 from tests.trainer.conftest import base_values
-from tests.trainer.tiny import make_image
-from trainer.config import build_config
 from trainer.data import CaptionRules, load_pixels, load_training_data
 from trainer.errors import DatasetError
+from trainer.tiny import make_image
 
 
 def _data(model: Path, data: Path, tmp: Path, **extra: object):

@@ -15,8 +15,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tests.trainer.conftest import base_values
-from tests.trainer.tiny import build_dataset, merge_kohya_lora, write_toml
 from trainer.saving import kohya_module_name
+from trainer.tiny import build_dataset, merge_kohya_lora, write_toml
 
 REPO = Path(__file__).resolve().parents[2]
 METADATA_KEYS = [

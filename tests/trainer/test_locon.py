@@ -9,10 +9,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from lab.training.config import build_config
 from tests.trainer.conftest import base_values
-from tests.trainer.tiny import merge_kohya_lora
-from trainer.config import build_config
 from trainer.loop import train
+from trainer.tiny import merge_kohya_lora
 
 
 def test_locon_file_shapes_alphas_and_diffusers_load(

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lab.training.config import build_config
 from tests.trainer.conftest import base_values
-from trainer.config import build_config
 from trainer.errors import ConfigError, UnsafeCheckpointError
 from trainer.models import load_base_model
 
@@ -28,7 +28,7 @@ def test_the_cli_flag_opts_in(tmp_path: Path, tiny_model: Path) -> None:
     from click.testing import CliRunner
 
     from loralab.cli import main
-    from tests.trainer.tiny import build_dataset, write_toml
+    from trainer.tiny import build_dataset, write_toml
 
     checkpoint = tmp_path / "model.ckpt"
     torch.save({"state_dict": {}}, checkpoint)

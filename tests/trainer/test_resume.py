@@ -9,12 +9,12 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from lab.training.config import build_config
 from tests.trainer.conftest import base_values
-from tests.trainer.tiny import write_toml
 from trainer.callbacks import NeverStop, NullCallbacks, Progress
-from trainer.config import build_config
 from trainer.errors import ResumeError
 from trainer.loop import train
+from trainer.tiny import write_toml
 
 
 class StopAfter(NeverStop):

@@ -9,11 +9,11 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from lab.training.config import build_config
 from tests.trainer.conftest import base_values
-from tests.trainer.tiny import make_image
 from trainer.callbacks import NullCallbacks, Progress
-from trainer.config import build_config
 from trainer.loop import train
+from trainer.tiny import make_image
 
 
 class Losses(NullCallbacks):

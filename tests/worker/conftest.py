@@ -21,7 +21,7 @@ from lab.lifecycle import Action, LabRole, TicketState
 from lab.settings import WorkerSettings
 from lab.storage import LocalStorage
 from tests.db.conftest import new_snowflake
-from tests.trainer.tiny import build_tiny_sd15, make_image
+from trainer.tiny import build_tiny_sd15, make_image
 
 pytest.importorskip("torch")
 

@@ -109,8 +109,12 @@ def test_killed_worker_job_resumes_on_another_worker(prod, tmp_path):
         first.kill()
         killed_at = time.monotonic()
     with worker_process(settings, "second", tmp_path / "b.log") as second:
-        wait_for(lambda: watch.job().attempt == 2 and (watch.job().lease_owner or "").startswith("second@"),
-                 timeout=60, what="the second worker to take the job")  # fmt: skip
+
+        def second_took_it() -> bool:
+            job = watch.job()
+            return job.attempt == 2 and (job.lease_owner or "").startswith("second@")
+
+        wait_for(second_took_it, timeout=60, what="the second worker to take the job")
         taken_after = time.monotonic() - killed_at
         wait_for(watch.ended, timeout=240, what="the job to end")
         finished_after = time.monotonic() - killed_at

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config import (
+from lab.training.config import (
     CONFIG_VERSION,
     TrainConfig,
     build_config,
     load_config,
     parse_override,
 )
-from trainer.errors import ConfigError
-from trainer.presets import PRESETS
+from lab.training.errors import ConfigError
+from lab.training.presets import PRESETS
 
 MINIMAL = {
     "pretrained_model_name_or_path": "/models/sd15",

@@ -1,4 +1,5 @@
-"""A tiny SD1.5-shaped model and dataset, built in code so that no test downloads weights.
+"""A tiny SD1.5-shaped model and dataset, built in code: the demo runs on it when no base
+model is given, and the tests use it, so nothing ever downloads weights.
 
 The shapes follow SD1.5 where it matters to the trainer (a VAE that downsamples 8×,
 4 latent channels, a UNet with cross-attention transformer blocks whose `proj_in`/
