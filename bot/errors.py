@@ -41,12 +41,14 @@ def incident_id() -> str:
 
 def describe(error: BaseException) -> tuple[str, bool]:
     """(message for the member, was it expected?) for any error a handler raised."""
-    if isinstance(error, app_commands.CommandInvokeError | app_commands.TransformerError):
-        error = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+    if isinstance(error, app_commands.CommandInvokeError):
+        error = error.original
     if isinstance(error, LabError):
         return error.user_message, True
     if isinstance(error, app_commands.CheckFailure):
         return str(error) or "You can't use this command here.", True
+    if isinstance(error, app_commands.AppCommandError):  # a bad option value, and the like
+        return str(error) or "That command could not be run with those options.", True
     return "", False
 
 
