@@ -181,9 +181,13 @@ def _ticket_event(session: Session, lease: Lease, kind: OutboxKind) -> None:
 
 
 def finish(
-    factory: sessionmaker[Session], lease: Lease, rules: LabRules, *, status: JobStatus,
+    factory: sessionmaker[Session],
+    lease: Lease,
+    rules: LabRules,
+    *,
+    status: JobStatus,
     error: str | None = None,
-) -> bool:  # fmt: skip
+) -> bool:
     """End the job (SUCCEEDED, FAILED or CANCELLED) and move its ticket along; False
     when the lease was lost meanwhile (someone else owns the outcome)."""
     with factory.begin() as session:
@@ -222,9 +226,12 @@ class ReapResult:
 
 
 def reap_expired(
-    factory: sessionmaker[Session], rules: LabRules, *, max_attempts: int,
+    factory: sessionmaker[Session],
+    rules: LabRules,
+    *,
+    max_attempts: int,
     now: datetime | None = None,
-) -> ReapResult:  # fmt: skip
+) -> ReapResult:
     """Re-queue running jobs whose lease expired (their worker died), or fail them after
     `max_attempts`. Safe to run from many workers at once: each job moves by a
     conditional UPDATE, so only one reaper acts on it."""
@@ -251,26 +258,36 @@ def reap_expired(
             moved = session.execute(
                 update(TrainingJob)
                 .where(_fenced(lease))
-                .values(status=JobStatus.QUEUED, attempt=attempt + 1, lease_owner=None,
-                        lease_expires_at=None)
+                .values(
+                    status=JobStatus.QUEUED,
+                    attempt=attempt + 1,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
                 .returning(TrainingJob.ticket_id)
-            ).scalar_one_or_none()  # fmt: skip
+            ).scalar_one_or_none()
             if moved is None:
                 continue
             enqueue_task(
-                session, TaskName.TRAIN, {"job_id": job_id, "attempt": attempt + 1},
-                job_id, attempt + 1,
-            )  # fmt: skip
+                session,
+                TaskName.TRAIN,
+                {"job_id": job_id, "attempt": attempt + 1},
+                job_id,
+                attempt + 1,
+            )
             repo.add_outbox(
                 session,
                 repo.OutboxItem(
                     OutboxKind.NOTICE.value,
-                    {"ticket_id": moved, "text": f"The worker training job {job_id} stopped "
-                     f"answering; it was re-queued (attempt {attempt + 1} of {max_attempts}) "
-                     "and will resume from its last saved state."},
+                    {
+                        "ticket_id": moved,
+                        "text": f"The worker training job {job_id} stopped "
+                        f"answering; it was re-queued (attempt {attempt + 1} of {max_attempts}) "
+                        "and will resume from its last saved state.",
+                    },
                     f"requeue:{job_id}:{attempt + 1}",
                 ),
-            )  # fmt: skip
+            )
         requeued.append(job_id)
     if requeued or failed:
         log.warning("reaper: re-queued %s, failed %s", requeued, failed)

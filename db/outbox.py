@@ -64,11 +64,15 @@ def enqueue_task(
         session,
         OutboxItem(
             kind=OutboxKind.TASK.value,
-            payload={"name": name.value, "payload": payload, "task_id": tid,
-                     "queue": QUEUE_OF[name].value},
+            payload={
+                "name": name.value,
+                "payload": payload,
+                "task_id": tid,
+                "queue": QUEUE_OF[name].value,
+            },
             idempotency_key=tid,
         ),
-    )  # fmt: skip
+    )
 
 
 def deliver_pending(

@@ -145,6 +145,7 @@ def loss_curve(
     if len(series) > 1:
         draw.line([point(i, v) for i, v in series], fill=_TRACE, width=1)
         smooth = moving_average([v for _, v in series], max(1, len(series) // 20))
-        draw.line([point(i, s) for (i, _), s in zip(series, smooth, strict=True)],
-                  fill=_LINE, width=2)  # fmt: skip
+        draw.line(
+            [point(i, s) for (i, _), s in zip(series, smooth, strict=True)], fill=_LINE, width=2
+        )
     return image

@@ -182,9 +182,11 @@ class WorkerSettings(CommonSettings):
     )
     sample_steps: int = Field(20, ge=1, description="Denoising steps of each sample image.")
     max_job_hours: float = Field(
-        24, gt=0, description="Hard time limit of one training task; Redis's visibility "
+        24,
+        gt=0,
+        description="Hard time limit of one training task; Redis's visibility "
         "timeout is set above it so a long job is never re-delivered while it runs.",
-    )  # fmt: skip
+    )
 
     @property
     def work_dir(self) -> Path:

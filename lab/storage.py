@@ -176,8 +176,9 @@ class S3Storage:
 
     def put_bytes(self, key: str, data: bytes) -> StoredObject:
         sha = hashlib.sha256(data).hexdigest()
-        self._s3.put_object(Bucket=self.bucket, Key=check_key(key), Body=data,
-                            Metadata={"sha256": sha})  # fmt: skip
+        self._s3.put_object(
+            Bucket=self.bucket, Key=check_key(key), Body=data, Metadata={"sha256": sha}
+        )
         return StoredObject(key, sha, len(data))
 
     def _missing(self, exc: Exception) -> bool:

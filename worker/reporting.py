@@ -110,8 +110,12 @@ class JobReporter:
         log.info("job %s: %s %s", self.lease.job_id, status, detail)
         if status == "training" and self._progress is None:
             with self._lock:
-                self._progress = {"status": status, "detail": detail, "worker": self.rt.name,
-                                  "gpu": self.gpu}  # fmt: skip
+                self._progress = {
+                    "status": status,
+                    "detail": detail,
+                    "worker": self.rt.name,
+                    "gpu": self.gpu,
+                }
                 self._seq += 1
 
     def on_checkpoint(self, checkpoint: Any) -> None:

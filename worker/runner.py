@@ -47,8 +47,9 @@ def run_training_job(rt: Runtime, job_id: int, attempt: int) -> JobStatus | None
     work = rt.settings.work_dir / f"job-{job_id}-a{attempt}"
     try:
         context = retry_db(lambda: _context(rt, job_id), what="read job")
-        prompts = [p.format(trigger=context.trigger_word, cls=context.class_token)
-                   for p in DEFAULT_PROMPTS]  # fmt: skip
+        prompts = [
+            p.format(trigger=context.trigger_word, cls=context.class_token) for p in DEFAULT_PROMPTS
+        ]
         with jobs_reporter(rt, lease, prompts) as reporter:
             status, error = _train(rt, context, work, reporter, prompts)
             if reporter.lost:
@@ -114,9 +115,15 @@ def _build_config(rt: Runtime, context: jobs.JobContext, work: Path, prompts: li
     train_dir = work / "train"
     overrides, lab_values = split_job_config(context.overrides)
     repeats = int(lab_values.get("num_repeats", 0)) or None
-    export_kohya(flat, train_dir, context.trigger_word, context.class_token,
-                 repeats=repeats, target_steps=None if repeats else 1500,
-                 epochs=int(overrides.get("max_train_epochs", 10)))  # fmt: skip
+    export_kohya(
+        flat,
+        train_dir,
+        context.trigger_word,
+        context.class_token,
+        repeats=repeats,
+        target_steps=None if repeats else 1500,
+        epochs=int(overrides.get("max_train_epochs", 10)),
+    )
     prompt_file = work / "prompts.txt"
     steps = rt.settings.sample_steps
     prompt_file.write_text("".join(f"{p} --s {steps}\n" for p in prompts), encoding="utf-8")

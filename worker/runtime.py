@@ -73,8 +73,13 @@ def retry_db(
         except (OperationalError, DBAPIError) as exc:
             if attempt == attempts or not _is_connection_error(exc):
                 raise
-            log.warning("%s: database unavailable (%s); retry %d in %.1fs", what,
-                        type(exc.orig).__name__, attempt, delay)  # fmt: skip
+            log.warning(
+                "%s: database unavailable (%s); retry %d in %.1fs",
+                what,
+                type(exc.orig).__name__,
+                attempt,
+                delay,
+            )
             time.sleep(delay)
             delay = min(delay * 2, 10)
     raise AssertionError("unreachable")

@@ -37,8 +37,11 @@ LAB_KEYS: dict[str, tuple[type, float, float]] = {
     "suggested_weight": (float, 0.05, 2.0),
 }
 
-_PLACEHOLDERS = {"pretrained_model_name_or_path": "base", "train_data_dir": "data",
-                 "output_dir": "out"}  # fmt: skip
+_PLACEHOLDERS = {
+    "pretrained_model_name_or_path": "base",
+    "train_data_dir": "data",
+    "output_dir": "out",
+}
 
 
 def split_job_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

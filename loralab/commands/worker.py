@@ -13,9 +13,14 @@ from lab.tasks import Queue
 
 @click.command()
 @click.option(
-    "--queue", "queues", multiple=True, type=click.Choice([q.value for q in Queue]),
-    default=[Queue.CPU.value], show_default=True, help="Queue(s) to consume (repeatable).",
-)  # fmt: skip
+    "--queue",
+    "queues",
+    multiple=True,
+    type=click.Choice([q.value for q in Queue]),
+    default=[Queue.CPU.value],
+    show_default=True,
+    help="Queue(s) to consume (repeatable).",
+)
 @click.option("--concurrency", default=1, show_default=True, help="Processes (GPUs) to run.")
 @click.option("--name", default=None, help="Worker name (NAME@host in /lab workers).")
 @click.option("--loglevel", default="INFO", show_default=True)

@@ -66,8 +66,9 @@ def test_dead_letter_after_max_attempts_and_on_permanent_errors(factory, session
     def always_503(row):
         raise RetryableDeliveryError("HTTP 503")
 
-    reports = [deliver_pending(factory, "test.dead.retry", always_503, policy=policy)
-               for _ in range(5)]  # fmt: skip
+    reports = [
+        deliver_pending(factory, "test.dead.retry", always_503, policy=policy) for _ in range(5)
+    ]
     assert [r.retried for r in reports] == [1, 1, 0, 0, 0]
     assert [r.dead for r in reports] == [0, 0, 1, 0, 0]
 

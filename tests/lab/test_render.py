@@ -16,8 +16,9 @@ def _solid(color, size=(64, 32)):
 def test_grid_places_each_cell_in_its_row_and_column():
     colors = [[(255, 0, 0), (0, 255, 0), (0, 0, 255)], [(255, 255, 0), (0, 255, 255), None]]
     cells = [[_solid(c) if c else None for c in row] for row in colors]
-    grid = sample_grid(cells, ["a cat", "a dog"], ["e1", "e2", "e3"], cell=100,
-                       label_width=50, header=20)  # fmt: skip
+    grid = sample_grid(
+        cells, ["a cat", "a dog"], ["e1", "e2", "e3"], cell=100, label_width=50, header=20
+    )
     assert grid.size == (50 + 3 * 100, 20 + 2 * 100)
     for r, row in enumerate(colors):
         for c, color in enumerate(row):

@@ -29,13 +29,19 @@ def storage(request, tmp_path):
 
     bucket = f"test-{tmp_path.name.lower().replace('_', '-')[-40:]}"
     boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
-        aws_access_key_id="test", aws_secret_access_key="test",
-    ).create_bucket(Bucket=bucket)  # fmt: skip
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    ).create_bucket(Bucket=bucket)
     return S3Storage(
-        bucket, endpoint_url=endpoint, region="us-east-1",
-        access_key_id="test", secret_access_key="test",
-    )  # fmt: skip
+        bucket,
+        endpoint_url=endpoint,
+        region="us-east-1",
+        access_key_id="test",
+        secret_access_key="test",
+    )
 
 
 def test_round_trip_with_digest(storage, tmp_path):

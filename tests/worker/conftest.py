@@ -19,7 +19,7 @@ from db.services import NewTicket, open_ticket, transition
 from lab.families import BaseFamily
 from lab.lifecycle import Action, LabRole, TicketState
 from lab.settings import WorkerSettings
-from lab.storage import LocalStorage
+from lab.storage import storage_from_settings
 from tests.db.conftest import new_snowflake
 from trainer.tiny import build_tiny_sd15, make_image
 
@@ -83,15 +83,24 @@ def seed_started_job(
 
     engine = make_engine(settings.resolved_database_url)
     factory = make_session_factory(engine)
-    storage = LocalStorage(settings.storage_root)
+    storage = storage_from_settings(settings)
     with factory.begin() as session:
         guild = repo.get_or_create_guild(session, new_snowflake(), "Worker Lab")
         owner = repo.get_or_create_member(session, guild.id, new_snowflake(), "rita")
         trainer = repo.get_or_create_member(session, guild.id, new_snowflake(), "tina")
         repo.grant_role(session, trainer.id, LabRole.TRAINER)
-        ticket = open_ticket(session, guild.id, owner, NewTicket(
-            name="Aria", kind=SubjectKind.CHARACTER, base_model="sd15", trigger_word="sks",
-            class_token="dog"))  # fmt: skip
+        ticket = open_ticket(
+            session,
+            guild.id,
+            owner,
+            NewTicket(
+                name="Aria",
+                kind=SubjectKind.CHARACTER,
+                base_model="sd15",
+                trigger_word="sks",
+                class_token="dog",
+            ),
+        )
         session.flush()
         for i in range(images):
             path = settings.home / f"src{i}.png"
@@ -99,16 +108,25 @@ def seed_started_job(
             make_image(path, [(64, 64), (96, 32)][i % 2], seed=i)
             stored = storage.put_file(f"datasets/{ticket.id}/{i}.png", path)
             image = DatasetImage(
-                ticket_id=ticket.id, sha256=stored.sha256, phash="0" * 16, width=64, height=64,
-                size_bytes=stored.size, storage_key=stored.key, original_name=path.name,
+                ticket_id=ticket.id,
+                sha256=stored.sha256,
+                phash="0" * 16,
+                width=64,
+                height=64,
+                size_bytes=stored.size,
+                storage_key=stored.key,
+                original_name=path.name,
                 uploader_id=owner.id,
-            )  # fmt: skip
+            )
             session.add(image)
             session.flush()
             repo.add_caption_revision(session, image.id, "sks, dog, red ball", author_id=owner.id)
         ticket.status, ticket.claimer_id = TicketState.CLAIMED, trainer.id
-        session.add(TrainingJob(ticket_id=ticket.id, preset="sd15-character",
-                                config={**TINY_OVERRIDES, **overrides}))  # fmt: skip
+        session.add(
+            TrainingJob(
+                ticket_id=ticket.id, preset="sd15-character", config={**TINY_OVERRIDES, **overrides}
+            )
+        )
         ticket_id, trainer_id = ticket.id, trainer.id
     with factory() as session:
         actor = repo.actor_for(session, session.get(type(owner), trainer_id))

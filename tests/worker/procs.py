@@ -44,7 +44,21 @@ def settings_env(settings: WorkerSettings) -> dict[str, str]:
         HF_HUB_OFFLINE="1",
         PYTHONUNBUFFERED="1",
     )
+    storage = settings.storage
+    if storage.backend == "s3":
+        env.update(
+            LORALAB_STORAGE__BACKEND="s3",
+            LORALAB_STORAGE__S3_BUCKET=storage.s3_bucket or "",
+            LORALAB_STORAGE__S3_ENDPOINT_URL=storage.s3_endpoint_url or "",
+            LORALAB_STORAGE__S3_REGION=storage.s3_region or "",
+            LORALAB_STORAGE__S3_ACCESS_KEY_ID=_secret(storage.s3_access_key_id),
+            LORALAB_STORAGE__S3_SECRET_ACCESS_KEY=_secret(storage.s3_secret_access_key),
+        )
     return env
+
+
+def _secret(value: Any) -> str:
+    return value.get_secret_value() if value is not None else ""
 
 
 class WorkerProcess:
@@ -52,11 +66,23 @@ class WorkerProcess:
         self.log = log
         self._out = log.open("wb")
         self.proc = subprocess.Popen(
-            [str(BIN / "loralab"), "worker", "--queue", "gpu", "--queue", "cpu",
-             "--name", name, "--loglevel", "INFO"],
-            env=settings_env(settings), stdout=self._out, stderr=subprocess.STDOUT,
+            [
+                str(BIN / "loralab"),
+                "worker",
+                "--queue",
+                "gpu",
+                "--queue",
+                "cpu",
+                "--name",
+                name,
+                "--loglevel",
+                "INFO",
+            ],
+            env=settings_env(settings),
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
 
     def kill(self) -> None:
         """SIGKILL the worker and its pool children (no chance to clean up)."""
@@ -101,10 +127,22 @@ class RedisServer:
     def start(self) -> None:
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for(self._answers, timeout=10, what="redis-server to start")
 
     def _answers(self) -> bool:

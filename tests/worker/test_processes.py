@@ -16,7 +16,8 @@ from db.repositories import OutboxItem, actor_for, add_outbox
 from db.services import transition
 from db.session import make_engine, make_session_factory
 from lab.lifecycle import Action, TicketState
-from lab.settings import WorkerSettings
+from lab.settings import StorageSettings, WorkerSettings
+from lab.storage import storage_from_settings
 from tests.worker.conftest import seed_started_job, worker_settings
 from tests.worker.procs import CuttableProxy, RedisServer, wait_for, worker_process
 
@@ -62,8 +63,10 @@ def _assert_complete(watch: Watch, settings: WorkerSettings) -> None:
         assert s.get(Ticket, job.ticket_id).status is TicketState.TESTING
         kinds = set(s.scalars(select(OutboxMessage.kind)))
     assert {"discord.job_progress", "discord.sample_grid", "discord.job_finished"} <= kinds
-    stored = {p.name for p in (settings.storage_root / "jobs" / str(job.id)).iterdir()}
+    keys = storage_from_settings(settings).list(f"jobs/{job.id}/")
+    stored = {key.rsplit("/", 1)[1] for key in keys}
     assert {f"Aria-v1-{e:06d}.safetensors" for e in range(1, EPOCHS)} <= stored
+    assert {a.storage_key for a in watch.artifacts(ArtifactKind.LORA)} <= set(keys)
 
 
 def test_embedded_mode_runs_a_job_through_the_filesystem_broker(tmp_path, tiny_base):
@@ -96,15 +99,47 @@ def prod(tmp_path, tiny_base, postgres_url):
     redis.kill()
 
 
+@pytest.fixture
+def s3_storage(tmp_path) -> StorageSettings:
+    """An S3 HTTP endpoint (moto's server) with a bucket: what a second machine shares."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+    ).create_bucket(Bucket="lab")
+    yield StorageSettings(
+        backend="s3",
+        s3_bucket="lab",
+        s3_endpoint_url=endpoint,
+        s3_region="us-east-1",
+        s3_access_key_id="k",
+        s3_secret_access_key="s",
+    )
+    server.stop()
+
+
 @pytest.mark.postgres
-def test_killed_worker_job_resumes_on_another_worker(prod, tmp_path):
+def test_killed_worker_job_resumes_on_another_worker(prod, tmp_path, s3_storage):
+    """The two workers share only Postgres, Redis and the S3 store (no local files)."""
     _, make_settings = prod
-    settings = make_settings()
+    settings = make_settings(storage=s3_storage)
     seeded = seed_started_job(settings)
     watch = Watch(settings, seeded.job_id)
     with worker_process(settings, "first", tmp_path / "a.log") as first:
-        wait_for(lambda: watch.artifacts(ArtifactKind.STATE) and watch.epoch() >= 3,
-                 timeout=240, what="epoch 3 with a saved state")  # fmt: skip
+        wait_for(
+            lambda: watch.artifacts(ArtifactKind.STATE) and watch.epoch() >= 3,
+            timeout=240,
+            what="epoch 3 with a saved state",
+        )
         state_epoch = watch.job().state_epoch
         first.kill()
         killed_at = time.monotonic()
@@ -123,8 +158,12 @@ def test_killed_worker_job_resumes_on_another_worker(prod, tmp_path):
     assert f"resumes from jobs/{seeded.job_id}/state-e{state_epoch:04d}" in output
     resumed_epoch = int(output.split("resumed from")[1].split("at epoch ")[1].split(",")[0])
     assert resumed_epoch >= state_epoch >= 1  # not from zero
-    log.warning("SIGKILL: re-claimed after %.1fs, finished after %.1fs (resumed at epoch %d)",
-                taken_after, finished_after, resumed_epoch)  # fmt: skip
+    log.warning(
+        "SIGKILL: re-claimed after %.1fs, finished after %.1fs (resumed at epoch %d)",
+        taken_after,
+        finished_after,
+        resumed_epoch,
+    )
     watch.close()
 
 
@@ -135,8 +174,12 @@ def test_duplicate_delivery_trains_once(prod, tmp_path):
     seeded = seed_started_job(settings, max_train_epochs=EPOCHS)
     watch = Watch(settings, seeded.job_id)
     with watch.factory.begin() as s:  # the same message again, under another outbox key
-        body = {"name": "loralab.train", "payload": {"job_id": seeded.job_id, "attempt": 1},
-                "task_id": f"duplicate-{seeded.job_id}", "queue": "gpu"}  # fmt: skip
+        body = {
+            "name": "loralab.train",
+            "payload": {"job_id": seeded.job_id, "attempt": 1},
+            "task_id": f"duplicate-{seeded.job_id}",
+            "queue": "gpu",
+        }
         add_outbox(s, OutboxItem("task", body, f"dup-{seeded.job_id}"))
     with worker_process(settings, "dup", tmp_path / "w.log") as worker:
         wait_for(watch.ended, timeout=240, what="the job to end")
