@@ -6,6 +6,8 @@ A relay calls `deliver_pending(factory, prefix, deliver)`; `deliver(row)` perfor
 side effect (send a message, send a Celery task) using ``row.idempotency_key`` so a
 repeat after a crash is harmless, and raises `RetryableDeliveryError` (5xx, 429,
 connection lost) or any other exception (a permanent failure) to say it did not.
+An asyncio relay (the bot's) uses the same steps (`due_rows`, `mark_sent`,
+`mark_failed`) with its side effects on the event loop between them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -78,7 +81,7 @@ def enqueue_task(
 def deliver_pending(
     factory: sessionmaker[Session],
     kind_prefix: str,
-    deliver: Callable[[OutboxMessage], None],
+    deliver: Callable[[PendingRow], None],
     *,
     policy: RelayPolicy | None = None,
     limit: int = 50,
@@ -89,54 +92,85 @@ def deliver_pending(
     mid-batch re-delivers at most the row in flight (hence the idempotency keys).
     """
     policy = policy or RelayPolicy()
-    with factory() as session:
-        rows = list(
-            session.scalars(
-                select(OutboxMessage)
-                .where(
-                    OutboxMessage.sent_at.is_(None),
-                    OutboxMessage.kind.startswith(kind_prefix),
-                    OutboxMessage.available_at <= utcnow(),
-                    OutboxMessage.attempts < policy.max_attempts,
-                )
-                .order_by(OutboxMessage.id)
-                .limit(limit)
-            )
-        )
-        session.expunge_all()
     sent = retried = dead = 0
-    for row in rows:
+    for row in due_rows(factory, kind_prefix, policy, limit=limit):
         try:
             deliver(row)
         except RetryableDeliveryError as exc:
             attempts = row.attempts + 1
             wait = policy.delay(attempts, exc.retry_after)
-            gone = attempts >= policy.max_attempts
-            _record(factory, row.id, attempts=attempts, error=str(exc), wait=wait)
-            if gone:
+            mark_failed(factory, row.id, attempts=attempts, error=str(exc), wait=wait)
+            if attempts >= policy.max_attempts:
                 dead += 1
                 log.error("outbox %s dead-lettered after %d attempts: %s", row.id, attempts, exc)
             else:
                 retried += 1
                 log.warning("outbox %s retry %d in %.1fs: %s", row.id, attempts, wait, exc)
         except Exception as exc:  # a permanent failure: keep the row, stop retrying it
-            _record(factory, row.id, attempts=policy.max_attempts, error=repr(exc), wait=0)
+            mark_failed(factory, row.id, attempts=policy.max_attempts, error=repr(exc), wait=0)
             dead += 1
             log.exception("outbox %s failed permanently", row.id)
         else:
-            with factory.begin() as session:
-                session.execute(
-                    update(OutboxMessage)
-                    .where(OutboxMessage.id == row.id)
-                    .values(sent_at=utcnow(), attempts=OutboxMessage.attempts + 1)
-                )
+            mark_sent(factory, row.id)
             sent += 1
     return RelayReport(sent, retried, dead)
 
 
-def _record(
-    factory: sessionmaker[Session], row_id: int, *, attempts: int, error: str, wait: float
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    idempotency_key: str
+    attempts: int
+
+
+def due_rows(
+    factory: sessionmaker[Session],
+    kind_prefix: str,
+    policy: RelayPolicy,
+    *,
+    now: datetime | None = None,
+    limit: int = 50,
+) -> list[PendingRow]:
+    """Undelivered rows of kinds starting with `kind_prefix` due at `now`, oldest first."""
+    with factory() as session:
+        rows = session.scalars(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.sent_at.is_(None),
+                OutboxMessage.kind.startswith(kind_prefix),
+                OutboxMessage.available_at <= (now or utcnow()),
+                OutboxMessage.attempts < policy.max_attempts,
+            )
+            .order_by(OutboxMessage.id)
+            .limit(limit)
+        )
+        return [
+            PendingRow(r.id, r.kind, dict(r.payload), r.idempotency_key, r.attempts) for r in rows
+        ]
+
+
+def mark_sent(factory: sessionmaker[Session], row_id: int) -> None:
+    with factory.begin() as session:
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == row_id)
+            .values(sent_at=utcnow(), attempts=OutboxMessage.attempts + 1)
+        )
+
+
+def mark_failed(
+    factory: sessionmaker[Session],
+    row_id: int,
+    *,
+    attempts: int,
+    error: str,
+    wait: float,
+    now: datetime | None = None,
 ) -> None:
+    """Count a failed attempt; the row is due again after `wait` seconds (a row at
+    `policy.max_attempts` is a dead letter)."""
     with factory.begin() as session:
         session.execute(
             update(OutboxMessage)
@@ -144,8 +178,20 @@ def _record(
             .values(
                 attempts=attempts,
                 last_error=error[:2000],
-                available_at=utcnow() + timedelta(seconds=wait),
+                available_at=(now or utcnow()) + timedelta(seconds=wait),
             )
+        )
+
+
+def pending_count(factory: sessionmaker[Session], kind_prefix: str = "") -> int:
+    """Rows not yet delivered (dead letters included), for tests and /lab workers."""
+    with factory() as session:
+        return len(
+            session.scalars(
+                select(OutboxMessage.id).where(
+                    OutboxMessage.sent_at.is_(None), OutboxMessage.kind.startswith(kind_prefix)
+                )
+            ).all()
         )
 
 

@@ -6,8 +6,7 @@ from typing import Any
 
 from celery import Celery
 
-from db.models import OutboxMessage
-from db.outbox import RetryableDeliveryError
+from db.outbox import PendingRow, RetryableDeliveryError
 
 
 class CelerySender:
@@ -20,7 +19,7 @@ class CelerySender:
         except OSError as exc:  # the broker is restarting: the relay retries later
             raise RetryableDeliveryError(f"broker unavailable: {exc}") from exc
 
-    def deliver(self, row: OutboxMessage) -> None:
+    def deliver(self, row: PendingRow) -> None:
         """`db.outbox.deliver_pending` callback for ``task`` rows."""
         body = row.payload
         self.send(body["name"], body["payload"], task_id=body["task_id"], queue=body["queue"])

@@ -15,8 +15,7 @@ from db.base import utcnow
 from db.captions import bulk_edit, edit_caption, tag_counts, upload_captions
 from db.dataset import NewImage, add_images, dataset_status, remove_image
 from db.models import OutboxMessage, SubjectKind, Ticket
-from db.outbox import RelayPolicy
-from db.relay import due_rows, mark_failed, mark_sent
+from db.outbox import RelayPolicy, due_rows, mark_failed, mark_sent
 from db.services import NewTicket, TransitionRefused
 from db.session import make_session_factory
 from db.stats import leaderboard

@@ -7,8 +7,7 @@ from sqlalchemy import select
 
 from db import repositories as repo
 from db.models import OutboxMessage
-from db.outbox import RelayPolicy
-from db.relay import pending_count
+from db.outbox import RelayPolicy, pending_count
 from tests.bot.conftest import followup_text, ready_ticket, running_lab
 
 pytestmark = pytest.mark.anyio

@@ -19,8 +19,14 @@ import discord
 from discord.ext import commands, tasks
 
 from bot.exts.relay._render import Renderer
-from db.outbox import RelayPolicy, RetryableDeliveryError
-from db.relay import PendingRow, due_rows, mark_failed, mark_sent
+from db.outbox import (
+    PendingRow,
+    RelayPolicy,
+    RetryableDeliveryError,
+    due_rows,
+    mark_failed,
+    mark_sent,
+)
 from lab.tasks import OutboxKind
 
 if TYPE_CHECKING:

@@ -20,8 +20,7 @@ from bot import embeds
 from bot.context import LabConfig, lab_config
 from bot.exts.jobs._views import ClaimButton
 from bot.exts.testing._views import vote_view
-from db.outbox import RetryableDeliveryError
-from db.relay import PendingRow
+from db.outbox import PendingRow, RetryableDeliveryError
 from db.tickets import BOARD_KIND, RELEASE_KIND, TicketCard, record_messages, ticket_card
 from db.training import JobView, job_view, record_progress_message, release_view
 from db.voting import TALLY_KIND, record_sample_message, sample_set_view
