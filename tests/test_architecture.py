@@ -11,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCH_STACK = {"torch", "diffusers", "peft", "transformers", "accelerate", "bitsandbytes"}
+TORCH_STACK |= {"onnxruntime"}  # the auto-tagger's runtime: as heavy, same rule
 
 # package -> top-level modules it must never import (ours and third-party)
 NEVER: dict[str, set[str]] = {
