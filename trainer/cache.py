@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from trainer.data import ImageRecord, load_pixels
+from trainer.text import Encoded
 
 logger = logging.getLogger(__name__)
 
@@ -168,21 +169,27 @@ class LatentCache:
 
 
 class TextEncoderCache:
-    """Text-encoder outputs per caption, valid only while the encoder is frozen."""
+    """Text-encoder outputs per caption, valid only while the encoders are frozen."""
 
-    def __init__(self, encode: Callable[[list[str]], torch.Tensor]) -> None:
+    def __init__(self, encode: Callable[[list[str]], Encoded]) -> None:
         self._encode = encode
-        self._memory: dict[str, torch.Tensor] = {}
+        self._memory: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.encoded = 0
 
     def fill(self, captions: Iterable[str]) -> None:
         missing = sorted({c for c in captions if c not in self._memory})
         for start in range(0, len(missing), 32):
             chunk = missing[start : start + 32]
-            for caption, hidden in zip(chunk, self._encode(chunk), strict=True):
-                self._memory[caption] = hidden
+            hidden, pooled = self._encode(chunk)
+            for i, caption in enumerate(chunk):
+                self._memory[caption] = (hidden[i], None if pooled is None else pooled[i])
             self.encoded += len(chunk)
 
-    def get(self, captions: list[str]) -> torch.Tensor:
+    def get(self, captions: list[str]) -> Encoded:
         self.fill(captions)
-        return torch.stack([self._memory[c] for c in captions])
+        entries = [self._memory[c] for c in captions]
+        pooled = [p for _, p in entries]
+        return Encoded(
+            torch.stack([h for h, _ in entries]),
+            None if pooled[0] is None else torch.stack(pooled),  # type: ignore[arg-type]
+        )

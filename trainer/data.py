@@ -85,10 +85,19 @@ class ImageRecord:
     rules: CaptionRules
     flip_aug: bool
     assignment: BucketAssignment
+    original_size: tuple[int, int] = (0, 0)
+    """(width, height) of the image file: SDXL's ``original_size`` conditioning."""
 
     @property
     def bucket(self) -> tuple[int, int]:
         return self.assignment.bucket
+
+    def crop_top_left(self, *, flip: bool) -> tuple[int, int]:
+        """(left, top) of the crop in the resized image; mirrored with a flip (kohya)."""
+        left, top = self.assignment.crop
+        if flip:
+            left = self.assignment.resized[0] - left - self.assignment.bucket[0]
+        return left, top
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +288,9 @@ def _scan_subset(
             raise DatasetError(f"cannot read image {path}: {error}") from error
         assignment = spec.assign(*size) if spec else _fixed_assignment(size, config.resolution)
         records.append(
-            ImageRecord(path, text, subset.image_dir.name, subset.is_reg, rules, flip, assignment)
+            ImageRecord(
+                path, text, subset.image_dir.name, subset.is_reg, rules, flip, assignment, size
+            )
         )
     return records
 

@@ -20,6 +20,7 @@ import torch
 from lab.training.config import TrainConfig
 from trainer.callbacks import Callbacks, Checkpoint, Commands, NeverStop, NullCallbacks, Progress
 from trainer.data import ImageRecord
+from trainer.formats import SD15_PREFIXES, SDXL_PREFIXES
 from trainer.loss import (
     debiased_weights,
     min_snr_weights,
@@ -31,12 +32,15 @@ from trainer.loss import (
 from trainer.sampling import generate_samples, write_grid
 from trainer.saving import save_lora
 from trainer.setup import Session, prepare_session
+from trainer.speed import spill_warning
 from trainer.state import Position, check_shape, load_state, restore_rng, save_state
+from trainer.text import sdxl_time_ids
 
 logger = logging.getLogger(__name__)
 
 # Above this share of the GPU's memory after one step, spilling is likely (see check_memory).
 SPILL_WARNING_FRACTION = 0.95
+CUDA_REPORT_EVERY = 10
 
 
 @dataclass
@@ -80,7 +84,10 @@ class Trainer:
         self.session: Session = prepare_session(config, callbacks)
         self.position = Position(epoch=0, batch=0, global_step=0, seed=self.session.seed)
         self.result = TrainResult(output_dir=config.output_dir, final_path=None)
-        self._epoch_losses: list[float] = []
+        self._epoch_losses: list[torch.Tensor] = []
+        # Reading the loss waits for the GPU; on CUDA report every few steps so the
+        # host keeps queueing work ahead of the device.
+        self._report_every = 1 if self.session.device.type == "cpu" else CUDA_REPORT_EVERY
         self._session_steps = 0
         self._session_images = 0
         self._started = 0.0
@@ -142,7 +149,7 @@ class Trainer:
 
         latents = self.latents(records, flips)
         with s.accelerator.autocast():  # a trained TE holds fp32 LoRA on half weights
-            hidden = s.encode_text(captions)
+            hidden, pooled = s.encode_text(captions)
         noise = torch.randn(latents.shape, generator=generator)
         if config.noise_offset:
             noise = offset_noise(
@@ -164,8 +171,16 @@ class Trainer:
         noise, timesteps = noise.to(s.device), timesteps.to(s.device)
         noisy = scheduler.add_noise(latents, noise, timesteps)
 
+        extra = {}
+        if pooled is not None:  # SDXL: pooled text + size/crop micro-conditioning
+            time_ids = sdxl_time_ids(
+                [r.original_size for r in records],
+                [r.crop_top_left(flip=f) for r, f in zip(records, flips, strict=True)],
+                [r.bucket for r in records],
+            )
+            extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids.to(s.device)}
         with s.accelerator.autocast():
-            prediction = s.unet(noisy.to(s.weight_dtype), timesteps, hidden).sample
+            prediction = s.unet(noisy.to(s.weight_dtype), timesteps, hidden, **extra).sample
         losses = per_sample_mse(prediction, target_for(scheduler, latents, noise, timesteps))
         weights = torch.tensor(
             [config.prior_loss_weight if r.is_reg else 1.0 for r in records], device=s.device
@@ -179,10 +194,11 @@ class Trainer:
 
         accumulated = (index + 1) % config.gradient_accumulation_steps == 0
         self._session_images += len(records)
-        self._epoch_losses.append(loss.item())
+        self._epoch_losses.append(loss.detach())  # read (a host sync) only when reported
         if accumulated or last_in_epoch:
             self.optimizer_step()
-            self.report(loss.item())
+            if last_in_epoch or self._session_steps % self._report_every == 0:
+                self.report()
 
     def optimizer_step(self) -> None:
         s = self.session
@@ -197,23 +213,9 @@ class Trainer:
             self.check_memory()
 
     def check_memory(self) -> None:
-        """Warn once, after the first step, when the GPU is (nearly) out of memory.
-
-        On Windows the NVIDIA driver then spills into system RAM instead of failing,
-        and training becomes 10–100× slower without any error; a warning now is far
-        better than a run that silently takes days.
-        """
-        device = self.session.device
-        if device.type != "cuda":
-            return
-        total = torch.cuda.get_device_properties(device).total_memory
-        reserved = torch.cuda.memory_reserved(device)
-        if reserved > SPILL_WARNING_FRACTION * total:
-            message = (
-                f"the run uses {reserved / 2**30:.1f} of {total / 2**30:.1f} GiB of GPU memory; "
-                "if it spills into system RAM it becomes 10-100x slower. Lower "
-                "train_batch_size or resolution, or enable gradient_checkpointing"
-            )
+        """Warn once, after the first step, when the GPU is (nearly) out of memory."""
+        message = spill_warning(self.session.device, SPILL_WARNING_FRACTION)
+        if message:
             logger.warning(message)
             self.callbacks.on_status("warning", message)
 
@@ -227,8 +229,10 @@ class Trainer:
             stacked = s.vae_encoder.encode_records(records, flips)
         return stacked.to(s.device, torch.float32)
 
-    def report(self, loss: float) -> None:
+    def report(self) -> None:
         s = self.session
+        losses = torch.stack(self._epoch_losses).float().cpu()  # the one host sync
+        loss, average = float(losses[-1]), float(losses.mean())
         elapsed = max(time.perf_counter() - self._started, 1e-9)
         rate = self._session_steps / elapsed
         remaining = s.total_steps - self.position.global_step
@@ -239,7 +243,7 @@ class Trainer:
                 epoch=self.position.epoch + 1,
                 total_epochs=s.num_epochs,
                 loss=loss,
-                average_loss=sum(self._epoch_losses) / len(self._epoch_losses),
+                average_loss=average,
                 learning_rate=s.lr_scheduler.get_last_lr()[0],
                 steps_per_second=rate,
                 images_per_second=self._session_images / elapsed,
@@ -307,6 +311,8 @@ class Trainer:
             epoch=epoch,
             step=self.position.global_step,
             precision=self.config.save_precision,
+            ranks=s.network.ranks,
+            prefixes=SDXL_PREFIXES if s.base.is_sdxl else SD15_PREFIXES,
         )
         self.result.saved.append(path)
         self.callbacks.on_checkpoint(Checkpoint(path, epoch, self.position.global_step, final))

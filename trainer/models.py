@@ -13,8 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTokenizer
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    DiffusionPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from safetensors import safe_open
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from lab.training.config import TrainConfig
 from trainer.errors import ConfigError, TrainerError, UnsafeCheckpointError
@@ -26,6 +34,9 @@ SAFE_SINGLE_FILE_SUFFIXES = (".safetensors",)
 # Where from_single_file finds SD1.5's component configs and tokenizer when the user
 # names no local config folder: the hub id, read from the local HF cache only.
 DEFAULT_SD15_CONFIG_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+DEFAULT_SDXL_CONFIG_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
+# A key only SDXL single-file checkpoints have (the second text encoder, OpenCLIP bigG).
+SDXL_CHECKPOINT_KEY_PREFIX = "conditioner.embedders.1."
 
 
 @dataclass
@@ -42,6 +53,15 @@ class BaseModel:
     """The base model's own inference scheduler config, for samples."""
     name: str
     """``ss_sd_model_name``: the file or folder name of the base."""
+    text_encoder_2: CLIPTextModelWithProjection | None = None
+    """SDXL's second text encoder (OpenCLIP bigG with projection); None for SD1.5."""
+    tokenizer_2: CLIPTokenizer | None = None
+    force_zeros_for_empty_prompt: bool = False
+    """SDXL pipelines use zeros, not the encoded empty string, for an empty negative."""
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.text_encoder_2 is not None
 
     @property
     def prediction_type(self) -> str:
@@ -63,31 +83,53 @@ def load_base_model(config: TrainConfig) -> BaseModel:
                 "loaded; convert it to .safetensors, or pass --allow-unsafe-checkpoint "
                 "(allow_unsafe_checkpoint = true) if you trust its source"
             )
-        pipe = _from_single_file(path, config)
+        pipe = _from_single_file(path, config, sdxl=False)
     elif path.suffix.lower() in SAFE_SINGLE_FILE_SUFFIXES:
-        pipe = _from_single_file(path, config)
+        pipe = _from_single_file(path, config, sdxl=_is_sdxl_checkpoint(path))
     elif path.is_dir():
         if (path / "text_encoder_2").exists():
-            raise TrainerError("SDXL bases are not supported by this trainer version yet")
-        pipe = StableDiffusionPipeline.from_pretrained(
-            path, local_files_only=True, safety_checker=None, requires_safety_checker=False
-        )
+            pipe = StableDiffusionXLPipeline.from_pretrained(path, local_files_only=True)
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                path, local_files_only=True, safety_checker=None, requires_safety_checker=False
+            )
     elif path.exists() or source.count("/") != 1:
         raise ConfigError(
             f"pretrained_model_name_or_path {source!r} is neither a diffusers folder, a "
             ".safetensors file nor a hub id (owner/name)"
         )
     else:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            source, safety_checker=None, requires_safety_checker=False
-        )
+        pipe = DiffusionPipeline.from_pretrained(source)
+        if not isinstance(pipe, StableDiffusionPipeline | StableDiffusionXLPipeline):
+            raise TrainerError(f"{source} is a {type(pipe).__name__}, not an SD1.5/SDXL base")
     return _assemble(pipe, config, name=path.name)
 
 
-def _from_single_file(path: Path, config: TrainConfig) -> StableDiffusionPipeline:
+def _is_sdxl_checkpoint(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with safe_open(str(path), "pt") as handle:
+        return any(k.startswith(SDXL_CHECKPOINT_KEY_PREFIX) for k in handle.keys())  # noqa: SIM118
+
+
+def _from_single_file(
+    path: Path, config: TrainConfig, *, sdxl: bool
+) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {path}")
-    components = str(config.single_file_config or DEFAULT_SD15_CONFIG_REPO)
+    default = DEFAULT_SDXL_CONFIG_REPO if sdxl else DEFAULT_SD15_CONFIG_REPO
+    components = str(config.single_file_config or default)
+    if sdxl:
+        try:
+            return StableDiffusionXLPipeline.from_single_file(
+                str(path), config=components, local_files_only=True
+            )
+        except (OSError, ValueError) as error:
+            raise ConfigError(
+                f"could not load the SDXL checkpoint {path.name} with the component configs "
+                f"from {components}: {error}. Set single_file_config to a local diffusers "
+                "SDXL folder"
+            ) from error
     try:
         return StableDiffusionPipeline.from_single_file(
             str(path),
@@ -104,7 +146,9 @@ def _from_single_file(path: Path, config: TrainConfig) -> StableDiffusionPipelin
         ) from error
 
 
-def _assemble(pipe: StableDiffusionPipeline, config: TrainConfig, *, name: str) -> BaseModel:
+def _assemble(
+    pipe: StableDiffusionPipeline | StableDiffusionXLPipeline, config: TrainConfig, *, name: str
+) -> BaseModel:
     prediction_type = config.prediction_type or pipe.scheduler.config.get(
         "prediction_type", "epsilon"
     )
@@ -116,11 +160,14 @@ def _assemble(pipe: StableDiffusionPipeline, config: TrainConfig, *, name: str) 
         # Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed".
         rescale_betas_zero_snr=config.zero_terminal_snr,
     )
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
-        module.requires_grad_(False)
-        module.eval()
+    text_encoder_2 = getattr(pipe, "text_encoder_2", None)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder, text_encoder_2):
+        if module is not None:
+            module.requires_grad_(False)
+            module.eval()
     logger.info(
-        "loaded base %s (prediction_type=%s, unet %.1fM params)",
+        "loaded %s base %s (prediction_type=%s, unet %.1fM params)",
+        "SDXL" if text_encoder_2 is not None else "SD1.5",
         name,
         prediction_type,
         sum(p.numel() for p in pipe.unet.parameters()) / 1e6,
@@ -133,6 +180,11 @@ def _assemble(pipe: StableDiffusionPipeline, config: TrainConfig, *, name: str) 
         noise_scheduler=noise_scheduler,
         sample_scheduler_config=dict(pipe.scheduler.config),
         name=name,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=getattr(pipe, "tokenizer_2", None),
+        force_zeros_for_empty_prompt=bool(
+            getattr(pipe.config, "force_zeros_for_empty_prompt", False)
+        ),
     )
 
 

@@ -22,10 +22,13 @@ from diffusers import (
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
 )
+from PIL import Image
 
 from trainer.errors import ConfigError
 from trainer.models import BaseModel
+from trainer.text import Encoded
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ def generate_samples(
     prompts: list[SamplePrompt],
     *,
     sampler: str,
-    encode_text: Callable[[list[str]], torch.Tensor],
+    encode_text: Callable[[list[str]], Encoded],
     folder: Path,
     stem: str,
     device: torch.device,
@@ -97,49 +100,83 @@ def generate_samples(
     Prompts are encoded by ``encode_text``, the function training uses, so ``clip_skip``
     and the text-encoder LoRA act on samples exactly as they do on training captions.
     """
-    scheduler = _SCHEDULERS[sampler].from_config(base.sample_scheduler_config)
-    pipe = StableDiffusionPipeline(
-        unet=base.unet,
-        vae=base.vae,
-        text_encoder=base.text_encoder,
-        tokenizer=base.tokenizer,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = sample_pipeline(base, sampler)
     folder.mkdir(parents=True, exist_ok=True)
     vae_device = next(base.vae.parameters()).device
     base.vae.to(device)
     paths = []
     try:
         for index, item in enumerate(prompts):
-            generator = torch.Generator("cpu").manual_seed(item.seed)
-            with torch.no_grad():
-                embeds = encode_text([item.prompt, item.negative])
-                image = pipe(
-                    prompt_embeds=embeds[:1],
-                    negative_prompt_embeds=embeds[1:],
-                    width=item.width,
-                    height=item.height,
-                    num_inference_steps=item.steps,
-                    guidance_scale=item.cfg_scale,
-                    generator=generator,
-                ).images[0]
             path = folder / f"{stem}_{index:02d}_{item.seed}.png"
-            image.save(path)
+            render(pipe, base, item, encode_text).save(path)
             paths.append(path)
     finally:
         base.vae.to(vae_device)
     return paths
 
 
+def sample_pipeline(
+    base: BaseModel, sampler: str
+) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
+    """The diffusers pipeline inference uses, around the training modules (LoRA active)."""
+    scheduler = _SCHEDULERS[sampler].from_config(base.sample_scheduler_config)
+    if base.is_sdxl:
+        pipe: StableDiffusionPipeline | StableDiffusionXLPipeline = StableDiffusionXLPipeline(
+            unet=base.unet,
+            vae=base.vae,
+            text_encoder=base.text_encoder,
+            text_encoder_2=base.text_encoder_2,
+            tokenizer=base.tokenizer,
+            tokenizer_2=base.tokenizer_2,
+            scheduler=scheduler,
+            force_zeros_for_empty_prompt=base.force_zeros_for_empty_prompt,
+        )
+    else:
+        pipe = StableDiffusionPipeline(
+            unet=base.unet,
+            vae=base.vae,
+            text_encoder=base.text_encoder,
+            tokenizer=base.tokenizer,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def render(
+    pipe: StableDiffusionPipeline | StableDiffusionXLPipeline,
+    base: BaseModel,
+    item: SamplePrompt,
+    encode_text: Callable[[list[str]], Encoded],
+) -> Image.Image:
+    """One sample. The prompt goes through ``encode_text`` (the training path); an empty
+    SDXL negative is zeros, as the pipeline itself would make it."""
+    generator = torch.Generator("cpu").manual_seed(item.seed)
+    with torch.no_grad():
+        hidden, pooled = encode_text([item.prompt, item.negative])
+        kwargs = {"prompt_embeds": hidden[:1], "negative_prompt_embeds": hidden[1:]}
+        if pooled is not None:
+            kwargs["pooled_prompt_embeds"] = pooled[:1]
+            kwargs["negative_pooled_prompt_embeds"] = pooled[1:]
+            if not item.negative and base.force_zeros_for_empty_prompt:
+                kwargs["negative_prompt_embeds"] = torch.zeros_like(hidden[1:])
+                kwargs["negative_pooled_prompt_embeds"] = torch.zeros_like(pooled[1:])
+        return pipe(
+            **kwargs,
+            width=item.width,
+            height=item.height,
+            num_inference_steps=item.steps,
+            guidance_scale=item.cfg_scale,
+            generator=generator,
+        ).images[0]
+
+
 def write_grid(path: Path, prompts: list[str], samples: dict[int, list[Path]]) -> Path:
     """The labelled grid of every sampled epoch so far (rows = prompts, columns = epochs),
     drawn by ``lab.render.sample_grid`` — the same grid the lab posts."""
-    from PIL import Image
-
     from lab.render import sample_grid
 
     epochs = sorted(samples)

@@ -1,10 +1,9 @@
 """Writing LoRA files in kohya's format, which A1111, Forge, ComfyUI and diffusers load.
 
-Keys: ``lora_unet_<module path with _>`` / ``lora_te_<…>`` (SD1.5), each with
-``.lora_down.weight`` [r, in(, 1, 1)], ``.lora_up.weight`` [out, r(, 1, 1)] and a
-scalar ``.alpha``. diffusers' ``convert_state_dict_to_kohya`` is not used: it writes
-``alpha = rank`` whatever alpha was trained with (which silently rescales the LoRA by
-rank/alpha when loaded) and names the SD1.5 text encoder ``lora_te1_``.
+Key names per network type are in :mod:`trainer.formats`. diffusers'
+``convert_state_dict_to_kohya`` is not used: it writes ``alpha = rank`` whatever alpha
+was trained with (which silently rescales the LoRA by rank/alpha when loaded) and names
+the SD1.5 text encoder ``lora_te1_``.
 """
 
 from __future__ import annotations
@@ -21,46 +20,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import save, save_file
 
+from trainer.formats import SD15_PREFIXES, kohya_module_name, kohya_state_dict
+
+__all__ = ["RunInfo", "build_metadata", "kohya_module_name", "save_lora"]
+
 logger = logging.getLogger(__name__)
 
-PREFIXES: Mapping[str, str] = {"unet": "lora_unet", "text_encoder": "lora_te"}
 SAVE_DTYPES: Mapping[str, torch.dtype] = {
     "float": torch.float32,
     "fp16": torch.float16,
     "bf16": torch.bfloat16,
 }
-
-
-def kohya_state_dict(
-    peft_states: Mapping[str, Mapping[str, torch.Tensor]],
-    alphas: Mapping[str, Mapping[str, float]],
-    dtype: torch.dtype = torch.float32,
-) -> dict[str, torch.Tensor]:
-    """PEFT state dicts per component → one kohya state dict with each module's real
-    alpha (``alphas[component][module path]``)."""
-    result: dict[str, torch.Tensor] = {}
-    for component, state in peft_states.items():
-        for key, tensor in state.items():
-            module, _, kind = key.rpartition(".lora_")
-            if kind not in ("A.weight", "B.weight"):
-                raise ValueError(f"unexpected PEFT key {key!r} (only plain LoRA is saved)")
-            name = kohya_module_name(component, module)
-            part = "lora_down" if kind == "A.weight" else "lora_up"
-            result[f"{name}.{part}.weight"] = tensor.detach().to("cpu", dtype).contiguous()
-            result[f"{name}.alpha"] = torch.tensor(float(alphas[component][module]), dtype=dtype)
-    return result
-
-
-def kohya_module_name(component: str, module_path: str) -> str:
-    """The kohya LoRA name of a diffusers/transformers module path.
-
-    transformers ≥ 5 flattened ``CLIPTextModel`` (``encoder.layers.0…`` instead of
-    ``text_model.encoder.layers.0…``); kohya names, and every tool reading them, keep the
-    ``text_model`` part, so it is restored here.
-    """
-    if component == "text_encoder" and not module_path.startswith("text_model."):
-        module_path = f"text_model.{module_path}"
-    return f"{PREFIXES[component]}_{module_path.replace('.', '_')}"
 
 
 def addnet_hashes(
@@ -117,6 +87,9 @@ class RunInfo:
     training_started_at: float
     session_id: str
     comment: str | None = None
+    network_module: str = "networks.lora"
+    architecture: str = "stable-diffusion-v1"
+    """``modelspec.architecture`` without ``/lora`` (SDXL: ``stable-diffusion-xl-v1-base``)."""
 
 
 def build_metadata(info: RunInfo, *, epoch: int, step: int, title: str) -> dict[str, str]:
@@ -131,7 +104,7 @@ def build_metadata(info: RunInfo, *, epoch: int, step: int, title: str) -> dict[
         "ss_sd_model_name": info.base_model_name,
         "ss_base_model_version": info.base_model_version,
         "ss_v2": "False",
-        "ss_network_module": "networks.lora",
+        "ss_network_module": info.network_module,
         "ss_network_dim": str(info.network_dim),
         "ss_network_alpha": _number(info.network_alpha),
         "ss_network_dropout": str(info.network_dropout),
@@ -162,7 +135,7 @@ def build_metadata(info: RunInfo, *, epoch: int, step: int, title: str) -> dict[
         "ss_reg_dataset_dirs": json.dumps(info.reg_dataset_dirs),
         "ss_bucket_info": json.dumps(info.bucket_info),
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": "stable-diffusion-v1/lora",
+        "modelspec.architecture": f"{info.architecture}/lora",
         "modelspec.implementation": "diffusers",
         "modelspec.title": title,
         "modelspec.resolution": f"{width}x{height}",
@@ -184,9 +157,14 @@ def save_lora(
     epoch: int,
     step: int,
     precision: str,
+    ranks: Mapping[str, Mapping[str, int]] | None = None,
+    prefixes: Mapping[str, str] = SD15_PREFIXES,
 ) -> Path:
     """Write one kohya-format LoRA file (atomically) and return its path."""
-    tensors = kohya_state_dict(peft_states, alphas, SAVE_DTYPES[precision])
+    ranks = ranks or {part: {m: 0 for m in values} for part, values in alphas.items()}
+    tensors = kohya_state_dict(
+        peft_states, alphas, ranks, prefixes=prefixes, dtype=SAVE_DTYPES[precision]
+    )
     metadata = build_metadata(info, epoch=epoch, step=step, title=path.stem)
     metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = addnet_hashes(tensors, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,6 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +24,6 @@ from lab.training.config import TrainConfig, parse_key_values
 from trainer.cache import LatentCache, TextEncoderCache, VaeEncoder
 from trainer.callbacks import Callbacks
 from trainer.data import TrainingData, load_training_data
-from trainer.errors import ConfigError
 from trainer.models import BaseModel, load_base_model, vae_fingerprint
 from trainer.network import LoraNetwork, apply_lora
 from trainer.optim import (
@@ -36,10 +34,23 @@ from trainer.optim import (
 )
 from trainer.sampling import SamplePrompt, read_prompt_file
 from trainer.saving import RunInfo
+from trainer.speed import (
+    check_memory_budget,
+    compile_unet,
+    device_budget,
+    estimate_peak_memory,
+    speed_up,
+)
 from trainer.state import RunShape
+from trainer.text import TextEncodeFn, text_encoder_fn
 
 logger = logging.getLogger(__name__)
 
+# modelspec.architecture (Stability's model spec) per family, without the "/lora" suffix.
+ARCHITECTURES = {
+    BaseFamily.SD15: "stable-diffusion-v1",
+    BaseFamily.SDXL: "stable-diffusion-xl-v1-base",
+}
 _DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -57,7 +68,7 @@ class Session:
     data: TrainingData
     latent_cache: LatentCache | None
     text_cache: TextEncoderCache | None
-    encode_text: Callable[[list[str]], torch.Tensor]
+    encode_text: TextEncodeFn
     vae_encoder: VaeEncoder
     trainable: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
@@ -105,20 +116,28 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
             vae.to("cpu")  # cached: free the accelerator's memory for the UNet
 
     torch.manual_seed(seed)  # LoRA init draws from the global RNG
-    text_encoder = base.text_encoder
+    encoders = [e for e in (base.text_encoder, base.text_encoder_2) if e is not None]
     unet = base.unet.to(device, weight_dtype)
-    network = apply_lora(unet, text_encoder if config.train_text_encoder else None, config)
-    text_encoder.to(device, weight_dtype)
-    cast_training_params([unet, text_encoder], dtype=torch.float32)  # LoRA weights stay fp32
+    trained_encoders = encoders if config.train_text_encoder else []
+    network = apply_lora(
+        unet,
+        trained_encoders[0] if trained_encoders else None,
+        config,
+        text_encoder_2=trained_encoders[1] if len(trained_encoders) > 1 else None,
+    )
+    for encoder in encoders:
+        encoder.to(device, weight_dtype)
+    cast_training_params([unet, *encoders], dtype=torch.float32)  # LoRA weights stay fp32
+    speed_up(unet, device, config)
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-        if config.train_text_encoder:
+        for encoder in trained_encoders:
             # transformers ≥ 5 renamed it; older versions only have the first name.
-            enable = getattr(text_encoder, "activation_checkpointing_enable", None)
-            (enable or text_encoder.gradient_checkpointing_enable)()
+            enable = getattr(encoder, "activation_checkpointing_enable", None)
+            (enable or encoder.gradient_checkpointing_enable)()
     unet.train()
-    if config.train_text_encoder:
-        text_encoder.train()
+    for encoder in trained_encoders:
+        encoder.train()
 
     groups = [{"params": network.unet_parameters(), "lr": config.effective_unet_lr}]
     if config.train_text_encoder:
@@ -135,12 +154,16 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
         total_steps = config.max_train_steps or 0
     num_epochs = math.ceil(total_steps / steps_per_epoch)
     lr_scheduler = build_scheduler(config, optimizer, total_steps)
-    forward_unet = torch.compile(unet) if config.torch_compile else unet
+    estimate = estimate_peak_memory(
+        base, config, data, trainable_count=sum(p.numel() for p in trainable)
+    )
+    check_memory_budget(estimate, device_budget(device, config), config)
+    forward_unet = compile_unet(unet) if config.torch_compile else unet
     forward_unet, optimizer, lr_scheduler = accelerator.prepare(
         forward_unet, optimizer, lr_scheduler
     )
 
-    encode_text = _text_encoder_fn(base, config, device)
+    encode_text = text_encoder_fn(base, config, device)
     text_cache = None
     if not config.train_text_encoder and config.cache_text_encoder_outputs and data.captions_static:
         text_cache = TextEncoderCache(encode_text)
@@ -195,37 +218,6 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
     return session
 
 
-def _text_encoder_fn(
-    base: BaseModel, config: TrainConfig, device: torch.device
-) -> Callable[[list[str]], torch.Tensor]:
-    """Captions → hidden states, honouring ``clip_skip`` the way kohya does (take the
-    N-th-from-last layer, then the final layer norm)."""
-    tokenizer, text_encoder = base.tokenizer, base.text_encoder
-    skip = config.clip_skip or 1
-    layers = text_encoder.config.num_hidden_layers
-    if skip > layers:
-        raise ConfigError(f"clip_skip {skip} exceeds the text encoder's {layers} layers")
-    trained = config.train_text_encoder
-    # transformers ≥ 5 dropped CLIPTextModel's `text_model` wrapper; older versions have it.
-    final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
-
-    def encode(captions: list[str]) -> torch.Tensor:
-        ids = tokenizer(
-            captions,
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(device)
-        with torch.set_grad_enabled(trained):
-            if skip == 1:
-                return text_encoder(ids)[0]
-            hidden = text_encoder(ids, output_hidden_states=True).hidden_states[-skip]
-            return final_norm(hidden)
-
-    return encode
-
-
 def _run_info(
     config: TrainConfig,
     base: BaseModel,
@@ -267,9 +259,12 @@ def _run_info(
         "ss_bucket_no_upscale": config.bucket_no_upscale,
     }
     buckets = data.bucket_counts()
+    family = BaseFamily.SDXL if base.is_sdxl else BaseFamily.SD15
     return RunInfo(
         base_model_name=base.name,
-        base_model_version=FAMILIES[BaseFamily.SD15].kohya_version,
+        base_model_version=FAMILIES[family].kohya_version,
+        architecture=ARCHITECTURES[family],
+        network_module=config.network_module,
         prediction_type=base.prediction_type,
         resolution=config.resolution,
         network_dim=config.network_dim,

@@ -116,6 +116,95 @@ def build_tiny_sd15(folder: Path, *, prediction_type: str = "epsilon") -> Path:
     return model_dir
 
 
+def build_tiny_sdxl(folder: Path) -> Path:
+    """Save a random-init SDXL-shaped pipeline (two text encoders, the second with a
+    projection; a UNet with ``text_time`` size conditioning and Linear ``proj_in``) as a
+    diffusers folder and return it."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
+
+    torch.manual_seed(0)
+    time_embed_dim, pooled_dim = 8, 32
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        transformer_layers_per_block=(1, 2),
+        # Pooled text embedding + six size/crop numbers, each embedded in time_embed_dim.
+        projection_class_embeddings_input_dim=pooled_dim + 6 * time_embed_dim,
+        cross_attention_dim=64,  # the two encoders' hidden states side by side (32 + 32)
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=64,
+        scaling_factor=0.13025,
+    )
+    tok_dir = folder / "_tokenizer_src"
+    write_tokenizer(tok_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir, local_files_only=True, model_max_length=77)
+
+    def encoder_config(**extra: object) -> CLIPTextConfig:
+        return CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **extra,
+        )
+
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    pipe = StableDiffusionXLPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=CLIPTextModel(encoder_config()),
+        text_encoder_2=CLIPTextModelWithProjection(encoder_config(projection_dim=pooled_dim)),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        scheduler=scheduler,
+    )
+    model_dir = folder / "tiny-sdxl"
+    pipe.save_pretrained(model_dir, safe_serialization=True)
+    return model_dir
+
+
 def make_image(path: Path, size: tuple[int, int], seed: int) -> None:
     """A smooth random image (low-frequency noise), so the VAE sees structure, not static."""
     rng = np.random.default_rng(seed)

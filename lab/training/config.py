@@ -18,14 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lab.training.errors import ConfigError
 from lab.training.keys import check_keys
+from lab.training.networks import check_network
 from lab.training.presets import preset_values
 
 CONFIG_VERSION = 1
 
-# kohya `networks.lora` arguments we implement (LoCon: LoRA on the UNet's 3×3 convs).
-SUPPORTED_NETWORK_ARGS = frozenset({"conv_dim", "conv_alpha"})
-
-OptimizerName = Literal["AdamW", "AdamW8bit", "Adafactor", "Lion", "Prodigy"]
+NetworkType = Literal["lora", "loha", "lokr"]
+OptimizerName = Literal["AdamW", "AdamW8bit", "Adafactor", "Lion", "Prodigy", "DAdaptAdam"]
 SchedulerName = Literal[
     "constant",
     "constant_with_warmup",
@@ -109,7 +108,9 @@ class TrainConfig(BaseModel):
     """Encode each caption once when the text encoder is frozen and captions are static."""
 
     # -- network ------------------------------------------------------------------------
-    network_module: Literal["networks.lora"] = "networks.lora"
+    network_module: str = "networks.lora"
+    """``networks.lora`` (LoRA, LoCon with ``conv_dim``) or ``lycoris.kohya`` with
+    ``algo=lora|locon|loha|lokr``; DoRA is ``dora_wd=True`` on LoRA/LoCon."""
     network_dim: int = Field(32, ge=1)
     network_alpha: float = Field(32.0, gt=0)
     network_dropout: float | None = Field(None, ge=0, lt=1)
@@ -138,6 +139,9 @@ class TrainConfig(BaseModel):
     save_precision: Literal["float", "fp16", "bf16"] = "fp16"
     gradient_checkpointing: bool = False
     torch_compile: bool = False
+    """Regional ``torch.compile`` of the UNet's repeated blocks."""
+    memory_budget_gb: float | None = Field(None, gt=0)
+    """Refuse to start when the estimated peak exceeds this (default: the GPU's memory)."""
     seed: int | None = None
 
     # -- loss ---------------------------------------------------------------------------
@@ -159,6 +163,8 @@ class TrainConfig(BaseModel):
     sample_prompts: Path | None = None
     sample_every_n_epochs: int | None = Field(None, ge=1)
     sample_sampler: Literal["ddim", "euler", "euler_a", "dpmsolver++"] = "ddim"
+    sample_weights: tuple[float, ...] = ()
+    """LoRA weights for a grid at the end of training (columns), e.g. ``[0, 0.4, 0.8, 1.2]``."""
     training_comment: str | None = None
 
     @field_validator("resolution", mode="before")
@@ -194,14 +200,12 @@ class TrainConfig(BaseModel):
         step = self.bucket_reso_steps
         if self.enable_bucket and step % 8:
             raise ValueError(f"bucket_reso_steps must be a multiple of 8, got {step}")
-        unknown = set(parse_key_values(self.network_args, "network_args")) - SUPPORTED_NETWORK_ARGS
-        if unknown:
+        check_network(self.network_module, parse_key_values(self.network_args, "network_args"))
+        if self.network_dropout and self.network_type != "lora":
             raise ValueError(
-                f"network_args {sorted(unknown)} are not supported yet (supported: "
-                f"{', '.join(sorted(SUPPORTED_NETWORK_ARGS))}; DoRA/LoHa/LoKr come later)"
+                f"network_dropout is a LoRA option; for {self.network_type} use network_args "
+                "rank_dropout=… or module_dropout=…"
             )
-        if self.conv_alpha is not None and self.conv_dim is None:
-            raise ValueError("network_args: conv_alpha needs conv_dim")
         return self
 
     # -- resolved values ----------------------------------------------------------------
@@ -219,6 +223,21 @@ class TrainConfig(BaseModel):
         if "conv_alpha" in args:
             return float(args["conv_alpha"])
         return 1.0 if "conv_dim" in args else None
+
+    @property
+    def network_type(self) -> NetworkType:
+        """The adapter kind: ``lora`` (also LoCon and DoRA), ``loha`` or ``lokr``."""
+        algo = str(parse_key_values(self.network_args, "network_args").get("algo", "lora"))
+        return "lora" if algo in ("lora", "locon") else algo  # type: ignore[return-value]
+
+    @property
+    def use_dora(self) -> bool:
+        """DoRA (Liu et al. 2024, arXiv:2402.09353): LyCORIS's ``dora_wd=True``."""
+        return bool(parse_key_values(self.network_args, "network_args").get("dora_wd", False))
+
+    @property
+    def network_arg_values(self) -> dict[str, Any]:
+        return parse_key_values(self.network_args, "network_args")
 
     @property
     def effective_unet_lr(self) -> float:

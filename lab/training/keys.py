@@ -42,7 +42,7 @@ RENAMED_KEYS: Mapping[str, str] = {
 
 # Kohya keys we know but have not built; naming them avoids a misleading "did you mean".
 UNSUPPORTED_KEYS: Mapping[str, str] = {
-    "sdxl": "SDXL training is not supported by this trainer version yet",
+    "sdxl": "not needed: an SDXL base is recognised from the model itself (text_encoder_2)",
     "full_fp16": "use mixed_precision = 'fp16' (LoRA weights stay fp32)",
     "full_bf16": "use mixed_precision = 'bf16' (LoRA weights stay fp32)",
     "color_aug": "colour augmentation is not supported (the guides advise against it)",

@@ -1,0 +1,94 @@
+"""The network kinds a config may ask for, in the spellings kohya and LyCORIS users write.
+
+``networks.lora`` (kohya: LoRA, LoCon with ``conv_dim``) and ``lycoris.kohya`` with
+``algo=lora|locon|loha|lokr`` map onto PEFT's LoRA, LoHa and LoKr; DoRA is LyCORIS's
+``dora_wd=True``. Anything else is refused by name, never silently trained as LoRA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# ``network_args`` we implement, in kohya's and LyCORIS's spelling: LoCon (``conv_dim``/
+# ``conv_alpha``: the UNet's 3×3 convs too), LyCORIS's ``algo`` and LoKr ``factor``, DoRA
+# (``dora_wd``), and the LyCORIS dropouts.
+SUPPORTED_NETWORK_ARGS = frozenset(
+    {"conv_dim", "conv_alpha", "algo", "dora_wd", "factor", "rank_dropout", "module_dropout"}
+)
+NETWORK_MODULES = ("networks.lora", "lycoris.kohya")
+NETWORK_ALGOS = ("lora", "locon", "loha", "lokr")
+# Spellings people bring from kohya and LyCORIS that we know and do not train; each
+# names what it is, so the error says more than "unknown".
+UNSUPPORTED_NETWORK_MODULES = {
+    "networks.dylora": "DyLoRA",
+    "networks.oft": "OFT",
+    "networks.lora_fa": "LoRA-FA",
+    "networks.lora_flux": "FLUX LoRA",
+}
+UNSUPPORTED_ALGOS = {
+    "ia3": "(IA)^3",
+    "dylora": "DyLoRA",
+    "glora": "GLoRA",
+    "full": "full fine-tuning (native)",
+    "diag-oft": "diagonal OFT",
+    "boft": "BOFT",
+}
+UNSUPPORTED_NETWORK_ARGS = {
+    "use_tucker": "Tucker/CP decomposition of convs",
+    "use_cp": "Tucker/CP decomposition of convs",
+    "use_scalar": "the trainable LyCORIS scalar",
+    "preset": "LyCORIS target presets (kohya's targets are always used)",
+    "block_dims": "block-wise ranks",
+    "block_alphas": "block-wise alphas",
+    "down_lr_weight": "block-wise learning rates",
+    "mid_lr_weight": "block-wise learning rates",
+    "up_lr_weight": "block-wise learning rates",
+    "train_norm": "training the norm layers",
+    "decompose_both": "LoKr with both factors decomposed",
+    "wd_on_output": "DoRA's axis (the magnitude is always per output channel)",
+}
+
+
+def check_network(module: str, args: Mapping[str, Any]) -> None:
+    """Accept the kohya/LyCORIS spellings we train; name anything else precisely."""
+    if module in UNSUPPORTED_NETWORK_MODULES:
+        raise ValueError(
+            f"network_module {module!r} ({UNSUPPORTED_NETWORK_MODULES[module]}) is not "
+            f"supported; use one of {', '.join(NETWORK_MODULES)}"
+        )
+    if module not in NETWORK_MODULES:
+        raise ValueError(
+            f"network_module {module!r} is not supported; use one of {', '.join(NETWORK_MODULES)}"
+        )
+    named = sorted(set(args) & set(UNSUPPORTED_NETWORK_ARGS))
+    if named:
+        what = "; ".join(f"{k} ({UNSUPPORTED_NETWORK_ARGS[k]})" for k in named)
+        raise ValueError(f"network_args not supported: {what}")
+    unknown = sorted(set(args) - SUPPORTED_NETWORK_ARGS)
+    if unknown:
+        raise ValueError(
+            f"network_args {unknown} are not supported (supported: "
+            f"{', '.join(sorted(SUPPORTED_NETWORK_ARGS))})"
+        )
+    algo = str(args.get("algo", "lora")).lower()
+    if "algo" in args and module != "lycoris.kohya":
+        raise ValueError(f"network_args algo={algo} needs network_module = 'lycoris.kohya'")
+    if algo in UNSUPPORTED_ALGOS:
+        raise ValueError(
+            f"network_args algo={algo} ({UNSUPPORTED_ALGOS[algo]}) is not supported; "
+            f"use one of {', '.join(NETWORK_ALGOS)}"
+        )
+    if algo not in NETWORK_ALGOS:
+        raise ValueError(f"network_args algo={algo!r} is unknown; use one of {NETWORK_ALGOS}")
+    if args.get("dora_wd") and algo not in ("lora", "locon"):
+        raise ValueError(f"dora_wd=True works with algo=lora or locon, not {algo}")
+    if "factor" in args and algo != "lokr":
+        raise ValueError("network_args factor is a LoKr option (algo=lokr)")
+    if "conv_alpha" in args and "conv_dim" not in args:
+        raise ValueError("network_args: conv_alpha needs conv_dim")
+    for key in ("rank_dropout", "module_dropout"):
+        if key in args and algo not in ("loha", "lokr"):
+            raise ValueError(f"network_args {key} is supported for algo=loha|lokr only")
+        if key in args and not 0 <= float(args[key]) < 1:
+            raise ValueError(f"network_args {key} must be in [0, 1)")

@@ -1,0 +1,111 @@
+"""Captions → the UNet's text conditioning, the way kohya and diffusers compute it.
+
+SD1.5: the text encoder's last hidden state, or with ``clip_skip`` N the N-th-from-last
+layer followed by the final layer norm (kohya). SDXL (Podell et al. 2023, "SDXL",
+arXiv:2307.01952): both encoders' penultimate hidden states concatenated on the feature
+axis, plus the second encoder's projected pooled output — what diffusers'
+``StableDiffusionXLPipeline.encode_prompt`` computes, so samples match inference.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+from lab.training.config import TrainConfig
+from trainer.errors import ConfigError
+from trainer.models import BaseModel
+
+logger = logging.getLogger(__name__)
+
+
+class Encoded(NamedTuple):
+    """Per-caption conditioning: hidden states [B, 77, D] and, for SDXL, pooled [B, P]."""
+
+    hidden: torch.Tensor
+    pooled: torch.Tensor | None = None
+
+
+TextEncodeFn = Callable[[list[str]], Encoded]
+
+
+def text_encoder_fn(base: BaseModel, config: TrainConfig, device: torch.device) -> TextEncodeFn:
+    """The function training and sampling both use to encode captions."""
+    if base.is_sdxl:
+        return _sdxl_encoder(base, config, device)
+    return _sd15_encoder(base, config, device)
+
+
+def _token_ids(tokenizer: object, captions: list[str], device: torch.device) -> torch.Tensor:
+    return tokenizer(  # type: ignore[operator]
+        captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,  # type: ignore[attr-defined]
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(device)
+
+
+def _sd15_encoder(base: BaseModel, config: TrainConfig, device: torch.device) -> TextEncodeFn:
+    tokenizer, text_encoder = base.tokenizer, base.text_encoder
+    skip = config.clip_skip or 1
+    layers = text_encoder.config.num_hidden_layers
+    if skip > layers:
+        raise ConfigError(f"clip_skip {skip} exceeds the text encoder's {layers} layers")
+    trained = config.train_text_encoder
+    # transformers ≥ 5 dropped CLIPTextModel's `text_model` wrapper; older versions have it.
+    final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+
+    def encode(captions: list[str]) -> Encoded:
+        ids = _token_ids(tokenizer, captions, device)
+        with torch.set_grad_enabled(trained):
+            if skip == 1:
+                return Encoded(text_encoder(ids)[0])
+            hidden = text_encoder(ids, output_hidden_states=True).hidden_states[-skip]
+            return Encoded(final_norm(hidden))
+
+    return encode
+
+
+def _sdxl_encoder(base: BaseModel, config: TrainConfig, device: torch.device) -> TextEncodeFn:
+    if config.clip_skip not in (None, 1, 2):
+        raise ConfigError(
+            "clip_skip is fixed for SDXL (both encoders' penultimate layer, as at inference); "
+            f"got clip_skip = {config.clip_skip}"
+        )
+    if config.clip_skip == 2:
+        logger.info("clip_skip 2 is SDXL's own penultimate-layer conditioning already")
+    encoders = [(base.tokenizer, base.text_encoder), (base.tokenizer_2, base.text_encoder_2)]
+    trained = config.train_text_encoder
+
+    def encode(captions: list[str]) -> Encoded:
+        hidden: list[torch.Tensor] = []
+        pooled: torch.Tensor | None = None
+        with torch.set_grad_enabled(trained):
+            for tokenizer, encoder in encoders:
+                out = encoder(_token_ids(tokenizer, captions, device), output_hidden_states=True)
+                hidden.append(out.hidden_states[-2])
+                pooled = out[0]  # the last encoder's projected pooled output (text_embeds)
+        return Encoded(torch.cat(hidden, dim=-1), pooled)
+
+    return encode
+
+
+def sdxl_time_ids(
+    original: list[tuple[int, int]],
+    crops: list[tuple[int, int]],
+    targets: list[tuple[int, int]],
+) -> torch.Tensor:
+    """SDXL's micro-conditioning per image: (original h, w, crop top, left, target h, w).
+
+    Sizes and crops come in as (width, height) / (left, top), the way the buckets hold
+    them; the UNet wants height first.
+    """
+    rows = [
+        [oh, ow, top, left, th, tw]
+        for (ow, oh), (left, top), (tw, th) in zip(original, crops, targets, strict=True)
+    ]
+    return torch.tensor(rows, dtype=torch.float32)
