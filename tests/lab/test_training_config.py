@@ -153,3 +153,47 @@ def test_network_args_locon_and_unsupported() -> None:
         build_config({**MINIMAL, "network_args": ["algo=loha"]})
     with pytest.raises(ConfigError, match="conv_alpha needs conv_dim"):
         build_config({**MINIMAL, "network_args": ["conv_alpha=1"]})
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "kind", "dora"),
+    [
+        ("networks.lora", [], "lora", False),
+        ("networks.lora", ["conv_dim=4"], "lora", False),
+        ("lycoris.kohya", ["algo=locon", "conv_dim=4", "dora_wd=True"], "lora", True),
+        ("lycoris.kohya", ["algo=loha"], "loha", False),
+        ("lycoris.kohya", ["algo=lokr", "factor=8"], "lokr", False),
+    ],
+)
+def test_kohya_and_lycoris_network_spellings_map(
+    module: str, args: list[str], kind: str, dora: bool
+) -> None:
+    config = build_config({**MINIMAL, "network_module": module, "network_args": args})
+    assert (config.network_type, config.use_dora) == (kind, dora)
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        ("networks.dylora", [], r"'networks.dylora' \(DyLoRA\) is not supported"),
+        ("networks.made_up", [], r"'networks.made_up' is not supported"),
+        ("lycoris.kohya", ["algo=ia3"], r"algo=ia3 \(\(IA\)\^3\) is not supported"),
+        ("lycoris.kohya", ["algo=glora"], r"algo=glora \(GLoRA\)"),
+        ("lycoris.kohya", ["algo=loha", "use_tucker=True"], r"use_tucker \(Tucker"),
+        ("lycoris.kohya", ["algo=loha", "dora_wd=True"], "dora_wd=True works with algo=lora"),
+        ("networks.lora", ["factor=4"], "factor is a LoKr option"),
+        ("networks.lora", ["rank_dropout=0.1"], "rank_dropout is supported for algo=loha"),
+        ("networks.lora", ["wibble=1"], r"\['wibble'\] are not supported"),
+    ],
+)
+def test_unsupported_network_spellings_are_named(
+    module: str, args: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_config({**MINIMAL, "network_module": module, "network_args": args})
+
+
+def test_network_dropout_is_a_lora_option() -> None:
+    values = {**MINIMAL, "network_module": "lycoris.kohya", "network_args": ["algo=loha"]}
+    with pytest.raises(ConfigError, match="network_dropout is a LoRA option"):
+        build_config({**values, "network_dropout": 0.1})

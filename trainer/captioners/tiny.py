@@ -63,7 +63,7 @@ def build_tiny_tagger(
     features = 3 * grid * grid
     rng = np.random.default_rng(seed)
     # Random weights on 0-255 pixel means, small enough to move a probability a little.
-    weights = (rng.standard_normal((features, len(names))) * 2e-4).astype(np.float32)
+    weights = (rng.standard_normal((features, len(names))) * 4e-5).astype(np.float32)
     bias = np.array([_logit(tags[n][1]) for n in names], dtype=np.float32)
     if RED_TAG in tags:
         # Features are channel-major after NHWC → NCHW: channel 2 of BGR input is red.
