@@ -374,8 +374,8 @@ class CaptionSettings(BaseModel):
             for model_name, config in self.models.items():
                 if config.kind is k:
                     return model_name, config
-        what = f"{kind.value} " if kind else ""
-        raise KeyError(f"No {what}captioning model is configured on this worker.")
+        what = kind.value if kind else "captioning"
+        raise KeyError(f"No {what} model is configured on this worker.")
 
     def load_implications(self) -> Implications | None:
         if self.implications is None:

@@ -26,6 +26,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from lab.autocaption import CaptionSettings
 from lab.dataset.settings import IngestSettings
 from lab.families import FAMILIES, BaseFamily
 
@@ -186,6 +187,11 @@ class WorkerSettings(CommonSettings):
         gt=0,
         description="Hard time limit of one training task; Redis's visibility "
         "timeout is set above it so a long job is never re-delivered while it runs.",
+    )
+    captioning: CaptionSettings = Field(
+        default_factory=CaptionSettings,
+        description="Auto-captioning models (by local path) and the tag rules, e.g. "
+        'LORALAB_CAPTIONING__MODELS=\'{"wd14": {"kind": "tagger", "model": "/models/wd"}}\'.',
     )
 
     @property

@@ -27,6 +27,7 @@ class TaskName(StrEnum):
     SAMPLE = "loralab.sample"
     REAP = "loralab.reap"
     DELIVER_TASKS = "loralab.deliver_tasks"
+    CAPTION = "loralab.caption"
 
 
 QUEUE_OF: dict[TaskName, Queue] = {
@@ -34,6 +35,7 @@ QUEUE_OF: dict[TaskName, Queue] = {
     TaskName.SAMPLE: Queue.GPU,
     TaskName.REAP: Queue.CPU,
     TaskName.DELIVER_TASKS: Queue.CPU,
+    TaskName.CAPTION: Queue.CPU,
 }
 
 
@@ -49,6 +51,20 @@ class TrainPayload(_Payload):
 class SamplePayload(_Payload):
     job_id: int
     sample_set_id: int
+
+
+class CaptionPayload(_Payload):
+    """Auto-caption a ticket's dataset; ``request_id`` (the Discord interaction id) makes
+    the task idempotent: a request is recorded once however often it is delivered."""
+
+    ticket_id: int
+    request_id: int
+    kind: str | None = None
+    """``tagger`` or ``captioner``; ``None``: the style of the ticket's base model."""
+    model: str | None = None
+    """A configured model name; ``None``: the worker's default for the kind."""
+    overwrite: bool = False
+    """Caption every image (a new revision); else only images without a caption."""
 
 
 def task_id(name: TaskName, *ids: int) -> str:

@@ -22,6 +22,25 @@ def train(job_id: int, attempt: int) -> str:
     return outcome
 
 
+@app.task(name=TaskName.CAPTION.value)
+def caption(
+    ticket_id: int,
+    request_id: int,
+    kind: str | None = None,
+    model: str | None = None,
+    overwrite: bool = False,
+) -> int | str:
+    """Auto-caption a ticket's dataset for request `request_id` (idempotent)."""
+    from lab.tasks import CaptionPayload
+    from worker.captioning import run_caption_request
+    from worker.runtime import runtime
+
+    payload = CaptionPayload(ticket_id=ticket_id, request_id=request_id, kind=kind,
+                             model=model, overwrite=overwrite)  # fmt: skip
+    written = run_caption_request(runtime(), payload)
+    return "skipped" if written is None else written
+
+
 @app.task(name=TaskName.REAP.value)
 def reap() -> dict[str, list[int]]:
     """Re-queue jobs whose worker died (also run periodically by every worker)."""

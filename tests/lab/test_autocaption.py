@@ -122,7 +122,7 @@ def test_settings_resolve_models_by_name_default_and_kind(tmp_path):
     assert settings.resolve(None, "wd-vit")[1].model == "/m/vit"
     with pytest.raises(KeyError, match="No captioning model named 'x'"):
         settings.resolve(None, "x")
-    with pytest.raises(KeyError, match="No tagger captioning model"):
+    with pytest.raises(KeyError, match="No tagger model is configured"):
         CaptionSettings().resolve(CaptionerKind.TAGGER, None)
     rules = rules_for(settings, base="pony", trigger="sks", class_token="dog")
     out = apply_rules(["border_collie", "dog", "watermark", "long_hair"], rules)

@@ -41,6 +41,7 @@ def settings_env(settings: WorkerSettings) -> dict[str, str]:
         LORALAB_PROGRESS_INTERVAL_SECONDS=str(settings.progress_interval_seconds),
         LORALAB_SAMPLE_STEPS=str(settings.sample_steps),
         LORALAB_MAX_ATTEMPTS=str(settings.max_attempts),
+        LORALAB_CAPTIONING=settings.captioning.model_dump_json(),
         HF_HUB_OFFLINE="1",
         PYTHONUNBUFFERED="1",
     )
