@@ -15,6 +15,9 @@ COMMANDS: dict[str, str] = {
     "worker": "loralab.commands.worker:worker",
     "dataset": "loralab.commands.dataset:dataset",
     "train": "loralab.commands.train:train",
+    "demo": "loralab.commands.demo:demo",
+    "up": "loralab.commands.up:up",
+    "invite-url": "loralab.commands.invite:invite_url",
 }
 
 

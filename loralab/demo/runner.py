@@ -1,0 +1,209 @@
+"""`run_demo`: prepare the embedded lab, start the worker, play the story in simcord's
+simulated guild, write what it produced, and (with ``interactive``) keep the guild
+open in simcord's browser preview."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from loralab.demo.lab import (
+    REAL_TRAINING,
+    TINY_TRAINING,
+    DemoPaths,
+    WorkerProcess,
+    bot_settings,
+    ensure_tiny_base,
+    make_bot,
+    worker_settings,
+)
+from loralab.demo.report import HtmlReport, Produced, export_artifacts, json_report, write_json
+from loralab.demo.story import Outcome, play
+from loralab.demo.transcript import Transcript
+from loralab.demo.world import DemoError, Member, World
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoOptions:
+    """What `loralab demo` was asked to do."""
+
+    root: Path = Path(".loralab/demo")
+    base_model: Path | None = None
+    json_report: Path | None = None
+    interactive: bool = False
+    port: int | None = None
+    interactive_seconds: float | None = None
+    """Close the interactive preview after this long (``None``: until Ctrl-C)."""
+    training_timeout: float = 900
+    echo: Callable[[str], None] = click.echo
+    on_preview: Callable[[str], None] | None = None
+    """Called with the preview's URL once it serves (tests use it)."""
+
+
+@dataclass
+class _Run:
+    options: DemoOptions
+    paths: DemoPaths
+    transcript: Transcript
+    produced: Produced = field(default_factory=Produced)
+    outcome: Outcome | None = None
+    world: World | None = None
+    bot_errors: list[str] = field(default_factory=list)
+
+
+def run_demo(options: DemoOptions) -> dict[str, Any]:
+    """Run the whole demo; returns the JSON report (also written when asked). Raises
+    `DemoError` when the story could not finish (the report says why)."""
+    paths = DemoPaths(options.root)
+    paths.fresh()
+    with paths.transcript.open("w", encoding="utf-8") as copy:
+        run = _Run(options, paths, Transcript(options.echo, copy))
+        error: str | None = None
+        try:
+            _run(run)
+        except DemoError as exc:
+            error = str(exc)
+            run.transcript.line(f"The demo stopped: {error}", style={"fg": "red", "bold": True})
+        report = json_report(
+            run.outcome,
+            run.world,
+            run.transcript,
+            run.produced,
+            error=error,
+            base_model=str(options.base_model or paths.base),
+        )
+        report["bot_errors"] = run.bot_errors
+        if options.json_report is not None:
+            write_json(options.json_report, report)
+        if error is None:
+            _summary(run, report)
+    if error is not None:
+        raise DemoError(error)
+    return report
+
+
+def _run(run: _Run) -> None:
+    from db import migrate
+
+    t, paths, options = run.transcript, run.paths, run.options
+    t.line("LoRA Lab demo: a simulated Discord server, the real bot, a real Celery worker.")
+    with t.section("0. The lab"):
+        tiny = options.base_model is None
+        base = (options.base_model or paths.base).resolve()
+        settings = worker_settings(paths, base, tiny=tiny)
+        migrate.upgrade(settings.resolved_database_url)
+        t.note(f"embedded lab in {paths.home} (SQLite, filesystem broker, local storage)")
+        worker = WorkerProcess(settings, "demo-gpu", paths.worker_log)
+        t.note(f"worker `loralab worker --queue gpu --queue cpu` started (pid {worker.pid})")
+    executor = ThreadPoolExecutor(max_workers=1)
+    # The tiny model is built while the story's first phases run.
+    built: Future[Path] = executor.submit(ensure_tiny_base, paths) if tiny else _done(base)
+    try:
+        overrides = TINY_TRAINING if tiny else REAL_TRAINING
+        asyncio.run(_simulate(run, settings, worker, built, overrides))
+    finally:
+        executor.shutdown(wait=True)
+        worker.stop()
+
+
+def _done(value: Path) -> Future[Path]:
+    future: Future[Path] = Future()
+    future.set_result(value)
+    return future
+
+
+async def _simulate(
+    run: _Run, settings: Any, worker: WorkerProcess, built: Future[Path], overrides: str
+) -> None:
+    import simcord
+
+    from lab.storage import storage_from_settings
+
+    box: list[Any] = []
+    bot, engine = make_bot(
+        bot_settings(settings), settings, lambda: box[0].backend.clock.elapsed if box else 0.0
+    )
+    try:
+        async with simcord.run(bot, check_errors=False) as env:
+            box.append(env)
+            owner = env.create_user("owner")
+            guild = env.create_guild("LoRA Lab", owner=owner)
+            general = guild.create_text_channel("general")
+            world = World(env, bot, guild, bot.db.factory, run.transcript, worker, general=general)
+            world.members["owner"] = Member(guild.add_member(owner), "Lab Admin")
+            run.world = world
+            run.outcome = await play(
+                world,
+                overrides,
+                training_timeout=run.options.training_timeout,
+                base_ready=lambda: asyncio.wrap_future(built),
+            )
+            storage = storage_from_settings(settings)
+            export_artifacts(world, storage, run.outcome, run.paths, run.produced)
+            run.produced.report = HtmlReport(world, run.paths.report).write(run.transcript)
+            run.bot_errors = [repr(e) for e in env.errors]
+            if run.options.interactive:
+                await _interactive(run, world)
+    finally:
+        engine.dispose()
+
+
+async def _interactive(run: _Run, world: World) -> None:
+    """simcord's preview of the ticket's post on 127.0.0.1, with every scripted member as
+    a viewer; the simulated clock keeps running so the relay keeps delivering."""
+    import simcord
+
+    thread = world.channel("lab-requests").threads[-1]
+    viewers = [m.actor for m in world.members.values()]
+    preview = world.env.preview(thread, viewers=viewers, layout="channel", port=run.options.port)
+    async with preview:
+        t = run.transcript
+        t.line()
+        t.line(f"Interactive: open {preview.url}", style={"fg": "green", "bold": True})
+        t.line("(the address is a secret for this session; Ctrl-C ends the demo)")
+        if run.options.on_preview is not None:
+            run.options.on_preview(preview.url)
+        deadline = None
+        if run.options.interactive_seconds is not None:
+            deadline = time.monotonic() + run.options.interactive_seconds
+        while deadline is None or time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+            try:
+                await world.env.advance_time(world.bot.relay_interval)
+            except simcord.SetupError as exc:  # a browser action is running: next tick
+                log.debug("clock not advanced: %s", exc)
+
+
+def _summary(run: _Run, report: dict[str, Any]) -> None:
+    t, produced = run.transcript, run.produced
+    ticket = report["ticket"] or {}
+    t.line()
+    t.line(
+        f"Done in {report['total_seconds']:.1f}s: ticket #{ticket.get('number')} "
+        f"“{ticket.get('name')}” is {ticket.get('status')} (epoch {ticket.get('chosen_epoch')}).",
+        style={"fg": "green", "bold": True},
+    )
+    rows = [
+        ("released LoRA", produced.released),
+        ("sample grids", produced.grids[0].parent if produced.grids else None),
+        ("loss curve", produced.loss_curve),
+        ("HTML report", produced.report),
+        ("transcript", run.paths.transcript),
+        ("worker log", run.paths.worker_log),
+        ("JSON report", run.options.json_report),
+    ]
+    for label, path in rows:
+        if path is not None:
+            t.line(f"  {label:<14} {path}")
+    for phase in report["phases"]:
+        t.line(f"  {phase['name']:<16} {phase['seconds']:6.1f}s")
