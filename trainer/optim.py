@@ -23,7 +23,7 @@ def build_optimizer(
     kwargs = config.optimizer_kwargs()
     name = config.optimizer_type
     if name == "AdamW":
-        if torch.cuda.is_available() and "fused" not in kwargs:
+        if torch.cuda.is_available() and "fused" not in kwargs and "foreach" not in kwargs:
             kwargs["fused"] = True  # one kernel per step instead of one per tensor
         optimizer: torch.optim.Optimizer = torch.optim.AdamW(
             param_groups, lr=config.learning_rate, **kwargs
@@ -41,6 +41,11 @@ def build_optimizer(
         prodigy = _require("prodigyopt", name)
         optimizer = prodigy.Prodigy(param_groups, lr=config.learning_rate, **kwargs)
         label = "prodigyopt.prodigy.Prodigy"
+    elif name in ("DAdaptAdam", "DAdaptation"):
+        # Defazio & Mishchenko 2023, "Learning-Rate-Free Learning by D-Adaptation": lr ≈ 1.
+        dadapt = _require("dadaptation", name)
+        optimizer = dadapt.DAdaptAdam(param_groups, lr=config.learning_rate, **kwargs)
+        label = "dadaptation.dadapt_adam.DAdaptAdam"
     elif name == "Adafactor":
         from transformers.optimization import Adafactor
 
@@ -57,7 +62,13 @@ def build_optimizer(
     return optimizer, label
 
 
-_PACKAGES = {"AdamW8bit": "bitsandbytes", "Lion": "lion_pytorch", "Prodigy": "prodigyopt"}
+_PACKAGES = {
+    "AdamW8bit": "bitsandbytes",
+    "Lion": "lion_pytorch",
+    "Prodigy": "prodigyopt",
+    "DAdaptAdam": "dadaptation",
+    "DAdaptation": "dadaptation",
+}
 
 
 def check_optimizer_available(config: TrainConfig) -> None:

@@ -24,7 +24,9 @@ from lab.training.presets import preset_values
 CONFIG_VERSION = 1
 
 NetworkType = Literal["lora", "loha", "lokr"]
-OptimizerName = Literal["AdamW", "AdamW8bit", "Adafactor", "Lion", "Prodigy", "DAdaptAdam"]
+OptimizerName = Literal[
+    "AdamW", "AdamW8bit", "Adafactor", "Lion", "Prodigy", "DAdaptAdam", "DAdaptation"
+]
 SchedulerName = Literal[
     "constant",
     "constant_with_warmup",

@@ -27,6 +27,7 @@ __all__ = [
     "Captioner",
     "CaptionerError",
     "caption_files",
+    "find_images",
     "guess_kind",
     "load_captioner",
     "open_rgb",
@@ -67,6 +68,21 @@ def load_captioner(config: CaptionerConfig) -> Captioner:
     from trainer.captioners.hf import TransformersCaptioner
 
     return TransformersCaptioner.load(config)
+
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
+
+
+def find_images(directory: Path) -> list[Path]:
+    """The images under `directory` (a flat folder or kohya's ``N_name/`` layout), sorted;
+    hidden files and folders are skipped."""
+    return sorted(
+        path
+        for path in directory.rglob("*")
+        if path.is_file()
+        and path.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(directory).parts)
+    )
 
 
 def open_rgb(path: Path) -> Image.Image:
