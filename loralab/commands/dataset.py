@@ -18,6 +18,7 @@ from tqdm import tqdm
 from lab.dataset.reasons import DatasetError
 from lab.dataset.settings import IngestSettings
 from lab.families import FAMILIES, BaseFamily
+from loralab.commands.caption import caption
 
 FAMILY_CHOICE = click.Choice([f.value for f in BaseFamily])
 
@@ -197,3 +198,6 @@ def export(
         f"{result.images} images -> {result.folder} (repeats {result.repeats}, "
         f"{result.steps_per_epoch} steps per epoch at batch 1)"
     )
+
+
+dataset.add_command(caption)
