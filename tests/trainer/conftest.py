@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.tiny import build_dataset, build_tiny_sd15
+from trainer.tiny import build_dataset, build_tiny_sd15, build_tiny_sdxl
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -31,6 +31,11 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_vpred_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_sd15(tmp_path_factory.mktemp("vmodel"), prediction_type="v_prediction")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_sdxl(tmp_path_factory.mktemp("xlmodel"))
 
 
 @pytest.fixture
