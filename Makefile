@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format clean
+.PHONY: install test lint format clean demo
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# The whole lab on this machine: simulated Discord, the real bot, a real worker, a tiny
+# model. `make demo DEMO_ARGS="--interactive"` keeps the simulated server open.
+demo: install
+	$(BIN)/loralab demo $(DEMO_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
