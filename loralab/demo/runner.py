@@ -59,6 +59,8 @@ class _Run:
     outcome: Outcome | None = None
     world: World | None = None
     bot_errors: list[str] = field(default_factory=list)
+    error: str | None = None
+    report: dict[str, Any] | None = None
 
 
 def run_demo(options: DemoOptions) -> dict[str, Any]:
@@ -68,28 +70,35 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     paths.fresh()
     with paths.transcript.open("w", encoding="utf-8") as copy:
         run = _Run(options, paths, Transcript(options.echo, copy))
-        error: str | None = None
         try:
             _run(run)
         except DemoError as exc:
-            error = str(exc)
-            run.transcript.line(f"The demo stopped: {error}", style={"fg": "red", "bold": True})
-        report = json_report(
-            run.outcome,
-            run.world,
-            run.transcript,
-            run.produced,
-            error=error,
-            base_model=str(options.base_model or paths.base),
-        )
-        report["bot_errors"] = run.bot_errors
-        if options.json_report is not None:
-            write_json(options.json_report, report)
-        if error is None:
-            _summary(run, report)
-    if error is not None:
-        raise DemoError(error)
-    return report
+            run.error = str(exc)
+            run.transcript.line(f"The demo stopped: {exc}", style={"fg": "red", "bold": True})
+        if run.report is None:  # the story stopped before its end: report what there is
+            _finish(run)
+    if run.error is not None:
+        raise DemoError(run.error)
+    assert run.report is not None
+    return run.report
+
+
+def _finish(run: _Run) -> None:
+    """Write the JSON report and, when the story ended well, print where things are."""
+    report = json_report(
+        run.outcome,
+        run.world,
+        run.transcript,
+        run.produced,
+        error=run.error,
+        base_model=str(run.options.base_model or run.paths.base),
+    )
+    report["bot_errors"] = run.bot_errors
+    run.report = report
+    if run.options.json_report is not None:
+        write_json(run.options.json_report, report)
+    if run.error is None:
+        _summary(run, report)
 
 
 def _run(run: _Run) -> None:
@@ -136,6 +145,7 @@ async def _simulate(
     try:
         async with simcord.run(bot, check_errors=False) as env:
             box.append(env)
+            await bot.user.edit(username="LoRA Lab")  # simcord names its bot user TestBot
             owner = env.create_user("owner")
             guild = env.create_guild("LoRA Lab", owner=owner)
             general = guild.create_text_channel("general")
@@ -152,6 +162,7 @@ async def _simulate(
             export_artifacts(world, storage, run.outcome, run.paths, run.produced)
             run.produced.report = HtmlReport(world, run.paths.report).write(run.transcript)
             run.bot_errors = [repr(e) for e in env.errors]
+            _finish(run)
             if run.options.interactive:
                 await _interactive(run, world)
     finally:
