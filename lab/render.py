@@ -149,3 +149,30 @@ def loss_curve(
             [point(i, s) for (i, _), s in zip(series, smooth, strict=True)], fill=_LINE, width=2
         )
     return image
+
+
+# Discord's upload limit for a server without boosts (the grids the bot posts must fit).
+DISCORD_UPLOAD_LIMIT = 8 * 1024 * 1024
+
+
+def encode_for_upload(
+    image: Image.Image, *, max_bytes: int = DISCORD_UPLOAD_LIMIT, fmt: str = "WEBP"
+) -> bytes:
+    """``image`` as WebP or JPEG no larger than ``max_bytes``: the quality steps down
+    first, then the image shrinks, so labels stay sharp as long as possible."""
+    if fmt.upper() not in ("WEBP", "JPEG"):
+        raise ValueError(f"fmt must be WEBP or JPEG, got {fmt!r}")
+    import io
+
+    current = image.convert("RGB")
+    while True:
+        for quality in (90, 80, 70, 60, 50):
+            buffer = io.BytesIO()
+            current.save(buffer, format=fmt.upper(), quality=quality)
+            if buffer.tell() <= max_bytes:
+                return buffer.getvalue()
+        if min(current.size) <= 64:
+            raise ValueError(f"cannot encode the image under {max_bytes} bytes")
+        current = current.resize(
+            (current.width * 3 // 4, current.height * 3 // 4), Image.Resampling.LANCZOS
+        )

@@ -24,12 +24,11 @@ from trainer.formats import SD15_PREFIXES, SDXL_PREFIXES
 from trainer.loss import (
     debiased_weights,
     min_snr_weights,
-    offset_noise,
     per_sample_mse,
-    pyramid_noise,
     target_for,
+    training_noise,
 )
-from trainer.sampling import generate_samples, write_grid
+from trainer.sampling import generate_samples, weight_grid, write_grid
 from trainer.saving import save_lora
 from trainer.setup import Session, prepare_session
 from trainer.speed import spill_warning
@@ -59,6 +58,8 @@ class TrainResult:
     captions_encoded: int = 0
     steps_per_second: float = 0.0
     images_per_second: float = 0.0
+    weight_grid: Path | None = None
+    """The grid over ``sample_weights`` (WebP, under Discord's upload limit)."""
 
 
 def train(
@@ -150,21 +151,7 @@ class Trainer:
         latents = self.latents(records, flips)
         with s.accelerator.autocast():  # a trained TE holds fp32 LoRA on half weights
             hidden, pooled = s.encode_text(captions)
-        noise = torch.randn(latents.shape, generator=generator)
-        if config.noise_offset:
-            noise = offset_noise(
-                noise,
-                config.noise_offset,
-                random_strength=config.noise_offset_random_strength,
-                generator=generator,
-            )
-        if config.multires_noise_iterations:
-            noise = pyramid_noise(
-                noise,
-                config.multires_noise_iterations,
-                config.multires_noise_discount,
-                generator=generator,
-            )
+        noise = training_noise(latents.shape, config, generator)
         scheduler = s.base.noise_scheduler
         steps = scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (len(records),), generator=generator)
@@ -299,6 +286,24 @@ class Trainer:
         )
         self.callbacks.on_sample(paths, self.position.epoch, self.position.global_step)
 
+    def maybe_weight_grid(self) -> None:
+        """At the end: each prompt at each of ``sample_weights`` (0 = the base model)."""
+        s, config = self.session, self.config
+        if config.sample_weights and s.sample_prompts:
+            self.callbacks.on_status("sampling", f"LoRA weights {list(config.sample_weights)}")
+            s.unet.eval()
+            self.result.weight_grid = weight_grid(
+                s.base,
+                s.network,
+                s.sample_prompts,
+                config.sample_weights,
+                sampler=config.sample_sampler,
+                encode_text=s.encode_text,
+                folder=config.output_dir / "sample",
+                stem=config.output_name,
+                device=s.device,
+            )
+
     def save(self, path: Path, *, final: bool = False) -> Path:
         s = self.session
         self.callbacks.on_status("saving", path.name)
@@ -369,6 +374,7 @@ class Trainer:
             self.config.output_dir / f"{self.config.output_name}.safetensors", final=True
         )
         self.result.final_path = final
+        self.maybe_weight_grid()
         if self.config.save_state or self.config.save_state_on_train_end:
             self.write_state(f"{self.config.output_name}-state")
         self.callbacks.on_status("finished", f"{self.position.global_step} steps, saved {final}")

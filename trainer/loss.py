@@ -11,6 +11,8 @@ import torch
 from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
+from lab.training.config import TrainConfig
+
 
 def offset_noise(
     noise: torch.Tensor,
@@ -102,3 +104,25 @@ def per_sample_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tens
     """The mean squared error of each sample, in float32 (reduced over C, H, W)."""
     error = torch.nn.functional.mse_loss(prediction.float(), target.float(), reduction="none")
     return error.mean(dim=list(range(1, error.ndim)))
+
+
+def training_noise(
+    shape: torch.Size, config: TrainConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """Gaussian noise with the configured offset and multi-resolution (pyramid) noise."""
+    noise = torch.randn(shape, generator=generator)
+    if config.noise_offset:
+        noise = offset_noise(
+            noise,
+            config.noise_offset,
+            random_strength=config.noise_offset_random_strength,
+            generator=generator,
+        )
+    if config.multires_noise_iterations:
+        noise = pyramid_noise(
+            noise,
+            config.multires_noise_iterations,
+            config.multires_noise_discount,
+            generator=generator,
+        )
+    return noise

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,7 @@ from peft import (
     inject_adapter_in_model,
 )
 from peft import set_peft_model_state_dict as _set_state
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from lab.training.config import TrainConfig
@@ -115,6 +117,40 @@ class LoraNetwork:
             }
             for name, model in self.components().items()
         }
+
+    @contextmanager
+    def strength(self, weight: float) -> Iterator[None]:
+        """Apply the network at ``weight`` the way A1111 and ComfyUI apply a LoRA's
+        strength: W + weight · (W_trained − W), for every network type (DoRA included).
+
+        Each wrapped layer's trained weight is obtained by PEFT's merge/unmerge; inside
+        the block the adapters are off and the base weights hold the blend. At weight 0
+        the base weights are exactly the originals.
+        """
+        layers = [
+            m
+            for model in self.components().values()
+            for m in model.modules()
+            if isinstance(m, BaseTunerLayer)
+        ]
+        originals: list[tuple[BaseTunerLayer, torch.Tensor]] = []
+        try:
+            with torch.no_grad():
+                for layer in layers:
+                    base = layer.get_base_layer()
+                    original = base.weight.detach().clone()
+                    layer.merge(adapter_names=[ADAPTER_NAME])
+                    trained = base.weight.detach().clone()
+                    layer.unmerge()
+                    originals.append((layer, original))
+                    base.weight.copy_(original + weight * (trained - original))
+                    layer.enable_adapters(False)
+            yield
+        finally:
+            with torch.no_grad():
+                for layer, original in originals:
+                    layer.get_base_layer().weight.copy_(original)
+                    layer.enable_adapters(True)
 
     def load_state_dicts(self, states: dict[str, dict[str, torch.Tensor]]) -> None:
         """Restore what :meth:`state_dicts` returned (resume)."""

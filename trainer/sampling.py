@@ -26,8 +26,10 @@ from diffusers import (
 )
 from PIL import Image
 
+from lab.render import DISCORD_UPLOAD_LIMIT, encode_for_upload, sample_grid
 from trainer.errors import ConfigError
 from trainer.models import BaseModel
+from trainer.network import LoraNetwork
 from trainer.text import Encoded
 
 logger = logging.getLogger(__name__)
@@ -177,7 +179,6 @@ def render(
 def write_grid(path: Path, prompts: list[str], samples: dict[int, list[Path]]) -> Path:
     """The labelled grid of every sampled epoch so far (rows = prompts, columns = epochs),
     drawn by ``lab.render.sample_grid`` — the same grid the lab posts."""
-    from lab.render import sample_grid
 
     epochs = sorted(samples)
     cells = []
@@ -188,3 +189,40 @@ def write_grid(path: Path, prompts: list[str], samples: dict[int, list[Path]]) -
     grid = sample_grid(cells, prompts, [f"epoch {e}" for e in epochs])
     grid.save(path)
     return path
+
+
+def weight_grid(
+    base: BaseModel,
+    network: LoraNetwork,
+    prompts: list[SamplePrompt],
+    weights: tuple[float, ...],
+    *,
+    sampler: str,
+    encode_text: Callable[[list[str]], Encoded],
+    folder: Path,
+    stem: str,
+    device: torch.device,
+    max_bytes: int = DISCORD_UPLOAD_LIMIT,
+) -> Path:
+    """Render every prompt at every LoRA weight (A1111/ComfyUI strength semantics) and
+    write the grid (rows = prompts, columns = weights) as a lossless PNG and as a WebP
+    under ``max_bytes`` to post; returns the WebP."""
+    samples: dict[float, list[Path]] = {}
+    for weight in weights:
+        with network.strength(weight):
+            samples[weight] = generate_samples(
+                base,
+                prompts,
+                sampler=sampler,
+                encode_text=encode_text,
+                folder=folder,
+                stem=f"{stem}_w{weight:g}",
+                device=device,
+            )
+    ordered = sorted(samples)
+    cells = [[Image.open(samples[w][row]) for w in ordered] for row in range(len(prompts))]
+    grid = sample_grid(cells, [p.prompt for p in prompts], [f"weight {w:g}" for w in ordered])
+    grid.save(folder / f"{stem}_weights.png")
+    webp = folder / f"{stem}_weights.webp"
+    webp.write_bytes(encode_for_upload(grid, max_bytes=max_bytes))
+    return webp

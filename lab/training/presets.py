@@ -49,8 +49,40 @@ _SD15_BASE: dict[str, Any] = {
     "clip_skip": 1,
 }
 
+# SDXL, from the same guide's SDXL column: 1024 minimum resolution, buckets up to 2048,
+# UNet/TE learning rates 4e-4/4.5e-4, rank = alpha = 16, 20 % warmup, 5 epochs.
+_SDXL_BASE: dict[str, Any] = {
+    **_SD15_BASE,
+    "resolution": "1024,1024",
+    "min_bucket_reso": 512,
+    "max_bucket_reso": 2048,
+    "network_dim": 16,
+    "network_alpha": 16.0,
+    "learning_rate": 4e-4,
+    "unet_lr": 4e-4,
+    "text_encoder_lr": 4.5e-4,
+    "lr_warmup_steps": 0.2,
+    "max_train_epochs": 5,
+    "mixed_precision": "bf16",
+    "save_precision": "fp16",
+}
+_SDXL_BASE.pop("clip_skip")  # SDXL's conditioning is the penultimate layer already
+# Pony and Illustrious are SDXL fine-tunes whose model pages ask for clip skip 2 (what
+# SDXL's conditioning is anyway; the key records it in the metadata).
+_NAMED_SDXL = {"sdxl": {}, "pony": {"clip_skip": 2}, "illustrious": {"clip_skip": 2}}
+_KINDS = {
+    "character": {"keep_tokens": 1, "flip_aug": False},
+    "style": {"keep_tokens": 0, "flip_aug": True},
+    "concept": {"keep_tokens": 1, "flip_aug": True},
+}
+
 PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {
+        **{
+            f"{base}-{kind}": MappingProxyType({**_SDXL_BASE, **extra, **kind_values})
+            for base, extra in _NAMED_SDXL.items()
+            for kind, kind_values in _KINDS.items()
+        },
         # A person or character: keep the trigger tag first, never mirror (asymmetric
         # details such as a scar or a side parting would be learnt on both sides).
         "sd15-character": MappingProxyType({**_SD15_BASE, "keep_tokens": 1, "flip_aug": False}),
