@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,27 +170,53 @@ async def _simulate(
 
 
 async def _interactive(run: _Run, world: World) -> None:
-    """simcord's preview of the ticket's post on 127.0.0.1, with every scripted member as
-    a viewer; the simulated clock keeps running so the relay keeps delivering."""
-    import simcord
+    """Keep the guild open in simcord's preview until Ctrl-C (or the time given)."""
+    t = run.transcript
 
-    thread = world.channel("lab-requests").threads[-1]
-    viewers = [m.actor for m in world.members.values()]
-    preview = world.env.preview(thread, viewers=viewers, layout="channel", port=run.options.port)
-    async with preview:
-        t = run.transcript
+    async def announce(url: str) -> None:
         t.line()
-        t.line(f"Interactive: open {preview.url}", style={"fg": "green", "bold": True})
+        t.line(f"Interactive: open {url}", style={"fg": "green", "bold": True})
         t.line("(the address is a secret for this session; Ctrl-C ends the demo)")
         if run.options.on_preview is not None:
-            run.options.on_preview(preview.url)
-        deadline = None
-        if run.options.interactive_seconds is not None:
-            deadline = time.monotonic() + run.options.interactive_seconds
+            run.options.on_preview(url)
+
+    await serve_preview(
+        world.env,
+        world.channel("lab-requests").threads[-1],
+        [m.actor for m in world.members.values()],
+        tick=world.bot.relay_interval,
+        port=run.options.port,
+        on_url=announce,
+        seconds=run.options.interactive_seconds,
+    )
+
+
+async def serve_preview(
+    env: Any,
+    channel: Any,
+    viewers: list[Any],
+    *,
+    tick: float,
+    on_url: Callable[[str], Awaitable[None]],
+    port: int | None = None,
+    seconds: float | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """simcord's browser preview of `channel` on 127.0.0.1 (the first viewer is who the
+    page acts as; the page can switch to the others). The simulated clock advances by
+    `tick` every second, so the bot's relay keeps delivering while people click. Runs
+    until `stop` is set, `seconds` have passed, or the task is cancelled (Ctrl-C)."""
+    import simcord
+
+    deadline = None if seconds is None else time.monotonic() + seconds
+    async with env.preview(channel, viewers=viewers, layout="channel", port=port) as preview:
+        await on_url(preview.url)
         while deadline is None or time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                break
             await asyncio.sleep(1.0)
             try:
-                await world.env.advance_time(world.bot.relay_interval)
+                await env.advance_time(tick)
             except simcord.SetupError as exc:  # a browser action is running: next tick
                 log.debug("clock not advanced: %s", exc)
 

@@ -1,0 +1,72 @@
+"""`loralab up`: refuses without a token; migrates; runs the bot and a worker per GPU
+as child processes and stops them all when one exits."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from click.testing import CliRunner
+from sqlalchemy import inspect
+
+from db.session import make_engine
+from loralab.cli import main
+from loralab.commands import up as up_module
+from loralab.commands.up import Child, plan, supervise
+
+
+def invoke(args: list[str], env: dict[str, str | None]):
+    clean = {"DISCORD_TOKEN": None, "LORALAB_DISCORD_TOKEN": None, "DATABASE_URL": None}
+    return CliRunner().invoke(main, ["up", *args], env={**clean, **env})
+
+
+def test_refuses_clearly_without_a_token(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke([], {"LORALAB_HOME": str(tmp_path / "home")})
+    assert result.exit_code == 2
+    assert "DISCORD_TOKEN is not set" in result.output
+    assert "loralab demo" in result.output
+    assert not (tmp_path / "home").exists()  # nothing was started or created
+
+
+def test_migrates_then_supervises_the_bot_and_workers(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = tmp_path / "sd15"
+    base.mkdir()
+    seen: list[list[Child]] = []
+    monkeypatch.setattr(up_module, "supervise", lambda children: seen.append(children) or 0)
+    result = invoke(
+        ["--gpus", "2", "--base-model", f"sd15={base}"],
+        {"DISCORD_TOKEN": "x.y.z", "LORALAB_HOME": str(tmp_path / "home")},
+    )
+    assert result.exit_code == 0, result.output
+    engine = make_engine(f"sqlite:///{tmp_path / 'home' / 'lab.db'}")
+    assert {"tickets", "training_jobs", "alembic_version"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
+    [children] = seen
+    assert [c.name for c in children] == ["bot", "worker-0", "worker-1"]
+
+
+def test_plan_gives_each_worker_its_gpu_and_everyone_the_same_home(tmp_path):
+    children = plan(home=tmp_path / "lab", gpus=2, base_models={"sd15": "/m/sd15"})
+    bot, first, second = children
+    assert bot.argv[-1] == "bot"
+    assert first.argv[3:] == ["worker", "--queue", "gpu", "--queue", "cpu", "--name", "gpu0"]
+    assert second.argv[3:] == ["worker", "--queue", "gpu", "--name", "gpu1"]
+    assert (first.env["CUDA_VISIBLE_DEVICES"], second.env["CUDA_VISIBLE_DEVICES"]) == ("0", "1")
+    for child in children:
+        assert child.env["LORALAB_HOME"] == str((tmp_path / "lab").resolve())
+        assert child.env["LORALAB_BASE_MODELS__SD15"] == "/m/sd15"
+    [only] = plan(home=tmp_path, gpus=1, base_models={})[1:]
+    assert "CUDA_VISIBLE_DEVICES" not in only.env  # one GPU: leave the device alone
+
+
+def test_when_one_child_exits_the_others_are_stopped(capsys):
+    sleeper = Child("worker-0", [sys.executable, "-c", "import time; time.sleep(60)"])
+    failing = Child("bot", [sys.executable, "-c", "import sys, time; time.sleep(1); sys.exit(3)"])
+    started = time.monotonic()
+    status = supervise([sleeper, failing], poll=0.1, grace=10)
+    assert status == 3
+    assert time.monotonic() - started < 15  # the sleeper was stopped, not waited for
+    out = capsys.readouterr().out
+    assert "bot exited with status 3; stopping the rest" in out
