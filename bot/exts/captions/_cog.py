@@ -14,6 +14,7 @@ from bot.components import kick_relay
 from bot.context import acting, ticket_here
 from bot.embeds import clip
 from bot.errors import BotError, handle_error
+from bot.exts.captions._auto import KIND_CHOICES, queue_auto_captions
 from bot.exts.dataset._logic import download
 from db.captions import bulk_edit, edit_caption, show_caption, tag_counts, upload_captions
 from db.dataset import check_allowed
@@ -148,6 +149,20 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
         if unmatched:
             lines.append("No image named like: " + ", ".join(unmatched[:20]))
         await interaction.followup.send(clip("\n".join(lines), 2000), ephemeral=True)
+
+    @app_commands.command(name="auto", description="Queue the auto-tagger for a first draft")
+    @app_commands.choices(kind=KIND_CHOICES)
+    async def auto(
+        self,
+        interaction: discord.Interaction,
+        kind: str | None = None,
+        model: str | None = None,
+        overwrite: bool = False,
+        ticket: int | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await queue_auto_captions(self.bot, interaction, kind=kind, model=model,
+                                  overwrite=overwrite, ticket=ticket)  # fmt: skip
 
     @app_commands.command(name="tags", description="How often each tag is used")
     async def tags(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
