@@ -98,29 +98,10 @@ def select_tags(
 
 # Danbooru's kaomoji tags: their underscores are the face, not word separators
 # (the same list kohya sd-scripts' WD14 script keeps with --remove_underscore).
-KAOMOJI = frozenset(
-    [
-        "0_0",
-        "(o)_(o)",
-        "+_+",
-        "+_-",
-        "._.",
-        "<o>_<o>",
-        "<|>_<|>",
-        "=_=",
-        ">_<",
-        "3_3",
-        "6_9",
-        ">_o",
-        "@_@",
-        "^_^",
-        "o_o",
-        "u_u",
-        "x_x",
-        "|_|",
-        "||_||",
-    ]
-)
+KAOMOJI = frozenset([
+    "0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9",
+    ">_o", "@_@", "^_^", "o_o", "u_u", "x_x", "|_|", "||_||",
+])  # fmt: skip
 
 
 def tag_text(tag: str, *, replace_underscores: bool = True) -> str:
