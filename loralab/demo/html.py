@@ -56,7 +56,9 @@ def page(title: str, body: str) -> str:
     """A complete HTML page."""
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
+        f"<style>{CSS}</style></head><body>"
+        + (f"<h1>{html.escape(title)}</h1>" if title else "")
+        + f"{body}</body></html>"
     )
 
 

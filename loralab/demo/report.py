@@ -16,7 +16,7 @@ import discord
 
 from db.models import ArtifactKind
 from lab.storage import Storage
-from loralab.demo.html import message_html, page
+from loralab.demo.html import embed_html, markdown, message_html, page
 from loralab.demo.story import Outcome
 from loralab.demo.transcript import Step, Transcript
 from loralab.demo.world import World
@@ -108,20 +108,27 @@ class HtmlReport:
         (self.files / name).write_bytes(data)
         return f"files/{name}"
 
+    def _snippet(self, name: str, body: str) -> None:
+        """One message alone on a page (``msg-….html``), for pictures of it."""
+        (self.folder / f"msg-{name}.html").write_text(page("", body), "utf-8")
+
     def channel_page(self, channel: Any, title: str) -> str:
-        body = "".join(
+        slug = _slug(title)
+        parts = [
             message_html(m, file_src=self._file_src, names=self._names)
             for m in channel.history()
-            if not m.flags.ephemeral
-        )
-        name = f"{_slug(title)}.html"
-        (self.folder / name).write_text(page(title, body or "<p>(no messages)</p>"), "utf-8")
-        return name
+            if not m.flags.ephemeral and not m.is_system()  # "pinned a message" lines
+        ]
+        for number, part in enumerate(parts):
+            self._snippet(f"{slug}-{number:02d}", part)
+        body = "".join(parts) or "<p>(no messages)</p>"
+        (self.folder / f"{slug}.html").write_text(page(title, body), "utf-8")
+        return f"{slug}.html"
 
     def replies_page(self, role: str, steps: list[Step]) -> str:
         parts = []
-        for step in steps:
-            reply = html.escape(step.reply).replace("\n", "<br>")
+        for number, step in enumerate(steps):
+            reply = markdown(step.reply, self._names)
             parts.append(
                 f"<div class='step'><div class='action'>[{step.at:.1f}s] "
                 f"<b>{html.escape(step.actor)}</b> ▸ {html.escape(step.action)}</div>"
@@ -130,6 +137,7 @@ class HtmlReport:
                 + "".join(_embed(e) for e in step.embeds)
                 + "<div class='eph'>👁 Only you can see this</div></div></div></div>"
             )
+            self._snippet(f"replies-{_slug(role)}-{number:02d}", parts[-1])
         name = f"replies-{_slug(role)}.html"
         title = f"What the bot answered each {role} (private replies)"
         (self.folder / name).write_text(page(title, "".join(parts)), "utf-8")
@@ -160,8 +168,6 @@ class HtmlReport:
 
 
 def _embed(embed: dict[str, Any]) -> str:
-    from loralab.demo.html import embed_html, markdown
-
     return embed_html(embed, lambda url: None, markdown)
 
 

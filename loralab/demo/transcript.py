@@ -51,11 +51,7 @@ def reply_of(result: Any) -> tuple[str, list[dict[str, Any]]]:
             return "", []
         title = modal.get("title") if isinstance(modal, dict) else getattr(modal, "title", "")
         return f"(a form opens: {title})", []
-    embeds = [embed.to_dict() for embed in message.embeds]
-    text = message.content or ""
-    if not text and embeds:
-        text = " · ".join(e.get("title", "") for e in embeds if e.get("title"))
-    return text, embeds
+    return message.content or "", [embed.to_dict() for embed in message.embeds]
 
 
 class Transcript:
@@ -116,7 +112,8 @@ class Transcript:
         )
         who = f"{actor} ({role})" if role else actor
         self.line(f"[{self.elapsed():6.1f}s] {who} ▸ {action}", style={"fg": "yellow"})
-        lines = reply.splitlines() or ["(no reply)"]
+        titles = " · ".join(e.get("title", "") for e in embeds or [] if e.get("title"))
+        lines = reply.splitlines() or [titles or "(no reply)"]
         shown = lines[:REPLY_LINES]
         if len(lines) > REPLY_LINES:
             shown.append(f"… ({len(lines) - REPLY_LINES} more lines)")
