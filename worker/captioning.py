@@ -91,7 +91,9 @@ def _materialise(rt: Runtime, job: autocaption.CaptionJob, work: Path) -> list[P
     return files
 
 
-def _record(rt: Runtime, payload: CaptionPayload, captions: dict[int, str], name: str) -> Any:
+def _record(
+    rt: Runtime, payload: CaptionPayload, captions: dict[int, str], name: str
+) -> int | None:
     return retry_db(
         lambda: autocaption.record_auto_captions(
             rt.factory, payload.ticket_id, payload.request_id, captions,

@@ -130,3 +130,22 @@ def test_transparent_images_are_flattened_onto_white(tmp_path):
     path = tmp_path / "clear.png"
     Image.new("RGBA", (8, 8), (255, 0, 0, 0)).save(path)
     assert open_rgb(path).getpixel((4, 4)) == (255, 255, 255)
+
+
+def test_a_conditional_prompt_is_used_and_not_echoed(blip_dir, tmp_path):
+    from trainer.captioners.hf import clean_sentence
+
+    captioner = load_captioner(CaptionerConfig(
+        kind="captioner", model=str(blip_dir), prompt="a photo of", max_new_tokens=4))  # fmt: skip
+    (path,) = _files(tmp_path, [(200, 30, 30)])
+    raw = captioner.processor.batch_decode(
+        captioner.model.generate(**captioner._inputs([open_rgb(path)]), max_new_tokens=4),
+        skip_special_tokens=True,
+    )[0]
+    assert raw.startswith("a photo of ")  # BLIP continues the prompt...
+    (sentence,) = captioner.caption([open_rgb(path)])[0]
+    assert sentence == raw[len("a photo of ") :].rstrip(".")  # ...which is cut off
+    assert clean_sentence("A dog on grass.  ") == "A dog on grass"
+    assert clean_sentence("<MORE_DETAILED_CAPTION> x", "<MORE_DETAILED_CAPTION>") == (
+        "<MORE_DETAILED_CAPTION> x"
+    )  # a task token is not text the model repeats
