@@ -51,6 +51,10 @@ SHOTS: dict[str, tuple[str, str]] = {
 }
 
 
+# picture name → a whole page of the report
+PAGES: dict[str, str] = {"ticket-post": "lab-requests-1-aria.html"}
+
+
 def find_message(report: Path, prefix: str, text: str) -> Path:
     """The first ``msg-<prefix>-NN.html`` page that shows `text`."""
     for page in sorted(report.glob(f"msg-{prefix}-*.html")):
@@ -88,7 +92,7 @@ def screenshot(chromium: str, page: Path, target: Path, *, width: int = 820) -> 
                 "--disable-gpu",
                 "--hide-scrollbars",
                 f"--user-data-dir={profile}",
-                f"--window-size={width},1600",
+                f"--window-size={width},2400",
                 f"--screenshot={target}",
                 page.resolve().as_uri(),
             ],
@@ -106,9 +110,11 @@ def render(report: Path, out: Path, chromium: str | None = None) -> list[Path]:
         raise RuntimeError("Chromium is needed for the pictures (apt-get install chromium)")
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, (prefix, text) in SHOTS.items():
+    sources = {name: find_message(report, *where) for name, where in SHOTS.items()}
+    sources |= {name: report / page for name, page in PAGES.items()}
+    for name, source in sources.items():
         target = out / f"{name}.png"
-        screenshot(chromium, find_message(report, prefix, text), target)
+        screenshot(chromium, source, target)
         written.append(target)
         log.info("wrote %s", target)
     return written
