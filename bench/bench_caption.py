@@ -4,9 +4,10 @@
         [--blip-base]
 
 Generates ``count`` photo-like ``size``² JPEGs, builds the tiny WD14-shaped ONNX tagger
-(448² input, like the real v3 taggers) and the tiny BLIP captioner (64² input, 6
-new tokens), then times :func:`trainer.captioners.caption_files` — decode, model
-preprocessing, the model, and the lab's rules — over the files, after one warm-up
+(448² input, like the real v3 taggers), the tiny BLIP captioner and the tiny
+transformers-native Florence-2 (64² input, 6 new tokens), then times
+:func:`trainer.captioners.caption_files` — decode, model preprocessing, the model,
+and the lab's rules — over the files, after one warm-up
 batch. Prints images/s for each. ``--blip-base`` adds a random-init model with the
 shapes of Salesforce/blip-image-captioning-base (ViT-B/16 at 384², BERT-base
 decoder, 20 new tokens): what a real captioner costs on this CPU, without weights.
@@ -23,7 +24,7 @@ from pathlib import Path
 from bench.bench_ingest import make_photo
 from lab.autocaption import CaptionerConfig, CaptionRules
 from trainer.captioners import caption_files, load_captioner
-from trainer.captioners.tiny import build_tiny_blip, build_tiny_tagger
+from trainer.captioners.tiny import build_tiny_blip, build_tiny_florence2, build_tiny_tagger
 
 
 def build_blip_base_shaped(folder: Path) -> Path:
@@ -81,6 +82,10 @@ def main() -> None:
                 files, args.batch)  # fmt: skip
         measure("tiny BLIP captioner (64², 6 tok)", CaptionerConfig(
             kind="captioner", model=str(blip), max_new_tokens=6), files, args.batch)  # fmt: skip
+        florence = build_tiny_florence2(root / "florence")
+        measure("tiny Florence-2 (64², 6 tok)", CaptionerConfig(
+            kind="captioner", model=str(florence), prompt="<MORE_DETAILED_CAPTION>",
+            max_new_tokens=6), files, args.batch)  # fmt: skip
         if args.blip_base:
             base = build_blip_base_shaped(root / "blip-base")
             measure("BLIP-base-shaped (384², 20 tok)", CaptionerConfig(

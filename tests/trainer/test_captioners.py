@@ -12,7 +12,13 @@ from PIL import Image
 
 from lab.autocaption import CaptionerConfig, CaptionerKind, CaptionRules
 from trainer.captioners import CaptionerError, caption_files, guess_kind, load_captioner, open_rgb
-from trainer.captioners.tiny import RED_TAG, WORDS, build_tiny_blip, build_tiny_tagger
+from trainer.captioners.tiny import (
+    RED_TAG,
+    WORDS,
+    build_tiny_blip,
+    build_tiny_florence2,
+    build_tiny_tagger,
+)
 from trainer.captioners.wd14 import prepare
 
 pytest.importorskip("onnxruntime")
@@ -149,3 +155,17 @@ def test_a_conditional_prompt_is_used_and_not_echoed(blip_dir, tmp_path):
     assert clean_sentence("<MORE_DETAILED_CAPTION> x", "<MORE_DETAILED_CAPTION>") == (
         "<MORE_DETAILED_CAPTION> x"
     )  # a task token is not text the model repeats
+
+
+def test_florence2_answers_its_task_token_with_a_sentence(tmp_path):
+    pytest.importorskip("transformers")
+    folder = build_tiny_florence2(tmp_path / "florence")
+    captioner = load_captioner(CaptionerConfig(kind="captioner", model=str(folder),
+                                               prompt="<MORE_DETAILED_CAPTION>",
+                                               max_new_tokens=6))  # fmt: skip
+    files = _files(tmp_path / "img", [(200, 30, 30), (30, 30, 200)], size=(80, 50))
+    rules = CaptionRules.build(trigger="sks", class_token="dog")
+    for caption in caption_files(captioner, files, rules, batch_size=2):
+        trigger, cls, sentence = caption.split(", ")
+        assert (trigger, cls) == ("sks", "dog")
+        assert sentence.split() and set(sentence.split()) <= set(WORDS)

@@ -145,3 +145,55 @@ def build_tiny_blip(folder: Path, *, image_size: int = 64, seed: int = 0) -> Pat
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+def build_tiny_florence2(folder: Path, *, seed: int = 0) -> Path:
+    """Write a random-init transformers-native Florence-2 (DaViT vision tower, BART
+    text model, 64² input) with a word-level BPE tokenizer to `folder`. It answers a
+    task token (``<CAPTION>``…) with a run of `WORDS`, as the real processor's task
+    prompts and placeholder image tokens are in place."""
+    import torch
+    from transformers import (
+        BartTokenizerFast,
+        CLIPImageProcessor,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<image>"]
+    vocab: dict[str, int] = {}
+    # No merges: prompts tokenize to single characters; whole words only come out.
+    for token in [*specials, *(chr(c) for c in range(33, 127)), "Ġ", *("Ġ" + w for w in WORDS)]:
+        vocab.setdefault(token, len(vocab))
+    tokenizer = BartTokenizerFast(vocab=vocab, merges=[],
+                                  extra_special_tokens={"image_token": "<image>"})  # fmt: skip
+    size, tokens_per_image = 64, (64 // 8) ** 2 + 1  # strides 4 × 2, plus a pooled token
+    processor = Florence2Processor(
+        image_processor=CLIPImageProcessor(
+            size={"height": size, "width": size}, do_center_crop=False,
+            image_seq_length=tokens_per_image),
+        tokenizer=tokenizer,
+    )  # fmt: skip
+    config = Florence2Config(
+        vision_config={"depths": [1, 1], "patch_size": [7, 3], "patch_stride": [4, 2],
+                       "patch_padding": [3, 1], "patch_prenorm": [False, True],
+                       "embed_dim": [16, 32], "num_heads": [2, 2], "num_groups": [2, 2],
+                       "window_size": 4, "projection_dim": 32, "max_temporal_embeddings": 4,
+                       "max_position_embeddings": 16},
+        text_config={"model_type": "bart", "vocab_size": len(vocab), "d_model": 32,
+                     "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+                     "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64,
+                     "max_position_embeddings": 256, "bos_token_id": 0, "pad_token_id": 1,
+                     "eos_token_id": 2, "decoder_start_token_id": 2, "forced_bos_token_id": 0},
+        image_token_id=tokenizer.image_token_id,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = Florence2ForConditionalGeneration(config).eval()
+    allowed = {vocab["Ġ" + w] for w in WORDS} | {vocab["</s>"]}
+    model.generation_config.suppress_tokens = [i for i in range(len(vocab)) if i not in allowed]
+    model.generation_config.min_new_tokens = 2
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
