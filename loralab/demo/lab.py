@@ -47,7 +47,7 @@ class DemoPaths:
     @property
     def home(self) -> Path:
         """The lab's data dir (``LORALAB_HOME``): SQLite, broker folders, storage."""
-        return self.root / "lab"
+        return self.root / "data"
 
     @property
     def base(self) -> Path:
