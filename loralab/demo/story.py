@@ -217,8 +217,8 @@ async def _train(
     await world.wait_until(
         lambda: samples_messages(thread), timeout=60, what="the sample grids in the post"
     )
-    progress = next(m for m in thread.history() if m.content.startswith("**Training job"))
-    world.transcript.note("progress message in the post: " + progress.content.splitlines()[0])
+    edited = next(m for m in thread.history() if m.content.startswith("**Training job"))
+    world.transcript.note("progress message in the post: " + edited.content.splitlines()[0])
     for message in samples_messages(thread):
         world.transcript.note(f"grid posted: “{message.embeds[0].title}”")
     return job_id
@@ -252,6 +252,7 @@ class TrainingProgress:
             total=1, unit="step", desc="training", disable=not self.live, file=sys.stdout
         )
         self.epoch_shown: object = None
+        self.last = ""
 
     def update(self) -> None:
         progress = self.world.latest_job(self.ticket_id).progress or {}
@@ -263,13 +264,17 @@ class TrainingProgress:
         if total and self.bar.total != total:
             self.bar.reset(total=total)
         self.bar.n = step
-        self.bar.set_postfix_str(text)
-        if not self.live and total and progress.get("epoch") != self.epoch_shown:
+        self.bar.set_postfix_str(text if total else "the worker is loading the base model")
+        self.last = f"training: step {step}/{total}, {text}"
+        if total and progress.get("epoch") != self.epoch_shown:
             self.epoch_shown = progress.get("epoch")
-            self.world.transcript.note(f"training: step {step}/{total}, {text}")
+            # On a terminal the bar shows it; the transcript file gets a line per epoch.
+            self.world.transcript.note(self.last, terminal=not self.live)
 
     def close(self) -> None:
         self.bar.close()
+        if self.last and self.live:
+            self.world.transcript.note(self.last)
 
 
 def _worker_checked_in(world: World) -> object:

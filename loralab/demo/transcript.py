@@ -68,9 +68,12 @@ class Transcript:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def line(self, text: str = "", *, style: dict[str, Any] | None = None) -> None:
+    def line(
+        self, text: str = "", *, style: dict[str, Any] | None = None, terminal: bool = True
+    ) -> None:
         """One line of user output (styled in the terminal, plain in the file)."""
-        self._echo(click.style(text, **style) if style else text)
+        if terminal:
+            self._echo(click.style(text, **style) if style else text)
         if self._file is not None:
             self._file.write(text + "\n")
             self._file.flush()
@@ -89,9 +92,9 @@ class Transcript:
             self.phases.append(Phase(name, seconds))
             self.line(f"   ({name}: {seconds:.1f}s)", style={"dim": True})
 
-    def note(self, text: str) -> None:
+    def note(self, text: str, *, terminal: bool = True) -> None:
         """Something that happened without a member doing it (the worker, the relay)."""
-        self.line(f"[{self.elapsed():6.1f}s] · {text}", style={"fg": "cyan"})
+        self.line(f"[{self.elapsed():6.1f}s] · {text}", style={"fg": "cyan"}, terminal=terminal)
 
     def step(self, actor: str, role: str, action: str, result: Any) -> str:
         """Record `actor` (holding `role`) doing `action`; returns the reply text."""
