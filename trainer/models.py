@@ -99,9 +99,15 @@ def load_base_model(config: TrainConfig) -> BaseModel:
             ".safetensors file nor a hub id (owner/name)"
         )
     else:
-        pipe = DiffusionPipeline.from_pretrained(source)
-        if not isinstance(pipe, StableDiffusionPipeline | StableDiffusionXLPipeline):
-            raise TrainerError(f"{source} is a {type(pipe).__name__}, not an SD1.5/SDXL base")
+        kind = DiffusionPipeline.load_config(source).get("_class_name", "")
+        if kind == "StableDiffusionXLPipeline":
+            pipe = StableDiffusionXLPipeline.from_pretrained(source)
+        elif kind == "StableDiffusionPipeline":
+            pipe = StableDiffusionPipeline.from_pretrained(
+                source, safety_checker=None, requires_safety_checker=False
+            )
+        else:
+            raise TrainerError(f"{source} is a {kind or 'unknown'} model, not an SD1.5/SDXL base")
     return _assemble(pipe, config, name=path.name)
 
 
