@@ -72,7 +72,8 @@ def supervise(children: Sequence[Child], *, poll: float = 0.5, grace: float = 30
         for child in children:
             proc = subprocess.Popen(child.argv, env={**os.environ, **child.env})
             running.append((child, proc))
-            click.echo(f"started {child.name} (pid {proc.pid}): {' '.join(child.argv[2:])}")
+            shown = " ".join(["loralab", *child.argv[3:]])  # argv: python -m loralab.cli …
+            click.echo(f"started {child.name} (pid {proc.pid}): {shown}")
         while not stop["signal"]:
             ended = [(c, p) for c, p in running if p.poll() is not None]
             if ended:
