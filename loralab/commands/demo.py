@@ -81,3 +81,4 @@ def demo(
         raise click.ClickException(f"the demo did not finish: {first}") from None
     except KeyboardInterrupt:
         click.echo("demo stopped")
+        raise SystemExit(130) from None

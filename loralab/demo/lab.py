@@ -37,6 +37,9 @@ TINY_TRAINING = (
 REAL_TRAINING = "network_dim=16 network_alpha=8 max_train_epochs=2 num_repeats=2"
 """`/train config` overrides when a real base model is given (`--base-model`)."""
 
+CPU_TRAINING = "mixed_precision=no save_precision=float"
+"""Added to `REAL_TRAINING` where the worker has no CUDA GPU."""
+
 
 @dataclass(frozen=True, slots=True)
 class DemoPaths:
@@ -71,6 +74,10 @@ class DemoPaths:
         return self.root / "report"
 
     @property
+    def json_report(self) -> Path:
+        return self.root / "report.json"
+
+    @property
     def transcript(self) -> Path:
         return self.root / "transcript.txt"
 
@@ -82,7 +89,7 @@ class DemoPaths:
         """Start from an empty lab (the tiny base model is kept: it never changes)."""
         for path in (self.home, self.released, self.grids, self.report):
             shutil.rmtree(path, ignore_errors=True)
-        for path in (self.loss_curve, self.transcript, self.worker_log):
+        for path in (self.loss_curve, self.transcript, self.worker_log, self.json_report):
             path.unlink(missing_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
 

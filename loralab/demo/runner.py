@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from loralab.demo.lab import (
+    CPU_TRAINING,
     REAL_TRAINING,
     TINY_TRAINING,
     DemoPaths,
@@ -95,6 +96,7 @@ def _finish(run: _Run) -> None:
     )
     report["bot_errors"] = run.bot_errors
     run.report = report
+    write_json(run.paths.json_report, report)
     if run.options.json_report is not None:
         write_json(run.options.json_report, report)
     if run.error is None:
@@ -119,10 +121,20 @@ def _run(run: _Run) -> None:
     built: Future[Path] = executor.submit(ensure_tiny_base, paths) if tiny else _done(base)
     try:
         overrides = TINY_TRAINING if tiny else REAL_TRAINING
+        if not tiny and not _cuda_available():
+            # The presets train in fp16, which a CPU runs very slowly (if at all).
+            overrides += " " + CPU_TRAINING
+            run.transcript.note("no CUDA GPU here: the real model trains in fp32 on the CPU (slow)")
         asyncio.run(_simulate(run, settings, worker, built, overrides))
     finally:
         executor.shutdown(wait=True)
         worker.stop()
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def _done(value: Path) -> Future[Path]:
@@ -237,7 +249,7 @@ def _summary(run: _Run, report: dict[str, Any]) -> None:
         ("HTML report", produced.report),
         ("transcript", run.paths.transcript),
         ("worker log", run.paths.worker_log),
-        ("JSON report", run.options.json_report),
+        ("JSON report", run.options.json_report or run.paths.json_report),
     ]
     for label, path in rows:
         if path is not None:

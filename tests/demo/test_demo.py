@@ -48,6 +48,7 @@ def test_the_ticket_is_released_with_a_lora_diffusers_loads(demo_run):
     paths, json_path, report, _ = demo_run
     written = json.loads(json_path.read_text())
     assert written == json.loads(json.dumps(report))  # the file is the returned report
+    assert json.loads(paths.json_report.read_text()) == written  # and the default copy
     assert written["ok"] and written["error"] is None
     assert written["ticket"]["status"] == "RELEASED"
     assert written["ticket"]["chosen_epoch"] == 2
