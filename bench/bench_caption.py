@@ -1,7 +1,7 @@
 """Auto-captioning throughput of the tiny models built in code (nothing downloads).
 
     .venv/bin/python -m bench.bench_caption [--count 32] [--size 768] [--batch 8]
-        [--blip-base]
+        [--blip-base] [--wd-vit]
 
 Generates ``count`` photo-like ``size``² JPEGs, builds the tiny WD14-shaped ONNX tagger
 (448² input, like the real v3 taggers), the tiny BLIP captioner and the tiny
@@ -11,6 +11,8 @@ and the lab's rules — over the files, after one warm-up
 batch. Prints images/s for each. ``--blip-base`` adds a random-init model with the
 shapes of Salesforce/blip-image-captioning-base (ViT-B/16 at 384², BERT-base
 decoder, 20 new tokens): what a real captioner costs on this CPU, without weights.
+``--wd-vit`` adds a random-init ViT-B/16 tagger at 448² with 10,861 tags exported to
+ONNX (the shapes and file size of SmilingWolf/wd-vit-tagger-v3): a real tagger's cost.
 """
 
 from __future__ import annotations
@@ -48,6 +50,36 @@ def build_blip_base_shaped(folder: Path) -> Path:
     return folder
 
 
+def build_vit_shaped_tagger(folder: Path, tags: int = 10_861) -> Path:
+    """A random-init ViT-B/16 tagger at 448² (NHWC BGR in, sigmoid out) as ONNX."""
+    import csv
+
+    import torch
+    from transformers import ViTConfig, ViTModel
+
+    class Tagger(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vit = ViTModel(ViTConfig(image_size=448, patch_size=16), add_pooling_layer=False)
+            self.head = torch.nn.Linear(768, tags)
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            hidden = self.vit(pixel_values=pixels.permute(0, 3, 1, 2) / 255.0).last_hidden_state
+            return torch.sigmoid(self.head(hidden.mean(1)))
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(Tagger().eval(), (torch.zeros(1, 448, 448, 3),), str(folder / "model.onnx"),
+                      input_names=["input"], output_names=["output"], opset_version=17,
+                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                      dynamo=False)  # fmt: skip
+    with (folder / "selected_tags.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["tag_id", "name", "category", "count"])
+        for i in range(tags):
+            writer.writerow([i, f"tag_{i}", 9 if i < 4 else 4 if i > 9000 else 0, 1])
+    return folder
+
+
 def measure(label: str, config: CaptionerConfig, files: list[Path], batch: int) -> float:
     captioner = load_captioner(config)
     rules = CaptionRules.build(trigger="sks", class_token="dog", max_tags=30)
@@ -67,6 +99,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=768)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--blip-base", action="store_true")
+    parser.add_argument("--wd-vit", action="store_true")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,6 +119,10 @@ def main() -> None:
         measure("tiny Florence-2 (64², 6 tok)", CaptionerConfig(
             kind="captioner", model=str(florence), prompt="<MORE_DETAILED_CAPTION>",
             max_new_tokens=6), files, args.batch)  # fmt: skip
+        if args.wd_vit:
+            vit = build_vit_shaped_tagger(root / "wd-vit")
+            measure("WD-ViT-shaped tagger (448² ONNX)", CaptionerConfig(
+                kind="tagger", model=str(vit)), files[:12], 4)  # fmt: skip
         if args.blip_base:
             base = build_blip_base_shaped(root / "blip-base")
             measure("BLIP-base-shaped (384², 20 tok)", CaptionerConfig(
