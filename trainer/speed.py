@@ -78,8 +78,10 @@ def estimate_peak_memory(
     their gradients and two optimizer moments, and the activations of the largest bucket."""
     weight_bytes = _bytes(config.mixed_precision)
     frozen = sum(p.numel() for p in base.unet.parameters())
+    # Frozen encoders whose outputs are cached leave the GPU after caching.
+    cached_text = not config.train_text_encoder and config.cache_text_encoder_outputs
     for encoder in (base.text_encoder, base.text_encoder_2):
-        if encoder is not None:
+        if encoder is not None and not (cached_text and data.captions_static):
             frozen += sum(p.numel() for p in encoder.parameters())
     weights = frozen * weight_bytes
     if not config.cache_latents:

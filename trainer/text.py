@@ -40,6 +40,8 @@ def text_encoder_fn(base: BaseModel, config: TrainConfig, device: torch.device) 
 
 
 def _token_ids(tokenizer: object, captions: list[str], device: torch.device) -> torch.Tensor:
+    """Token ids on ``device``: the encoder's own (a frozen, cached encoder may have been
+    moved off the GPU; a caption it has not seen is then encoded where it is)."""
     return tokenizer(  # type: ignore[operator]
         captions,
         padding="max_length",
@@ -60,12 +62,12 @@ def _sd15_encoder(base: BaseModel, config: TrainConfig, device: torch.device) ->
     final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
 
     def encode(captions: list[str]) -> Encoded:
-        ids = _token_ids(tokenizer, captions, device)
+        ids = _token_ids(tokenizer, captions, text_encoder.device)
         with torch.set_grad_enabled(trained):
             if skip == 1:
-                return Encoded(text_encoder(ids)[0])
+                return Encoded(text_encoder(ids)[0].to(device))
             hidden = text_encoder(ids, output_hidden_states=True).hidden_states[-skip]
-            return Encoded(final_norm(hidden))
+            return Encoded(final_norm(hidden).to(device))
 
     return encode
 
@@ -86,9 +88,10 @@ def _sdxl_encoder(base: BaseModel, config: TrainConfig, device: torch.device) ->
         pooled: torch.Tensor | None = None
         with torch.set_grad_enabled(trained):
             for tokenizer, encoder in encoders:
-                out = encoder(_token_ids(tokenizer, captions, device), output_hidden_states=True)
-                hidden.append(out.hidden_states[-2])
-                pooled = out[0]  # the last encoder's projected pooled output (text_embeds)
+                ids = _token_ids(tokenizer, captions, encoder.device)
+                out = encoder(ids, output_hidden_states=True)
+                hidden.append(out.hidden_states[-2].to(device))
+                pooled = out[0].to(device)  # the last encoder's projected pooled output
         return Encoded(torch.cat(hidden, dim=-1), pooled)
 
     return encode

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -180,6 +180,15 @@ class TrainConfig(BaseModel):
             if len(parts) == 1:
                 parts = parts * 2
             return tuple(int(p) for p in parts)
+        return value
+
+    @field_validator("optimizer_type", mode="before")
+    @classmethod
+    def _optimizer_case(cls, value: Any) -> Any:
+        """kohya compares optimizer names case-insensitively (``adamw8bit``, ``prodigy``)."""
+        if isinstance(value, str):
+            names = {name.lower(): name for name in get_args(OptimizerName)}
+            return names.get(value.lower(), value)
         return value
 
     @field_validator("caption_extension")

@@ -197,3 +197,10 @@ def test_network_dropout_is_a_lora_option() -> None:
     values = {**MINIMAL, "network_module": "lycoris.kohya", "network_args": ["algo=loha"]}
     with pytest.raises(ConfigError, match="network_dropout is a LoRA option"):
         build_config({**values, "network_dropout": 0.1})
+
+
+def test_optimizer_names_are_case_insensitive_as_in_kohya() -> None:
+    assert build_config({**MINIMAL, "optimizer_type": "prodigy"}).optimizer_type == "Prodigy"
+    assert build_config({**MINIMAL, "optimizer_type": "ADAMW8BIT"}).optimizer_type == "AdamW8bit"
+    with pytest.raises(ConfigError, match="optimizer_type"):
+        build_config({**MINIMAL, "optimizer_type": "SGDNesterov"})

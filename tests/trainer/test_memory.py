@@ -94,3 +94,27 @@ def test_estimate_parts_add_up_and_the_check_compares_the_total() -> None:
     check_memory_budget(estimate, None, config)  # no known limit (CPU)
     with pytest.raises(MemoryBudgetError, match=r"6\.2 GiB but the device has 6\.0 GiB"):
         check_memory_budget(estimate, 6 << 30, config)
+
+
+def test_cached_frozen_text_encoders_are_not_counted(
+    tiny_sdxl_model: Path, dataset: Path, tmp_path: Path
+) -> None:
+    from trainer.data import load_training_data
+    from trainer.models import load_base_model
+    from trainer.speed import estimate_peak_memory
+
+    def estimate(**extra: object) -> MemoryEstimate:
+        config = build_config(base_values(tiny_sdxl_model, dataset, tmp_path, **extra))
+        base = load_base_model(config)
+        return estimate_peak_memory(base, config, load_training_data(config), trainable_count=0)
+
+    frozen = estimate(network_train_unet_only=True)
+    trained = estimate(text_encoder_lr=1e-4)
+    base = load_base_model(build_config(base_values(tiny_sdxl_model, dataset, tmp_path)))
+    encoders = sum(
+        p.numel() for e in (base.text_encoder, base.text_encoder_2) for p in e.parameters()
+    )
+    assert trained.weights - frozen.weights == encoders * 4  # fp32 here: 4 bytes each
+    assert estimate(train_batch_size=4, network_train_unet_only=True).activations == pytest.approx(
+        2 * frozen.activations, rel=1e-6
+    )
