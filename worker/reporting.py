@@ -45,6 +45,7 @@ class JobReporter:
         self._seq = 0
         self._last_state_at = time.monotonic()
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._heartbeat, name="lease-heartbeat", daemon=True)
 
@@ -65,7 +66,12 @@ class JobReporter:
             self.flush()
 
     def flush(self) -> None:
-        """Renew the lease now, with the newest progress if it changed."""
+        """Renew the lease now, with the newest progress if it changed (the heartbeat
+        thread and the runner's final flush take turns)."""
+        with self._flush_lock:
+            self._flush()
+
+    def _flush(self) -> None:
         with self._lock:
             progress, seq = self._progress, self._seq
         fresh = progress if seq != self._written_seq else None

@@ -52,6 +52,7 @@ def run_training_job(rt: Runtime, job_id: int, attempt: int) -> JobStatus | None
         ]
         with jobs_reporter(rt, lease, prompts) as reporter:
             status, error = _train(rt, context, work, reporter, prompts)
+            reporter.flush()  # the last progress, which the heartbeat may not have written
             if reporter.lost:
                 return None
             if status is JobStatus.SUCCEEDED:
