@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 _BG = (24, 25, 28)
 _FG = (230, 230, 230)
@@ -57,8 +57,8 @@ def sample_grid(
         for c, image in enumerate(cells[r]):
             if image is None:
                 continue
-            thumb = image.convert("RGB")
-            thumb.thumbnail((cell, cell), Image.Resampling.LANCZOS)
+            # Fit the cell both ways: small samples (a tiny model's) are enlarged too.
+            thumb = ImageOps.contain(image.convert("RGB"), (cell, cell), Image.Resampling.LANCZOS)
             x = label_width + c * cell + (cell - thumb.width) // 2
             grid.paste(thumb, (x, y + (cell - thumb.height) // 2))
     return grid

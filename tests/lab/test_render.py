@@ -24,8 +24,9 @@ def test_grid_places_each_cell_in_its_row_and_column():
         for c, color in enumerate(row):
             centre = (50 + c * 100 + 50, 20 + r * 100 + 50)
             assert grid.getpixel(centre) == (color or (24, 25, 28))
-    # wide cells keep their aspect: 64×32 scaled to 100×50, blank above and below
+    # wide cells keep their aspect: 64×32 scaled up to 100×50, blank above and below
     assert grid.getpixel((50 + 50, 20 + 10)) == (24, 25, 28)
+    assert grid.getpixel((50 + 2, 20 + 50)) == (255, 0, 0)  # enlarged to the cell's width
 
 
 def test_labels_are_drawn():
