@@ -12,9 +12,11 @@ folders and the local file store.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,6 +76,23 @@ def redact_password(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^/?#]*@", r"\1***@", url)
 
 
+def _plain(value: Any) -> Any:
+    """`value` as JSON-ready data with secrets revealed (for `as_environment`)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, BaseModel):
+        return {k: _plain(getattr(value, k)) for k in type(value).model_fields}
+    if isinstance(value, dict):
+        return {str(_plain(k)): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
 def _default_home() -> Path:
     return Path(os.environ.get("LORALAB_HOME", ".loralab"))
 
@@ -115,6 +134,18 @@ class CommonSettings(BaseSettings):
         if toml_path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
         return tuple(sources)
+
+    def as_environment(self) -> dict[str, str]:
+        """``LORALAB_…`` variables that rebuild exactly these settings in a child process
+        (secrets included: pass them only to processes of the lab)."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = _plain(getattr(self, name))
+            if value is None:
+                continue
+            text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+            env[f"LORALAB_{name.upper()}"] = text
+        return env
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # URLs may carry passwords: show them with the password hidden.

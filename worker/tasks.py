@@ -41,6 +41,15 @@ def caption(
     return "skipped" if written is None else written
 
 
+@app.task(name=TaskName.SAMPLE.value)
+def sample(job_id: int, sample_set_id: int) -> str:
+    """Render a tester's prompts with the job's newest LoRA (`/test prompts`)."""
+    from worker.runtime import runtime
+    from worker.sampling import run_sample_request
+
+    return "rendered" if run_sample_request(runtime(), job_id, sample_set_id) else "skipped"
+
+
 @app.task(name=TaskName.REAP.value)
 def reap() -> dict[str, list[int]]:
     """Re-queue jobs whose worker died (also run periodically by every worker)."""

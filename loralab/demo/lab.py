@@ -4,7 +4,6 @@ sender on the same filesystem broker) for simcord's simulated Discord."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -141,19 +140,7 @@ def worker_env(settings: WorkerSettings) -> dict[str, str]:
     ``LORALAB_…`` or database variable of the caller's shell is left out)."""
     ignored = {"DATABASE_URL", "BROKER_URL", "DISCORD_TOKEN"}
     env = {k: v for k, v in os.environ.items() if not k.startswith("LORALAB_") and k not in ignored}
-    env.update(
-        LORALAB_HOME=str(settings.home),
-        DATABASE_URL=settings.resolved_database_url,
-        BROKER_URL=settings.resolved_broker_url,
-        LORALAB_BASE_MODELS=json.dumps({k.value: v for k, v in settings.base_models.items()}),
-        LORALAB_LEASE_SECONDS=str(settings.lease_seconds),
-        LORALAB_REAPER_INTERVAL_SECONDS=str(settings.reaper_interval_seconds),
-        LORALAB_PROGRESS_INTERVAL_SECONDS=str(settings.progress_interval_seconds),
-        LORALAB_SAMPLE_STEPS=str(settings.sample_steps),
-        LORALAB_MAX_ATTEMPTS=str(settings.max_attempts),
-        HF_HUB_OFFLINE="1",
-        PYTHONUNBUFFERED="1",
-    )
+    env.update(settings.as_environment(), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     return env
 
 

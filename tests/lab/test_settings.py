@@ -88,3 +88,23 @@ def test_unknown_storage_key_is_refused(monkeypatch):
     monkeypatch.setenv("LORALAB_STORAGE__BUKET", "typo")
     with pytest.raises(ValidationError, match="buket"):
         CliSettings()
+
+
+def test_as_environment_rebuilds_the_same_settings(monkeypatch, tmp_path):
+    from pydantic import SecretStr
+
+    from lab.settings import StorageSettings
+
+    original = WorkerSettings(
+        home=tmp_path / "h",
+        database_url="postgresql+psycopg://lab:pw@db/lab",
+        queues=("gpu", "cpu"),
+        lease_seconds=7.5,
+        base_models={BaseFamily.SD15: "/models/sd15"},
+        storage=StorageSettings(backend="s3", s3_bucket="b", s3_secret_access_key=SecretStr("k")),
+    )
+    for name, value in original.as_environment().items():
+        monkeypatch.setenv(name, value)
+    rebuilt = WorkerSettings()
+    assert rebuilt == original
+    assert rebuilt.storage.s3_secret_access_key.get_secret_value() == "k"

@@ -3,7 +3,6 @@ TCP proxy in front of Postgres that can cut every connection for a while."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.settings import WorkerSettings
+from loralab.demo.lab import worker_env
 
 BIN = Path(sys.executable).parent
 
@@ -26,40 +26,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def settings_env(settings: WorkerSettings) -> dict[str, str]:
-    """Environment that gives a child process the same settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LORALAB_")}
-    env.update(
-        LORALAB_HOME=str(settings.home),
-        DATABASE_URL=settings.resolved_database_url,
-        BROKER_URL=settings.resolved_broker_url,
-        LORALAB_BASE_MODELS=json.dumps({k.value: v for k, v in settings.base_models.items()}),
-        LORALAB_LEASE_SECONDS=str(settings.lease_seconds),
-        LORALAB_REAPER_INTERVAL_SECONDS=str(settings.reaper_interval_seconds),
-        LORALAB_PROGRESS_INTERVAL_SECONDS=str(settings.progress_interval_seconds),
-        LORALAB_SAMPLE_STEPS=str(settings.sample_steps),
-        LORALAB_MAX_ATTEMPTS=str(settings.max_attempts),
-        LORALAB_CAPTIONING=settings.captioning.model_dump_json(),
-        HF_HUB_OFFLINE="1",
-        PYTHONUNBUFFERED="1",
-    )
-    storage = settings.storage
-    if storage.backend == "s3":
-        env.update(
-            LORALAB_STORAGE__BACKEND="s3",
-            LORALAB_STORAGE__S3_BUCKET=storage.s3_bucket or "",
-            LORALAB_STORAGE__S3_ENDPOINT_URL=storage.s3_endpoint_url or "",
-            LORALAB_STORAGE__S3_REGION=storage.s3_region or "",
-            LORALAB_STORAGE__S3_ACCESS_KEY_ID=_secret(storage.s3_access_key_id),
-            LORALAB_STORAGE__S3_SECRET_ACCESS_KEY=_secret(storage.s3_secret_access_key),
-        )
-    return env
-
-
-def _secret(value: Any) -> str:
-    return value.get_secret_value() if value is not None else ""
 
 
 class WorkerProcess:
@@ -79,7 +45,7 @@ class WorkerProcess:
                 "--loglevel",
                 "INFO",
             ],
-            env=settings_env(settings),
+            env=worker_env(settings),
             stdout=self._out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
