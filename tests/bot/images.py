@@ -1,29 +1,6 @@
-"""Upload material: distinct noise images (distinct perceptual hashes), bad files, zips."""
+"""Upload material: distinct noise images (distinct perceptual hashes) and zips — the
+same generator the demo uploads with."""
 
-from __future__ import annotations
+from loralab.demo.materials import png, zip_of
 
-import io
-import random
-import zipfile
-
-from PIL import Image
-
-
-def png(seed: int, size: tuple[int, int] = (512, 640)) -> bytes:
-    rng = random.Random(seed)
-    w, h = size[0] // 16, size[1] // 16
-    small = Image.new("RGB", (w, h))
-    small.putdata(
-        [(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(w * h)]
-    )
-    out = io.BytesIO()
-    small.resize(size, Image.NEAREST).save(out, "PNG")
-    return out.getvalue()
-
-
-def zip_of(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return out.getvalue()
+__all__ = ["png", "zip_of"]
