@@ -141,14 +141,7 @@ def add_images(
 def _touch(session: Session, ticket: Ticket, why: str) -> None:
     """Activity on the ticket: the card shows new counts."""
     ticket.last_activity_at = utcnow()
-    repo.add_outbox(
-        session,
-        repo.OutboxItem(
-            "discord.ticket_card",
-            {"ticket_id": ticket.id},
-            f"ticket-card:{ticket.id}:{ticket.revision}:{why}",
-        ),
-    )
+    repo.queue_card_refresh(session, ticket.id, f"{ticket.id}:{ticket.revision}:{why}")
 
 
 def remove_image(factory: Factory, who: Who, ticket_id: int, image_id: int, rules: LabRules) -> str:

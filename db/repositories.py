@@ -28,6 +28,7 @@ from db.models import (
     Vote,
 )
 from lab.lifecycle import Actor, LabRole, TicketFacts, TicketState
+from lab.tasks import OutboxKind
 
 
 def get_or_create_guild(session: Session, guild_id: int, name: str) -> Guild:
@@ -280,3 +281,12 @@ def record_contribution(
         session.add(Contribution(ticket_id=ticket_id, member_id=member_id, kind=kind, count=amount))
     else:
         row.count += amount
+
+
+def queue_card_refresh(session: Session, ticket_id: int, tag: str) -> None:
+    """Ask the bot to re-render the ticket card; `tag` makes the idempotency key
+    (``ticket-card:<tag>``) unique to the change that asked for it."""
+    add_outbox(
+        session,
+        OutboxItem(OutboxKind.TICKET_CARD.value, {"ticket_id": ticket_id}, f"ticket-card:{tag}"),
+    )

@@ -62,14 +62,6 @@ class NewTicket:
     description: str = ""
 
 
-def _card_refresh(ticket_id: int, revision: int) -> repo.OutboxItem:
-    return repo.OutboxItem(
-        kind="discord.ticket_card",
-        payload={"ticket_id": ticket_id},
-        idempotency_key=f"ticket-card:{ticket_id}:{revision}",
-    )
-
-
 def open_ticket(
     session: Session,
     guild_id: int,
@@ -187,7 +179,7 @@ def apply_transition(
         to_status=decision.target,
         reason=reason,
     )
-    repo.add_outbox(session, _card_refresh(ticket.id, ticket.revision + 1))
+    repo.queue_card_refresh(session, ticket.id, f"{ticket.id}:{ticket.revision + 1}")
     effect = EFFECTS.get(action)
     if effect is not None:
         effect(session, ticket.id, actor)

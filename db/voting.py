@@ -114,12 +114,7 @@ def cast_vote(
         session.flush()
         up, down = _tally(session, sample.id)
         tally = f"{sample.id}:{actor.member_id}:{up}:{down}"
-        repo.add_outbox(
-            session,
-            repo.OutboxItem(
-                "discord.ticket_card", {"ticket_id": ticket.id}, f"ticket-card:vote:{tally}"
-            ),
-        )
+        repo.queue_card_refresh(session, ticket.id, f"vote:{tally}")
         repo.add_outbox(
             session, repo.OutboxItem(TALLY_KIND, {"sample_set_id": sample.id}, f"tally:{tally}")
         )
