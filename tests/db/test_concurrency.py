@@ -1,7 +1,7 @@
 """Two members click Claim on the same job at the same moment: exactly one wins.
 
-These tests commit for real on two separate connections (threads), so they use their
-own guild and never the rolled-back fixtures.
+These tests commit for real on two separate connections (threads), so each runs on a
+database of its own: committed claims never leak into other tests.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from db.models import AuditEntry, Ticket
 from db.session import make_engine, make_session_factory
 from lab.lifecycle import Action, Actor, LabRole, RefusalCode, TicketState
 from lab.settings import LabRules
+from tests.conftest import fresh_postgres_database
 from tests.db.conftest import new_snowflake, sample_ticket
 from tests.db.test_services import add_images
 
@@ -78,12 +79,20 @@ def _assert_one_winner(factory, ticket_id: int, actors: list[Actor], outcomes: l
 
 @pytest.mark.postgres
 def test_claim_race_on_postgres_both_read_ready_then_exactly_one_wins(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ):
     """Both transactions read the ticket as READY (a barrier holds them there), then both
     write: the compare-and-set UPDATE lets exactly one through."""
-    migrate.upgrade(postgres_url)
-    engine = make_engine(postgres_url)
+    with fresh_postgres_database() as url:
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        try:
+            _race_with_barrier(engine, monkeypatch)
+        finally:
+            engine.dispose()
+
+
+def _race_with_barrier(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     factory = make_session_factory(engine)
     ticket_id, actors = _ready_ticket(factory)
 
@@ -99,13 +108,15 @@ def test_claim_race_on_postgres_both_read_ready_then_exactly_one_wins(
     outcomes = _claim_concurrently(factory, ticket_id, actors)
     assert both_have_read.n_waiting == 0 and not both_have_read.broken
     _assert_one_winner(factory, ticket_id, actors, outcomes)
-    engine.dispose()
 
 
-def test_claim_race_exactly_one_wins(migrated_engine: Engine):
+def test_claim_race_exactly_one_wins(empty_database_url: str):
     """Two threads, two connections, no choreography, on each backend."""
-    factory = make_session_factory(migrated_engine)
+    migrate.upgrade(empty_database_url)
+    engine = make_engine(empty_database_url)
+    factory = make_session_factory(engine)
     for _ in range(5):
         ticket_id, actors = _ready_ticket(factory)
         outcomes = _claim_concurrently(factory, ticket_id, actors)
         _assert_one_winner(factory, ticket_id, actors, outcomes)
+    engine.dispose()
