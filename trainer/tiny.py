@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTokenizer
 
 # Words the captions use; each becomes one token so the tokenizer needs no merges.
 WORDS = ["sks", "dog", "cat", "photo", "of", "a", "red", "blue", "ball", "grass", "person", "tree"]
@@ -41,16 +46,42 @@ def write_tokenizer(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
 
 
+def _tiny_vae(**extra: object) -> AutoencoderKL:
+    """A VAE that downsamples 8× to 4 latent channels, as SD's does, with tiny widths."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=64,
+        **extra,
+    )
+
+
+def _tiny_tokenizer(folder: Path) -> CLIPTokenizer:
+    """A CLIP tokenizer over the vocabulary `write_tokenizer` writes under `folder`."""
+    from transformers import CLIPTokenizer
+
+    tok_dir = folder / "_tokenizer_src"
+    write_tokenizer(tok_dir)
+    return CLIPTokenizer.from_pretrained(tok_dir, local_files_only=True, model_max_length=77)
+
+
 def build_tiny_sd15(folder: Path, *, prediction_type: str = "epsilon") -> Path:
     """Save a random-init SD1.5-shaped pipeline as a diffusers folder and return it."""
     import torch
     from diffusers import (
-        AutoencoderKL,
         DDIMScheduler,
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -65,20 +96,8 @@ def build_tiny_sd15(folder: Path, *, prediction_type: str = "epsilon") -> Path:
         attention_head_dim=4,
         norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=64,
-    )
-    tok_dir = folder / "_tokenizer_src"
-    write_tokenizer(tok_dir)
-    tokenizer = CLIPTokenizer.from_pretrained(tok_dir, local_files_only=True, model_max_length=77)
+    vae = _tiny_vae()
+    tokenizer = _tiny_tokenizer(folder)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),
@@ -122,7 +141,6 @@ def build_tiny_sdxl(folder: Path) -> Path:
     diffusers folder and return it."""
     import torch
     from diffusers import (
-        AutoencoderKL,
         EulerDiscreteScheduler,
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
@@ -131,7 +149,6 @@ def build_tiny_sdxl(folder: Path) -> Path:
         CLIPTextConfig,
         CLIPTextModel,
         CLIPTextModelWithProjection,
-        CLIPTokenizer,
     )
 
     torch.manual_seed(0)
@@ -154,21 +171,8 @@ def build_tiny_sdxl(folder: Path) -> Path:
         cross_attention_dim=64,  # the two encoders' hidden states side by side (32 + 32)
         norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=64,
-        scaling_factor=0.13025,
-    )
-    tok_dir = folder / "_tokenizer_src"
-    write_tokenizer(tok_dir)
-    tokenizer = CLIPTokenizer.from_pretrained(tok_dir, local_files_only=True, model_max_length=77)
+    vae = _tiny_vae(scaling_factor=0.13025)  # SDXL's VAE scale
+    tokenizer = _tiny_tokenizer(folder)
 
     def encoder_config(**extra: object) -> CLIPTextConfig:
         return CLIPTextConfig(
