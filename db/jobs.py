@@ -340,7 +340,6 @@ class JobContext:
 
     job_id: int
     ticket_id: int
-    ticket_number: int
     name: str
     version: int
     base_family: str
@@ -367,7 +366,6 @@ def job_context(session: Session, job_id: int) -> JobContext:
     return JobContext(
         job_id=job.id,
         ticket_id=ticket.id,
-        ticket_number=ticket.number,
         name=ticket.name,
         version=ticket.version,
         base_family=ticket.base_family.value,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.base import utcnow
@@ -186,24 +186,11 @@ def mark_failed(
 def pending_count(factory: sessionmaker[Session], kind_prefix: str = "") -> int:
     """Rows not yet delivered (dead letters included), for tests and /lab workers."""
     with factory() as session:
-        return len(
-            session.scalars(
-                select(OutboxMessage.id).where(
-                    OutboxMessage.sent_at.is_(None), OutboxMessage.kind.startswith(kind_prefix)
-                )
-            ).all()
-        )
-
-
-def dead_letters(session: Session, kind_prefix: str = "") -> list[OutboxMessage]:
-    """Rows that will not be retried (for operators and /lab workers)."""
-    return list(
-        session.scalars(
-            select(OutboxMessage).where(
-                OutboxMessage.sent_at.is_(None),
-                OutboxMessage.kind.startswith(kind_prefix),
-                OutboxMessage.last_error.is_not(None),
-                OutboxMessage.attempts >= RelayPolicy().max_attempts,
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.sent_at.is_(None), OutboxMessage.kind.startswith(kind_prefix))
             )
+            or 0
         )
-    )
