@@ -151,7 +151,7 @@ class Trainer:
         latents = self.latents(records, flips)
         with s.accelerator.autocast():  # a trained TE holds fp32 LoRA on half weights
             hidden, pooled = s.encode_text(captions)
-        noise = training_noise(latents.shape, config, generator)
+        noise = training_noise(latents.shape, s.noise, generator)
         scheduler = s.base.noise_scheduler
         steps = scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (len(records),), generator=generator)

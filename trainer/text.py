@@ -15,7 +15,6 @@ from typing import NamedTuple
 
 import torch
 
-from lab.training.config import TrainConfig
 from trainer.errors import ConfigError
 from trainer.models import BaseModel
 
@@ -32,11 +31,14 @@ class Encoded(NamedTuple):
 TextEncodeFn = Callable[[list[str]], Encoded]
 
 
-def text_encoder_fn(base: BaseModel, config: TrainConfig, device: torch.device) -> TextEncodeFn:
-    """The function training and sampling both use to encode captions."""
+def text_encoder_fn(
+    base: BaseModel, device: torch.device, *, clip_skip: int | None, trained: bool
+) -> TextEncodeFn:
+    """The function training and sampling both use to encode captions; ``trained`` (the
+    text encoders learn) keeps the gradients."""
     if base.is_sdxl:
-        return _sdxl_encoder(base, config, device)
-    return _sd15_encoder(base, config, device)
+        return _sdxl_encoder(base, device, clip_skip=clip_skip, trained=trained)
+    return _sd15_encoder(base, device, clip_skip=clip_skip, trained=trained)
 
 
 def _token_ids(tokenizer: object, captions: list[str], device: torch.device) -> torch.Tensor:
@@ -51,13 +53,14 @@ def _token_ids(tokenizer: object, captions: list[str], device: torch.device) -> 
     ).input_ids.to(device)
 
 
-def _sd15_encoder(base: BaseModel, config: TrainConfig, device: torch.device) -> TextEncodeFn:
+def _sd15_encoder(
+    base: BaseModel, device: torch.device, *, clip_skip: int | None, trained: bool
+) -> TextEncodeFn:
     tokenizer, text_encoder = base.tokenizer, base.text_encoder
-    skip = config.clip_skip or 1
+    skip = clip_skip or 1
     layers = text_encoder.config.num_hidden_layers
     if skip > layers:
         raise ConfigError(f"clip_skip {skip} exceeds the text encoder's {layers} layers")
-    trained = config.train_text_encoder
     # transformers ≥ 5 dropped CLIPTextModel's `text_model` wrapper; older versions have it.
     final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
 
@@ -72,16 +75,17 @@ def _sd15_encoder(base: BaseModel, config: TrainConfig, device: torch.device) ->
     return encode
 
 
-def _sdxl_encoder(base: BaseModel, config: TrainConfig, device: torch.device) -> TextEncodeFn:
-    if config.clip_skip not in (None, 1, 2):
+def _sdxl_encoder(
+    base: BaseModel, device: torch.device, *, clip_skip: int | None, trained: bool
+) -> TextEncodeFn:
+    if clip_skip not in (None, 1, 2):
         raise ConfigError(
             "clip_skip is fixed for SDXL (both encoders' penultimate layer, as at inference); "
-            f"got clip_skip = {config.clip_skip}"
+            f"got clip_skip = {clip_skip}"
         )
-    if config.clip_skip == 2:
+    if clip_skip == 2:
         logger.info("clip_skip 2 is SDXL's own penultimate-layer conditioning already")
     encoders = [(base.tokenizer, base.text_encoder), (base.tokenizer_2, base.text_encoder_2)]
-    trained = config.train_text_encoder
 
     def encode(captions: list[str]) -> Encoded:
         hidden: list[torch.Tensor] = []
