@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import repositories as repo
 from db.base import utcnow
 from db.models import Artifact, ArtifactKind, JobStatus, Member, Ticket, TrainingJob, Worker
+from db.refs import TicketKey, ticket_id_in
 from db.services import NotFound, TransitionRefused, apply_transition
 from db.tickets import BOARD_KIND, Who, actor_in
 from lab.lifecycle import Action, Actor, Allowed, TicketState, decide
@@ -63,8 +64,9 @@ def job_view(factory: Factory, job_id: int) -> JobView:
         return _view(session, job)
 
 
-def latest_job_view(factory: Factory, ticket_id: int) -> JobView | None:
+def latest_job_view(factory: Factory, ticket_id: TicketKey) -> JobView | None:
     with factory() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         job = repo.latest_job(session, ticket_id)
         return _view(session, job) if job else None
 
@@ -87,7 +89,7 @@ def ticket_of_job(factory: Factory, job_id: int) -> int:
 def configure(
     factory: Factory,
     who: Who,
-    ticket_id: int,
+    ticket_id: TicketKey,
     rules: LabRules,
     *,
     preset: str,
@@ -95,6 +97,7 @@ def configure(
 ) -> JobView:
     """Set the next run's preset and configuration (the claimer or a Lab Admin, CLAIMED)."""
     with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         actor = actor_in(session, who)
         _check(session, ticket_id, Action.CONFIGURE_TRAINING, actor, rules)
         job = repo.latest_job(session, ticket_id)
@@ -212,9 +215,10 @@ def release_view(factory: Factory, ticket_id: int) -> ReleaseView:
         )
 
 
-def start(factory: Factory, who: Who, ticket_id: int, rules: LabRules) -> JobView:
+def start(factory: Factory, who: Who, ticket_id: TicketKey, rules: LabRules) -> JobView:
     """CLAIMED → TRAINING; the transition's effect queues the training task."""
     with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         actor = actor_in(session, who)
         apply_transition(session, ticket_id, Action.START_TRAINING, actor, rules)
         job = repo.latest_job(session, ticket_id)

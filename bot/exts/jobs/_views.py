@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.components import guarded, kick_relay
+from bot.components import guarded, outbox_written
 from bot.context import acting
 from db.tickets import act
 from db.training import ticket_of_job
@@ -42,7 +42,7 @@ class ClaimButton(discord.ui.DynamicItem[discord.ui.Button], template=r"lora:cla
             _, who = await acting(bot, interaction)
             ticket_id = await bot.db.run(ticket_of_job, self.job_id)
             await bot.db.run(act, who, ticket_id, Action.CLAIM, bot.rules)
-            kick_relay(bot)
+            outbox_written(bot)
             await interaction.followup.send(
                 "You claimed this job. In the ticket's post: set the parameters with "
                 "/train config, then /train start.",
