@@ -154,9 +154,8 @@ async def running_lab(
             general = guild.create_text_channel("general")
             admin = guild.add_member(owner)
             yield Lab(env, bot, guild, session_factory, tasks, storage, admin, general, make_bot)
-            if check_errors:
-                if unexpected := unexpected_errors(env):
-                    raise ExceptionGroup("the bot raised unexpected errors", unexpected)
+            if check_errors and (unexpected := unexpected_errors(env)):
+                raise ExceptionGroup("the bot raised unexpected errors", unexpected)
     finally:
         engine.dispose()
 
