@@ -15,17 +15,19 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import Ticket
+from db.models import Ticket, TrainingJob
 from db.services import NotFound
 
 
 @dataclass(frozen=True, slots=True)
 class TicketRef:
-    """Ticket #`number` of the guild, else the ticket whose forum post is `thread_id`."""
+    """Ticket #`number` of the guild, else the ticket of training job `job_id` (a
+    #job-board button), else the ticket whose forum post is `thread_id`."""
 
     guild_id: int
     number: int | None = None
     thread_id: int | None = None
+    job_id: int | None = None
 
 
 TicketKey = TicketRef | int
@@ -40,6 +42,15 @@ def resolve_ticket(session: Session, ref: TicketRef) -> Ticket:
         )
         if ticket is None:
             raise NotFound(f"There is no ticket #{ref.number} in this lab.", code="no_ticket")
+        return ticket
+    if ref.job_id is not None:
+        ticket = session.scalar(
+            select(Ticket)
+            .join(TrainingJob, TrainingJob.ticket_id == Ticket.id)
+            .where(Ticket.guild_id == ref.guild_id, TrainingJob.id == ref.job_id)
+        )
+        if ticket is None:
+            raise NotFound("This job no longer exists.", code="no_job")
         return ticket
     ticket = None
     if ref.thread_id is not None:

@@ -28,8 +28,12 @@ COMMANDS = [
     ("dataset done", S.DATASET, "requester", {}, 1, "captioning is open"),
     ("dataset done", S.DATASET, "nobody", {}, 1, "Only"),
     ("caption tags", S.CAPTIONING, "nobody", {}, 1, "/16"),
+    ("caption edit", S.CAPTIONING, "requester", {"image": 1}, 1, None),
     ("caption done", S.CAPTIONING, "requester", {}, 1, "review"),
     ("dataset approve", S.REVIEW, "requester", {}, 1, "Approved"),
+    ("train config", S.CLAIMED, "claimer", {"kind": "character"}, 1, "will train with"),
+    ("train config", S.CLAIMED, "claimer", {"kind": "character", "overrides": "x"}, 1,
+     "write overrides as key=value"),
     ("train start", S.CLAIMED, "claimer", {}, 1, "is queued"),
     ("train unclaim", S.CLAIMED, "claimer", {}, 1, "back on #job-board"),
     ("lora release", S.TESTING, "admin", {"epoch": 2, "override": True}, 1, "Released epoch 2"),
@@ -79,3 +83,17 @@ async def test_a_command_costs_one_transaction(
         if reply is not None:
             assert reply in followup_text(result), followup_text(result)
         assert begins[0] == expected, (command, role, begins[0])
+
+
+async def test_claiming_from_the_job_board_costs_one_transaction(tmp_path, template_db):
+    async with running_lab(tmp_path, template_db) as lab:
+        await lab.setup()
+        people = members(lab)
+        ticket_in(lab, people, S.READY)
+        await lab.relay()
+        await lab.bot.unload_extension("bot.exts.relay")
+        offer = lab.channel("job-board").last_message
+        with counted(lab.factory) as begins:
+            result = await people["trainer"].click(offer, label="Claim")
+        assert followup_text(result).startswith("You claimed this job")
+        assert begins[0] == 1

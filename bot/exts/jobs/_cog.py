@@ -13,7 +13,7 @@ from bot.components import outbox_written
 from bot.context import acting, ticket_ref
 from bot.embeds import clip
 from bot.exts.jobs._logic import PRESET_KINDS, build_config
-from db.tickets import act, ticket_card
+from db.tickets import act
 from db.training import configure, start, unclaim_idle
 from lab.lifecycle import Action
 
@@ -57,11 +57,15 @@ class Train(commands.GroupCog, group_name="train", group_description="Train a cl
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
         ref = ticket_ref(interaction, ticket)
-        card = await self.bot.db.run(ticket_card, ref)
-        preset, config = build_config(card.family, kind, overrides)
         job = await self.bot.db.run(
-            configure, who, ref, self.bot.rules, preset=preset, config=config
+            configure,
+            who,
+            ref,
+            self.bot.rules,
+            build=lambda family: build_config(family, kind, overrides),
         )
+        config = job.config
+        preset = job.preset
         shown = " ".join(f"{k}={v}" for k, v in config.items() if k != "preset")
         await interaction.followup.send(
             clip(
