@@ -79,14 +79,6 @@ def record_progress_message(factory: Factory, job_id: int, message_id: int) -> N
             job.progress_message_id = message_id
 
 
-def ticket_of_job(factory: Factory, job_id: int) -> int:
-    with factory() as session:
-        job = session.get(TrainingJob, job_id)
-        if job is None:
-            raise NotFound("This job no longer exists.", code="no_job")
-        return job.ticket_id
-
-
 def configure(
     factory: Factory,
     who: Who,
