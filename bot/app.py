@@ -3,7 +3,8 @@
 `create_bot(settings, session_factory=…, task_sender=…)` builds it; nothing is read
 from the environment or built at import time. `setup_hook` loads one extension per
 feature, registers the persistent buttons (their state lives in their custom ids, so
-they work after a restart), installs the central error handler and syncs commands.
+they work after a restart) and syncs commands. The command tree is `LabTree`, whose
+`on_error` is the central error handler.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.context import LabConfig
 from bot.database import Database
-from bot.errors import handle_error
+from bot.errors import LabTree
 from db.outbox import RelayPolicy
 from lab.settings import BotSettings
 from lab.storage import Storage
@@ -70,7 +71,12 @@ class LabBot(commands.Bot):
         if intents is None:
             intents = discord.Intents.default()
             intents.message_content = settings.message_content_intent
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None)
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            tree_cls=LabTree,
+        )
         self.settings = settings
         self.rules = settings.rules
         self.db = db
@@ -88,7 +94,6 @@ class LabBot(commands.Bot):
         self.lab_configs: dict[int, LabConfig] = {}
 
     async def setup_hook(self) -> None:
-        self.tree.on_error = handle_error  # type: ignore[method-assign]
         for name in EXTENSIONS:
             await self.load_extension(name)
         if self.sync_commands:

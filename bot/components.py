@@ -22,8 +22,11 @@ async def guarded(
         await handle_error(interaction, error)
 
 
-def kick_relay(client: discord.Client) -> None:
-    """Ask the outbox relay to deliver what the last transaction decided, now."""
-    kick = getattr(client, "kick_relay", None)
-    if kick is not None:
-        kick()
+OUTBOX_WRITTEN = "outbox_written"
+"""The event a cog dispatches after a transaction wrote outbox rows; the relay listens
+(``on_outbox_written``) and delivers them now rather than at its next tick."""
+
+
+def outbox_written(client: discord.Client) -> None:
+    """Tell the relay that the last transaction decided messages or tasks to deliver."""
+    client.dispatch(OUTBOX_WRITTEN)

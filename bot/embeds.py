@@ -7,6 +7,8 @@ from typing import Any
 
 import discord
 
+from db.dataset import DatasetStatus
+from db.stats import LeaderLine
 from db.tickets import TicketCard
 from lab.lifecycle import TicketState
 
@@ -202,4 +204,46 @@ def with_tally(embed: discord.Embed, up: int, down: int) -> discord.Embed:
     for index, field in enumerate(embed.fields):
         if field.name == "Votes":
             embed.set_field_at(index, name="Votes", value=tally_text(up, down), inline=field.inline)
+    return embed
+
+
+def dataset_embed(status: DatasetStatus) -> discord.Embed:
+    """`/dataset status`: counts, shapes, training buckets, sizes, warnings, the list."""
+    embed = discord.Embed(title="Dataset", colour=0x5865F2)
+    embed.add_field(name="Images", value=f"{status.count} ({status.captioned} captioned)")
+    embed.add_field(
+        name="Shapes",
+        value=", ".join(f"{k} {v}" for k, v in sorted(status.shapes.items())) or "—",
+    )
+    embed.add_field(
+        name="Buckets (training)",
+        value=clip(", ".join(f"{k} {v}" for k, v in status.buckets.items()) or "—", 1024),
+    )
+    embed.add_field(
+        name="Sizes",
+        value=", ".join(f"{k} {v}" for k, v in sorted(status.resolutions.items())) or "—",
+    )
+    embed.add_field(
+        name="Warnings", value=clip("\n".join(status.warnings) or "none", 1024), inline=False
+    )
+    listing = "\n".join(f"`{i}` {name} ({w}×{h})" for i, name, w, h in status.images)
+    embed.description = clip(listing or "No images yet.", 4000)
+    return embed
+
+
+def stats_embed(lines: list[LeaderLine], counts: dict[str, int]) -> discord.Embed:
+    """`/lab stats`: the contribution leaderboard and tickets per state."""
+    embed = discord.Embed(title="Lab contributions", colour=0x5865F2)
+    board = "\n".join(
+        f"{i + 1}. **{line.name}** — {line.total} "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(line.by_kind.items()))})"
+        for i, line in enumerate(lines)
+    )
+    embed.description = clip(board or "No contributions yet.", 4000)
+    embed.add_field(
+        name="Tickets",
+        value=clip(
+            ", ".join(f"{k.upper()} {v}" for k, v in sorted(counts.items())) or "none", 1024
+        ),
+    )
     return embed

@@ -80,3 +80,13 @@ async def handle_error(interaction: discord.Interaction, error: BaseException) -
         await reply(interaction, message)
     except discord.HTTPException:
         log.warning("could not tell user %s about an error", interaction.user.id)
+
+
+class LabTree(app_commands.CommandTree["discord.Client"]):
+    """The bot's command tree (installed with ``tree_cls``): every app-command error
+    goes to `handle_error`."""
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        await handle_error(interaction, error)

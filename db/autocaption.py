@@ -21,6 +21,7 @@ from db.captions import CaptionError
 from db.dataset import _ticket, _touch, require
 from db.models import DatasetImage, ImageStatus, OutboxMessage, Ticket
 from db.outbox import enqueue_task
+from db.refs import TicketKey, ticket_id_in
 from db.tickets import Who, actor_in
 from lab.autocaption import CaptionerKind, style_for_base
 from lab.lifecycle import Action, TicketState
@@ -70,7 +71,7 @@ class AutoCaptionRequest:
 def request_autocaption(
     factory: Factory,
     who: Who,
-    ticket_id: int,
+    ticket_id: TicketKey,
     rules: LabRules,
     *,
     request_id: int,
@@ -81,6 +82,7 @@ def request_autocaption(
     """Queue auto-captioning of the ticket's images (all with `overwrite`, else those
     without a caption); the kind defaults to the style of the ticket's base model."""
     with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         ticket = _ticket(session, ticket_id)
         require(session, ticket, Action.EDIT_CAPTIONS, actor_in(session, who), rules)
         chosen = kind or style_for_base(ticket.base_model).kind

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import repositories as repo
 from db.base import utcnow
 from db.models import ContributionKind, DatasetImage, ImageStatus, Ticket
+from db.refs import TicketKey, ticket_id_in
 from db.services import NotFound, TransitionRefused
 from db.tickets import Who, actor_in
 from lab.buckets import BucketSpec
@@ -41,10 +42,11 @@ def require(
 
 
 def check_allowed(
-    factory: Factory, who: Who, ticket_id: int, action: Action, rules: LabRules
+    factory: Factory, who: Who, ticket_id: TicketKey, action: Action, rules: LabRules
 ) -> None:
     """Ask before doing slow work (downloads): may `who` do `action` on the ticket now?"""
     with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         require(session, _ticket(session, ticket_id), action, actor_in(session, who), rules)
 
 
@@ -57,9 +59,17 @@ class TicketBasics:
     """sha256 → original name of the ticket's active images (duplicates are refused)."""
 
 
-def ticket_basics(factory: Factory, ticket_id: int) -> TicketBasics:
-    with factory() as session:
+def ticket_basics(
+    factory: Factory, ticket_id: TicketKey, who: Who | None = None, rules: LabRules | None = None
+) -> TicketBasics:
+    """What ingest needs to know; with `who` (and `rules`), first checks they may edit
+    the dataset now, so an upload is refused before anything is downloaded."""
+    with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         ticket = _ticket(session, ticket_id)
+        if who is not None:
+            assert rules is not None, "checking `who` needs the lab's rules"
+            require(session, ticket, Action.EDIT_DATASET, actor_in(session, who), rules)
         rows = session.execute(
             select(DatasetImage.sha256, DatasetImage.original_name).where(
                 DatasetImage.ticket_id == ticket_id, DatasetImage.status == ImageStatus.ACTIVE
@@ -86,11 +96,12 @@ class NewImage:
 
 
 def add_images(
-    factory: Factory, who: Who, ticket_id: int, images: list[NewImage], rules: LabRules
+    factory: Factory, who: Who, ticket_id: TicketKey, images: list[NewImage], rules: LabRules
 ) -> dict[str, int]:
     """Record accepted images (and their captions) on the ticket; source name → image id.
     An image already in the dataset (same hash) is skipped, so a retry adds nothing twice."""
     with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         ticket = _ticket(session, ticket_id)
         actor = actor_in(session, who)
         require(session, ticket, Action.EDIT_DATASET, actor, rules)
@@ -144,9 +155,12 @@ def _touch(session: Session, ticket: Ticket, why: str) -> None:
     repo.queue_card_refresh(session, ticket.id, f"{ticket.id}:{ticket.revision}:{why}")
 
 
-def remove_image(factory: Factory, who: Who, ticket_id: int, image_id: int, rules: LabRules) -> str:
+def remove_image(
+    factory: Factory, who: Who, ticket_id: TicketKey, image_id: int, rules: LabRules
+) -> str:
     """Take an image out of the dataset (kept in storage; re-uploading restores it)."""
     with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         ticket = _ticket(session, ticket_id)
         require(session, ticket, Action.EDIT_DATASET, actor_in(session, who), rules)
         image = session.get(DatasetImage, image_id)
@@ -180,8 +194,11 @@ def _shape(width: int, height: int) -> str:
     return "square"
 
 
-def dataset_status(factory: Factory, ticket_id: int, phash_distance: int = 6) -> DatasetStatus:
+def dataset_status(
+    factory: Factory, ticket_id: TicketKey, phash_distance: int = 6
+) -> DatasetStatus:
     with factory() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         ticket = _ticket(session, ticket_id)
         images = session.scalars(
             select(DatasetImage)

@@ -3,6 +3,7 @@ the progress message and the release post show. One transaction per function."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,7 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import repositories as repo
 from db.base import utcnow
 from db.models import Artifact, ArtifactKind, JobStatus, Member, Ticket, TrainingJob, Worker
-from db.services import NotFound, TransitionRefused, apply_transition
+from db.refs import TicketKey, ticket_id_in
+from db.services import DbError, NotFound, TransitionRefused, apply_transition
 from db.tickets import BOARD_KIND, Who, actor_in
 from lab.lifecycle import Action, Actor, Allowed, TicketState, decide
 from lab.settings import LabRules
@@ -63,8 +65,9 @@ def job_view(factory: Factory, job_id: int) -> JobView:
         return _view(session, job)
 
 
-def latest_job_view(factory: Factory, ticket_id: int) -> JobView | None:
+def latest_job_view(factory: Factory, ticket_id: TicketKey) -> JobView | None:
     with factory() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         job = repo.latest_job(session, ticket_id)
         return _view(session, job) if job else None
 
@@ -76,27 +79,29 @@ def record_progress_message(factory: Factory, job_id: int, message_id: int) -> N
             job.progress_message_id = message_id
 
 
-def ticket_of_job(factory: Factory, job_id: int) -> int:
-    with factory() as session:
-        job = session.get(TrainingJob, job_id)
-        if job is None:
-            raise NotFound("This job no longer exists.", code="no_job")
-        return job.ticket_id
-
-
 def configure(
     factory: Factory,
     who: Who,
-    ticket_id: int,
+    ticket_id: TicketKey,
     rules: LabRules,
     *,
-    preset: str,
-    config: dict[str, Any],
+    preset: str = "",
+    config: dict[str, Any] | None = None,
+    build: Callable[[str], tuple[str, dict[str, Any]]] | None = None,
 ) -> JobView:
-    """Set the next run's preset and configuration (the claimer or a Lab Admin, CLAIMED)."""
+    """Set the next run's preset and configuration (the claimer or a Lab Admin, CLAIMED).
+    `build(family)` makes them from the ticket's base family, in the same transaction
+    (the bot's `/train config` knows the ticket only by its `TicketRef`)."""
     with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         actor = actor_in(session, who)
         _check(session, ticket_id, Action.CONFIGURE_TRAINING, actor, rules)
+        if build is not None:
+            ticket = session.get(Ticket, ticket_id)
+            assert ticket is not None
+            preset, config = build(ticket.base_family.value)
+        if not preset or config is None:
+            raise DbError("A training configuration needs a preset.", code="no_preset")
         job = repo.latest_job(session, ticket_id)
         if job is None or job.status is not JobStatus.QUEUED or job.attempt > 0:
             job = TrainingJob(ticket_id=ticket_id)
@@ -212,9 +217,10 @@ def release_view(factory: Factory, ticket_id: int) -> ReleaseView:
         )
 
 
-def start(factory: Factory, who: Who, ticket_id: int, rules: LabRules) -> JobView:
+def start(factory: Factory, who: Who, ticket_id: TicketKey, rules: LabRules) -> JobView:
     """CLAIMED → TRAINING; the transition's effect queues the training task."""
     with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         actor = actor_in(session, who)
         apply_transition(session, ticket_id, Action.START_TRAINING, actor, rules)
         job = repo.latest_job(session, ticket_id)

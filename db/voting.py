@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import repositories as repo
 from db.base import utcnow
 from db.models import Artifact, ContributionKind, SampleSet, Ticket, Vote
+from db.refs import TicketKey, ticket_id_in
 from db.services import NotFound, TransitionRefused
 from db.tickets import Who, actor_in
 from lab.lifecycle import Action, Allowed, decide
@@ -122,13 +123,14 @@ def cast_vote(
 
 
 def request_samples(
-    factory: Factory, who: Who, ticket_id: int, prompts: list[str], rules: LabRules
+    factory: Factory, who: Who, ticket_id: TicketKey, prompts: list[str], rules: LabRules
 ) -> int:
     """A new sample set with the member's prompts; the SAMPLE task renders it."""
     from db.outbox import enqueue_task
     from lab.tasks import TaskName
 
     with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         actor = actor_in(session, who)
         ticket = session.get(Ticket, ticket_id)
         if ticket is None:

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from bot.errors import LabTree
 from db.models import Worker
 from db.tickets import list_tickets
 from lab.lifecycle import TicketState
@@ -61,6 +62,7 @@ async def test_an_unexpected_error_shows_an_incident_id(tmp_path, template_db, c
         incident = text.split("`")[1]
         assert any(incident in r.getMessage() for r in caplog.records)
         assert "database exploded" not in text
+        assert isinstance(lab.bot.tree, LabTree)  # the handler came with tree_cls
 
 
 async def test_images_posted_in_the_thread_are_ingested(tmp_path, template_db):

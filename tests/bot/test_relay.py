@@ -8,7 +8,7 @@ from sqlalchemy import select
 from db import repositories as repo
 from db.models import OutboxMessage
 from db.outbox import RelayPolicy, pending_count
-from tests.bot.conftest import followup_text, ready_ticket, running_lab
+from tests.bot.conftest import followup_text, open_request, ready_ticket, running_lab
 
 pytestmark = pytest.mark.anyio
 
@@ -88,3 +88,18 @@ async def test_restart_mid_flow_old_buttons_work_and_the_outbox_resumes(tmp_path
         assert followup_text(clicked).startswith("You claimed this job")
         assert "Claimed by **tara**" in lab.channel("job-board").last_message.embeds[0].description
         assert pending_count(lab.factory, "discord.") == 0
+
+
+async def test_a_command_has_its_rows_delivered_at_once_through_the_outbox_written_event(
+    tmp_path, template_db
+):
+    """Cogs dispatch `outbox_written` after their transaction and the relay listens to
+    it: nothing is patched onto the bot, and the timer (an hour here) is not waited for."""
+    async with running_lab(tmp_path, template_db, relay_interval=3600) as lab:
+        await lab.setup()
+        assert not hasattr(lab.bot, "kick_relay")
+        assert lab.bot.extra_events["on_outbox_written"]
+        thread = await open_request(lab, lab.member("rita"))  # the relay creates the post
+        assert thread.name == "#1 Aria"
+        card = lab.channel("lab-requests").threads[-1].history()
+        assert card and card[0].embeds

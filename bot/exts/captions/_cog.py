@@ -10,12 +10,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.components import kick_relay
-from bot.context import acting, ticket_here
+from bot.components import outbox_written
+from bot.context import acting, ticket_ref
 from bot.embeds import clip
 from bot.errors import BotError, handle_error
 from bot.exts.captions._auto import KIND_CHOICES, queue_auto_captions
-from bot.exts.dataset._logic import download
+from bot.exts.dataset._cog import download
 from db.captions import bulk_edit, edit_caption, show_caption, tag_counts, upload_captions
 from db.dataset import check_allowed
 from db.tickets import Who, act
@@ -47,11 +47,11 @@ class CaptionModal(discord.ui.Modal, title="Edit caption"):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        ticket_id = await ticket_here(self.bot, interaction, self.ticket)
+        ref = ticket_ref(interaction, self.ticket)
         stored = await self.bot.db.run(
-            edit_caption, self.who, ticket_id, self.image_id, self.text.value, self.bot.rules
+            edit_caption, self.who, ref, self.image_id, self.text.value, self.bot.rules
         )
-        kick_relay(self.bot)
+        outbox_written(self.bot)
         await interaction.followup.send(
             clip(f"Caption of image {self.image_id} saved: `{stored}`", 2000), ephemeral=True
         )
@@ -70,8 +70,8 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        name, text = await self.bot.db.run(show_caption, ticket_id, image)
+        ref = ticket_ref(interaction, ticket)
+        name, text = await self.bot.db.run(show_caption, ref, image)
         await interaction.followup.send(
             clip(f"`{image}` {name}: `{text or '(no caption)'}`", 2000), ephemeral=True
         )
@@ -87,11 +87,9 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
         current = ""
         try:
             async with asyncio.timeout(MODAL_READ_BUDGET_S):
-                ticket_id = await ticket_here(self.bot, interaction, ticket)
-                await self.bot.db.run(
-                    check_allowed, who, ticket_id, Action.EDIT_CAPTIONS, self.bot.rules
+                _, current = await self.bot.db.run(
+                    show_caption, ticket_ref(interaction, ticket), image, who, self.bot.rules
                 )
-                _, current = await self.bot.db.run(show_caption, ticket_id, image)
         except TimeoutError:
             log.warning("caption edit: database slow; modal opened without the current text")
         await interaction.response.send_modal(CaptionModal(self.bot, who, ticket, image, current))
@@ -110,11 +108,11 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
+        ref = ticket_ref(interaction, ticket)
         changed = await self.bot.db.run(
-            bulk_edit, who, ticket_id, operation, tag, self.bot.rules, replacement=replacement
+            bulk_edit, who, ref, operation, tag, self.bot.rules, replacement=replacement
         )
-        kick_relay(self.bot)
+        outbox_written(self.bot)
         await interaction.followup.send(
             f"{operation} `{tag}`: {changed} captions changed.", ephemeral=True
         )
@@ -128,8 +126,8 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        await self.bot.db.run(check_allowed, who, ticket_id, Action.EDIT_CAPTIONS, self.bot.rules)
+        ref = ticket_ref(interaction, ticket)
+        await self.bot.db.run(check_allowed, who, ref, Action.EDIT_CAPTIONS, self.bot.rules)
         settings = self.bot.settings.ingest
         files, refused = await download(
             [file], hosts=self.bot.attachment_hosts, limit=settings.zip_max_total_bytes
@@ -141,10 +139,8 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
                 texts[name] = decode_caption(item.read(settings.caption_max_bytes), name)
         if not texts and not refused:
             raise BotError("No .txt captions found in that upload.")
-        matched, unmatched = await self.bot.db.run(
-            upload_captions, who, ticket_id, texts, self.bot.rules
-        )
-        kick_relay(self.bot)
+        matched, unmatched = await self.bot.db.run(upload_captions, who, ref, texts, self.bot.rules)
+        outbox_written(self.bot)
         lines = [f"{len(matched)} captions matched to images by file name.", *refused]
         if unmatched:
             lines.append("No image named like: " + ", ".join(unmatched[:20]))
@@ -168,8 +164,8 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
     async def tags(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        captioned, counts = await self.bot.db.run(tag_counts, ticket_id)
+        ref = ticket_ref(interaction, ticket)
+        captioned, counts = await self.bot.db.run(tag_counts, ref)
         lines = [f"`{tag}` {count}/{captioned}" for tag, count in list(counts.items())[:60]]
         await interaction.followup.send(
             clip("\n".join(lines) or "No captions yet.", 2000), ephemeral=True
@@ -179,9 +175,9 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
     async def done(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        await self.bot.db.run(act, who, ticket_id, Action.FINISH_CAPTIONS, self.bot.rules)
-        kick_relay(self.bot)
+        ref = ticket_ref(interaction, ticket)
+        await self.bot.db.run(act, who, ref, Action.FINISH_CAPTIONS, self.bot.rules)
+        outbox_written(self.bot)
         await interaction.followup.send(
             "Captions are done; the requester reviews the dataset now.", ephemeral=True
         )

@@ -9,11 +9,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from bot.components import kick_relay
-from bot.context import acting, ticket_here
+from bot.components import outbox_written
+from bot.context import acting, ticket_ref
 from bot.embeds import clip
 from bot.exts.jobs._logic import PRESET_KINDS, build_config
-from db.tickets import act, ticket_card
+from db.tickets import act
 from db.training import configure, start, unclaim_idle
 from lab.lifecycle import Action
 
@@ -39,7 +39,7 @@ class Train(commands.GroupCog, group_name="train", group_description="Train a cl
         released = await self.bot.db.run(unclaim_idle, self.bot.rules, now=self.bot.clock())
         if released:
             log.info("auto-unclaimed idle jobs of tickets %s", [t for t, _ in released])
-            kick_relay(self.bot)
+            outbox_written(self.bot)
 
     @app_commands.command(name="config", description="Preset and overrides for the next run")
     @app_commands.describe(
@@ -56,12 +56,16 @@ class Train(commands.GroupCog, group_name="train", group_description="Train a cl
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        card = await self.bot.db.run(ticket_card, ticket_id)
-        preset, config = build_config(card.family, kind, overrides)
+        ref = ticket_ref(interaction, ticket)
         job = await self.bot.db.run(
-            configure, who, ticket_id, self.bot.rules, preset=preset, config=config
+            configure,
+            who,
+            ref,
+            self.bot.rules,
+            build=lambda family: build_config(family, kind, overrides),
         )
+        config = job.config
+        preset = job.preset
         shown = " ".join(f"{k}={v}" for k, v in config.items() if k != "preset")
         await interaction.followup.send(
             clip(
@@ -76,18 +80,18 @@ class Train(commands.GroupCog, group_name="train", group_description="Train a cl
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        await self.bot.db.run(act, who, ticket_id, action, self.bot.rules)
-        kick_relay(self.bot)
+        ref = ticket_ref(interaction, ticket)
+        await self.bot.db.run(act, who, ref, action, self.bot.rules)
+        outbox_written(self.bot)
         await interaction.followup.send(done, ephemeral=True)
 
     @app_commands.command(name="start", description="Queue the training run on a lab GPU")
     async def start_(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        job = await self.bot.db.run(start, who, ticket_id, self.bot.rules)
-        kick_relay(self.bot)
+        ref = ticket_ref(interaction, ticket)
+        job = await self.bot.db.run(start, who, ref, self.bot.rules)
+        outbox_written(self.bot)
         await interaction.followup.send(
             f"Job {job.id} is queued (attempt {job.attempt}). Progress appears in the post.",
             ephemeral=True,

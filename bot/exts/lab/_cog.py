@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.context import ROLE_NAMES, SELF_SERVICE_ROLES, LabConfig, acting, lab_config, who_from
-from bot.embeds import clip
+from bot.embeds import clip, stats_embed
 from bot.errors import NotAllowed
 from bot.exts.lab._logic import GUIDES, REQUESTS_FORUM, STATUS_TAGS, TEXT_CHANNELS
 from bot.exts.roles._views import role_picker_view
@@ -159,19 +159,7 @@ class Lab(commands.GroupCog, group_name="lab", group_description="Set up and loo
         _, who = await acting(self.bot, interaction)
         lines = await self.bot.db.run(leaderboard, who.guild_id)
         counts = await self.bot.db.run(ticket_counts, who.guild_id)
-        embed = discord.Embed(title="Lab contributions", colour=0x5865F2)
-        board = "\n".join(
-            f"{i + 1}. **{line.name}** — {line.total} "
-            f"({', '.join(f'{k} {v}' for k, v in sorted(line.by_kind.items()))})"
-            for i, line in enumerate(lines)
-        )
-        embed.description = clip(board or "No contributions yet.", 4000)
-        embed.add_field(
-            name="Tickets",
-            value=clip(
-                ", ".join(f"{k.upper()} {v}" for k, v in sorted(counts.items())) or "none", 1024
-            ),
-        )
+        embed = stats_embed(lines, counts)
         await interaction.followup.send(embed=embed, ephemeral=True)
 
     @app_commands.command(name="workers", description="The lab's GPU workers")

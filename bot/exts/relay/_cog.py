@@ -5,8 +5,9 @@ At least once: a row is marked sent only after its side effect succeeded; render
 are idempotent (a post that exists is edited, not sent again; sends carry the row's
 idempotency key as their nonce). 5xx and 429 answers are retried with the outbox
 policy's backoff (honouring ``retry_after``) and dead-lettered after
-``max_attempts``. The relay runs on a timer and whenever a command "kicks" it, and
-after a restart it simply picks up the rows still pending.
+``max_attempts``. The relay runs on a timer and whenever a command reports new rows, and
+after a restart it simply picks up the rows still pending. Cogs never call the relay:
+they dispatch the ``outbox_written`` event, which the relay listens to.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Relay(commands.Cog):
         self._again = False
         self._kicks: set[asyncio.Task[int]] = set()
         self._timer = tasks.loop(seconds=bot.relay_interval)(self._tick)
-        bot.kick_relay = self.kick  # type: ignore[attr-defined]
+        bot.outbox_written = self.kick  # type: ignore[attr-defined]
 
     async def cog_load(self) -> None:
         self._timer.start()
@@ -68,6 +69,11 @@ class Relay(commands.Cog):
     async def _tick(self) -> None:
         await self.bot.wait_until_ready()
         await self.deliver()
+
+    @commands.Cog.listener()
+    async def on_outbox_written(self) -> None:
+        """A command's transaction wrote outbox rows (`bot.components.outbox_written`)."""
+        self.kick()
 
     def kick(self) -> None:
         """Deliver soon (after the current pass, if one is running)."""

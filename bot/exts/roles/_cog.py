@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.context import ROLE_NAMES, SELF_SERVICE_ROLES, require_lab
-from bot.exts.roles._logic import toggle_role
+from bot.exts.roles._views import toggle_role
 from lab.lifecycle import LabRole
 
 if TYPE_CHECKING:

@@ -9,13 +9,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import embeds
-from bot.components import kick_relay
-from bot.context import acting, require_lab, ticket_here
+from bot.components import outbox_written
+from bot.context import acting, require_lab, ticket_ref
 from bot.exts.tickets._views import RequestModal
 from db.models import SubjectKind
-from db.tickets import act, choose_epoch, iterate, list_tickets, ticket_card
+from db.tickets import act, iterate, list_tickets, ticket_card
 from lab.families import NAMED_BASES
-from lab.lifecycle import Action, LabRole, TicketState
+from lab.lifecycle import Action, TicketState
 
 if TYPE_CHECKING:
     from bot.app import LabBot
@@ -40,7 +40,7 @@ class Lora(commands.GroupCog, group_name="lora", group_description="LoRA request
     async def status(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await require_lab(self.bot, interaction.guild_id)
-        card = await self.bot.db.run(ticket_card, await ticket_here(self.bot, interaction, ticket))
+        card = await self.bot.db.run(ticket_card, ticket_ref(interaction, ticket))
         await interaction.followup.send(embed=embeds.ticket_card_embed(card), ephemeral=True)
 
     @app_commands.command(name="list", description="Tickets of the lab")
@@ -71,11 +71,11 @@ class Lora(commands.GroupCog, group_name="lora", group_description="LoRA request
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
+        ref = ticket_ref(interaction, ticket)
         await self.bot.db.run(
-            act, who, ticket_id, action, self.bot.rules, reason=reason, admin_override=override
+            act, who, ref, action, self.bot.rules, reason=reason, admin_override=override
         )
-        kick_relay(self.bot)
+        outbox_written(self.bot)
         await interaction.followup.send(done, ephemeral=True)
 
     @app_commands.command(name="cancel", description="Cancel a ticket (requester or Lab Admin)")
@@ -93,15 +93,11 @@ class Lora(commands.GroupCog, group_name="lora", group_description="LoRA request
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        card = await self.bot.db.run(ticket_card, ticket_id)
-        may_choose = who.user_id == card.requester_user_id or LabRole.ADMIN in who.roles
-        if may_choose and card.status is TicketState.TESTING:
-            await self.bot.db.run(choose_epoch, ticket_id, epoch)
+        ref = ticket_ref(interaction, ticket)
         await self.bot.db.run(
-            act, who, ticket_id, Action.RELEASE, self.bot.rules, admin_override=override
+            act, who, ref, Action.RELEASE, self.bot.rules, admin_override=override, epoch=epoch
         )
-        kick_relay(self.bot)
+        outbox_written(self.bot)
         await interaction.followup.send(
             f"Released epoch {epoch}. The post goes to #releases.", ephemeral=True
         )
@@ -110,9 +106,9 @@ class Lora(commands.GroupCog, group_name="lora", group_description="LoRA request
     async def iterate_(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        _, number = await self.bot.db.run(iterate, who, ticket_id, self.bot.rules)
-        kick_relay(self.bot)
+        ref = ticket_ref(interaction, ticket)
+        _, number = await self.bot.db.run(iterate, who, ref, self.bot.rules)
+        outbox_written(self.bot)
         await interaction.followup.send(
             f"Ticket #{number} opened as the next version, with the same dataset.", ephemeral=True
         )

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.components import kick_relay
+from bot.components import outbox_written
 from bot.context import acting
 from bot.errors import handle_error
 from db.models import SubjectKind
@@ -62,7 +62,7 @@ class RequestModal(discord.ui.Modal, title="Request a LoRA"):
             description=self.description.value.strip(),
         )
         _, number = await self.bot.db.run(request_ticket, who, new)
-        kick_relay(self.bot)
+        outbox_written(self.bot)
         await interaction.followup.send(
             f"Ticket #{number} opened. Its post appears in the requests forum; "
             "upload images there with /dataset upload.",
