@@ -7,6 +7,7 @@ calls :meth:`~Trainer.step`, :meth:`~Trainer.maybe_save` and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -20,6 +21,7 @@ import torch
 from lab.training.config import TrainConfig
 from trainer.callbacks import Callbacks, Checkpoint, Commands, NeverStop, NullCallbacks, Progress
 from trainer.data import ImageRecord
+from trainer.distributed import MainProcessOnly, agree, average_gradients, batch_share
 from trainer.formats import SD15_PREFIXES, SDXL_PREFIXES
 from trainer.loss import (
     debiased_weights,
@@ -80,9 +82,11 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, callbacks: Callbacks, commands: Commands) -> None:
         self.config = config
-        self.callbacks = callbacks
+        # With several processes only rank 0 reports, and only it writes files.
+        self.callbacks = MainProcessOnly(callbacks)
         self.commands = commands
-        self.session: Session = prepare_session(config, callbacks)
+        self.session: Session = prepare_session(config, self.callbacks)
+        self.is_main = self.session.accelerator.is_main_process
         self.position = Position(epoch=0, batch=0, global_step=0, seed=self.session.seed)
         self.result = TrainResult(output_dir=config.output_dir, final_path=None)
         self._epoch_losses: list[torch.Tensor] = []
@@ -108,9 +112,9 @@ class Trainer:
                 # Stop or snapshot only between optimizer steps: accumulated gradients
                 # are not part of the state.
                 if index % self.config.gradient_accumulation_steps == 0:
-                    if self.commands.should_stop():
+                    if self.stop_requested():
                         return self.stop()
-                    if self.state_requested():
+                    if self.is_main and self.state_requested():
                         self.write_state(f"{self.config.output_name}-state")
                 self.step(batches[index], index, last_in_epoch=index == len(batches) - 1)
                 self._advance(batch=index + 1)
@@ -123,6 +127,16 @@ class Trainer:
                     self.maybe_save()  # the last epoch is saved by finish() instead
                 self.maybe_sample()
         return self.finish()
+
+    def stop_requested(self) -> bool:
+        """Rank 0 asks the commands; the others learn its answer. With several processes
+        that is a collective, so it is asked at the reporting cadence, not every step."""
+        accelerator = self.session.accelerator
+        if accelerator.num_processes == 1:
+            return self.commands.should_stop()
+        if self._session_steps % self._report_every:
+            return False
+        return agree(accelerator, self.is_main and self.commands.should_stop())
 
     def state_requested(self) -> bool:
         # Optional in the Commands protocol: minimal implementations only answer should_stop.
@@ -138,57 +152,71 @@ class Trainer:
     # -- one step -------------------------------------------------------------------------
 
     def step(self, batch: list[int], index: int, *, last_in_epoch: bool) -> None:
-        """Forward, loss and backward for one batch; an optimizer step every
-        ``gradient_accumulation_steps`` batches (and at the end of an epoch)."""
+        """Forward, loss and backward for this rank's share of one global batch; an
+        optimizer step every ``gradient_accumulation_steps`` batches (and at epoch end)."""
         s, config = self.session, self.config
-        records = [s.data.records[i] for i in batch]
-        # Randomness derives from (seed, epoch, batch): a resumed run draws the same.
+        accelerator, world = s.accelerator, s.accelerator.num_processes
+        records = [s.data.records[i] for i in batch]  # the global batch, on every rank
+        # Randomness derives from (seed, epoch, batch) and is drawn for the whole global
+        # batch: a resumed run, and a run on another number of processes, draw the same.
         rng = random.Random(f"step:{self.position.seed}:{self.position.epoch}:{index}")
         generator = torch.Generator().manual_seed(rng.getrandbits(63))
         flips = [r.flip_aug and rng.random() < 0.5 for r in records]
         captions = [r.rules.apply(r.caption, rng) for r in records]
-
-        latents = self.latents(records, flips)
-        with s.accelerator.autocast():  # a trained TE holds fp32 LoRA on half weights
-            hidden, pooled = s.encode_text(captions)
-        noise = training_noise(latents.shape, s.noise, generator)
+        share = batch_share(len(records), accelerator.process_index, world)
+        mine = share.positions
+        latents = self.latents([records[i] for i in mine], [flips[i] for i in mine])
+        noise = training_noise((len(records), *latents.shape[1:]), s.noise, generator)
         scheduler = s.base.noise_scheduler
         steps = scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (len(records),), generator=generator)
-        noise, timesteps = noise.to(s.device), timesteps.to(s.device)
+        noise, timesteps = noise[mine].to(s.device), timesteps[mine].to(s.device)
         noisy = scheduler.add_noise(latents, noise, timesteps)
 
-        extra = {}
-        if pooled is not None:  # SDXL: pooled text + size/crop micro-conditioning
-            time_ids = sdxl_time_ids(
-                [r.original_size for r in records],
-                [r.crop_top_left(flip=f) for r, f in zip(records, flips, strict=True)],
-                [r.bucket for r in records],
+        sync = (index + 1) % config.gradient_accumulation_steps == 0 or last_in_epoch
+        # Between optimizer steps gradients only accumulate locally (no all-reduce).
+        with contextlib.nullcontext() if sync else accelerator.no_sync(s.unet):
+            with accelerator.autocast():  # a trained TE holds fp32 LoRA on half weights
+                hidden, pooled = s.encode_text([captions[i] for i in mine])
+            extra = {}
+            if pooled is not None:  # SDXL: pooled text + size/crop micro-conditioning
+                time_ids = sdxl_time_ids(
+                    [records[i].original_size for i in mine],
+                    [records[i].crop_top_left(flip=flips[i]) for i in mine],
+                    [records[i].bucket for i in mine],
+                )
+                extra["added_cond_kwargs"] = {
+                    "text_embeds": pooled,
+                    "time_ids": time_ids.to(s.device),
+                }
+            with accelerator.autocast():
+                prediction = s.unet(noisy.to(s.weight_dtype), timesteps, hidden, **extra).sample
+            losses = per_sample_mse(prediction, target_for(scheduler, latents, noise, timesteps))
+            weights = torch.tensor(
+                [config.prior_loss_weight if records[i].is_reg else 1.0 for i in mine],
+                device=s.device,
             )
-            extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids.to(s.device)}
-        with s.accelerator.autocast():
-            prediction = s.unet(noisy.to(s.weight_dtype), timesteps, hidden, **extra).sample
-        losses = per_sample_mse(prediction, target_for(scheduler, latents, noise, timesteps))
-        weights = torch.tensor(
-            [config.prior_loss_weight if r.is_reg else 1.0 for r in records], device=s.device
-        )
-        if config.min_snr_gamma:
-            weights = weights * min_snr_weights(scheduler, timesteps, config.min_snr_gamma)
-        if config.debiased_estimation_loss:
-            weights = weights * debiased_weights(scheduler, timesteps)
-        loss = (losses * weights).mean()
-        s.accelerator.backward(loss / config.gradient_accumulation_steps)
+            if share.padding:
+                weights = weights * 0
+            if config.min_snr_gamma:
+                weights = weights * min_snr_weights(scheduler, timesteps, config.min_snr_gamma)
+            if config.debiased_estimation_loss:
+                weights = weights * debiased_weights(scheduler, timesteps)
+            # The global batch's mean once DDP averages the ranks' gradients.
+            loss = (losses * weights).sum() * (world / len(records))
+            accelerator.backward(loss / config.gradient_accumulation_steps)
 
-        accumulated = (index + 1) % config.gradient_accumulation_steps == 0
         self._session_images += len(records)
         self._epoch_losses.append(loss.detach())  # read (a host sync) only when reported
-        if accumulated or last_in_epoch:
+        if sync:
             self.optimizer_step()
             if last_in_epoch or self._session_steps % self._report_every == 0:
                 self.report()
 
     def optimizer_step(self) -> None:
         s = self.session
+        if self.config.train_text_encoder:
+            average_gradients(s.network.text_encoder_parameters(), s.accelerator.num_processes)
         if self.config.max_grad_norm:
             s.accelerator.clip_grad_norm_(s.trainable, self.config.max_grad_norm)
         s.optimizer.step()
@@ -218,7 +246,10 @@ class Trainer:
 
     def report(self) -> None:
         s = self.session
-        losses = torch.stack(self._epoch_losses).float().cpu()  # the one host sync
+        losses = torch.stack(self._epoch_losses).float()
+        if s.accelerator.num_processes > 1:  # each rank holds its share of each loss
+            losses = s.accelerator.reduce(losses, reduction="mean")
+        losses = losses.cpu()  # the one host sync
         loss, average = float(losses[-1]), float(losses.mean())
         elapsed = max(time.perf_counter() - self._started, 1e-9)
         rate = self._session_steps / elapsed
@@ -244,7 +275,7 @@ class Trainer:
         """Save ``<name>-<epoch>.safetensors`` every N epochs and keep the last N."""
         every = self.config.save_every_n_epochs
         epoch = self.position.epoch
-        if not every or epoch % every:
+        if not every or epoch % every or not self.is_main:
             return
         path = self.save(
             self.config.output_dir / f"{self.config.output_name}-{epoch:06d}.safetensors"
@@ -261,7 +292,7 @@ class Trainer:
 
     def maybe_sample(self) -> None:
         every, prompts = self.config.sample_every_n_epochs, self.session.sample_prompts
-        if not every or not prompts or self.position.epoch % every:
+        if not every or not prompts or self.position.epoch % every or not self.is_main:
             return
         s = self.session
         self.callbacks.on_status("sampling", f"epoch {self.position.epoch}")
@@ -289,7 +320,7 @@ class Trainer:
     def maybe_weight_grid(self) -> None:
         """At the end: each prompt at each of ``sample_weights`` (0 = the base model)."""
         s, config = self.session, self.config
-        if config.sample_weights and s.sample_prompts:
+        if config.sample_weights and s.sample_prompts and self.is_main:
             self.callbacks.on_status("sampling", f"LoRA weights {list(config.sample_weights)}")
             s.unet.eval()
             self.result.weight_grid = weight_grid(
@@ -323,8 +354,12 @@ class Trainer:
         self.callbacks.on_checkpoint(Checkpoint(path, epoch, self.position.global_step, final))
         return path
 
-    def write_state(self, name: str) -> Path:
+    def write_state(self, name: str) -> Path | None:
+        """Rank 0 writes the state; every rank can resume from it (the LoRA, optimizer
+        and schedule are the same on all ranks after each step)."""
         s = self.session
+        if not self.is_main:
+            return None
         training = {
             "optimizer": s.optimizer.state_dict(),
             "lr_scheduler": s.lr_scheduler.state_dict(),
@@ -370,10 +405,9 @@ class Trainer:
         return self._result(stopped=True)
 
     def finish(self) -> TrainResult:
-        final = self.save(
-            self.config.output_dir / f"{self.config.output_name}.safetensors", final=True
-        )
-        self.result.final_path = final
+        final = self.config.output_dir / f"{self.config.output_name}.safetensors"
+        if self.is_main:
+            self.result.final_path = self.save(final, final=True)
         self.maybe_weight_grid()
         if self.config.save_state or self.config.save_state_on_train_end:
             self.write_state(f"{self.config.output_name}-state")

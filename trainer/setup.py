@@ -7,7 +7,11 @@ Order matters: the base is loaded and frozen, the dataset scanned and latents ca
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import datetime
 import logging
+import os
 import random
 import time
 import uuid
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, InitProcessGroupKwargs
 from accelerate.state import AcceleratorState
 from diffusers.training_utils import cast_training_params
 
@@ -94,20 +98,30 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
 
     callbacks.on_status("loading", config.pretrained_model_name_or_path)
     base = load_base_model(config)
+    # Every rank walks the same global batches and trains on its share of each
+    # (trainer.distributed), so a batch of the plan is train_batch_size per process.
+    world = accelerator.num_processes
     data = load_training_data(config)
+    data = dataclasses.replace(data, batch_size=config.train_batch_size * world)
     # The VAE runs in fp32: SD1.5's overflows in fp16.
     vae_encoder = VaeEncoder(base.vae.to(device, torch.float32), device)
     latent_cache = None
     if config.cache_latents:
-        latent_cache = cache_latents(
-            data,
-            vae_encoder,
-            callbacks,
-            disk_dir=(config.latent_cache_dir or config.output_dir / ".latent_cache")
+        disk_dir = (
+            (config.latent_cache_dir or config.output_dir / ".latent_cache")
             if config.cache_latents_to_disk
-            else None,
-            encode_batch_size=max(4, config.train_batch_size),
+            else None
         )
+        # With a disk cache rank 0 encodes and writes it first; the others read it back.
+        first = accelerator.main_process_first() if disk_dir else contextlib.nullcontext()
+        with first:
+            latent_cache = cache_latents(
+                data,
+                vae_encoder,
+                callbacks,
+                disk_dir=disk_dir,
+                encode_batch_size=max(4, config.train_batch_size),
+            )
     network = inject_network(config, base, device, weight_dtype, seed)
     plan = plan_steps(
         data.batches_per_epoch(),
@@ -168,7 +182,9 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
             network_alpha=config.network_alpha,
             network_args=",".join(config.network_args),
             train_text_encoder=config.train_text_encoder,
-            batch_size=config.train_batch_size,
+            # The global batch: a state resumes on another number of processes when
+            # train_batch_size × processes is the same.
+            batch_size=config.train_batch_size * world,
             batches_per_epoch=plan.batches_per_epoch,
         ),
         run_info=_run_info(
@@ -185,7 +201,14 @@ def start_accelerator(mixed_precision: str) -> tuple[Accelerator, torch.device, 
     """A fresh :class:`Accelerator`, its device and the dtype of the frozen weights."""
     # A worker process runs many jobs; each may ask for another precision.
     AcceleratorState._reset_state(reset_partial_state=True)
-    accelerator = Accelerator(mixed_precision=mixed_precision)
+    # Ranks wait for rank 0 while it samples or fills the disk latent cache; a rank that
+    # dies is noticed by the launcher (trainer.launch), which ends them all.
+    process_group = InitProcessGroupKwargs(timeout=datetime.timedelta(minutes=30))
+    # accelerate runs several processes on CPUs (gloo) only when told it is on CPUs.
+    on_cpus = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision, cpu=on_cpus, kwargs_handlers=[process_group]
+    )
     return accelerator, accelerator.device, _DTYPES[mixed_precision]
 
 
