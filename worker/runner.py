@@ -87,11 +87,12 @@ def _train(
 
     from lab.training import ConfigError
     from trainer.errors import TrainerError
-    from trainer.loop import train
+    from trainer.launch import launch
 
     try:
         config = _build_config(rt, context, work, prompts)
-        result = train(config, reporter, reporter)
+        # One process here, or one per GPU that relay rank 0's reports to the reporter.
+        result = launch(config, rt.settings.gpus_per_job, reporter, reporter)
     except torch.cuda.OutOfMemoryError:
         return JobStatus.FAILED, (
             "The GPU ran out of memory. Lower train_batch_size or the resolution, "

@@ -108,3 +108,12 @@ def test_as_environment_rebuilds_the_same_settings(monkeypatch, tmp_path):
     rebuilt = WorkerSettings()
     assert rebuilt == original
     assert rebuilt.storage.s3_secret_access_key.get_secret_value() == "k"
+
+
+def test_gpus_per_job_comes_from_the_environment_and_must_be_positive(monkeypatch):
+    assert WorkerSettings().gpus_per_job == 1
+    monkeypatch.setenv("LORALAB_GPUS_PER_JOB", "2")
+    assert WorkerSettings().gpus_per_job == 2
+    monkeypatch.setenv("LORALAB_GPUS_PER_JOB", "0")
+    with pytest.raises(ValidationError, match="gpus_per_job"):
+        WorkerSettings()
