@@ -37,7 +37,11 @@ def ceiling_line(setup: Setup, best: dict[str, dict]) -> str:
         return "ceiling n/a (needs an H100/H200)"
     tflop, reference = TFLOP_PER_IMAGE[setup.arch]
     ceiling = PEAK_BF16_TFLOPS[gpu] / (tflop * (setup.resolution / reference) ** 2)
-    parts = [f"{side} {f['images_per_second'] / ceiling:.1%}" for side, f in best.items()]
+    parts = [
+        f"{side} {f['images_per_second'] / ceiling:.1%}"
+        for side, f in best.items()
+        if "error" not in f
+    ]
     return f"ceiling ≈{ceiling:.0f} images/s ({PEAK_BF16_TFLOPS[gpu]:.0f} TFLOP/s): " + ", ".join(
         parts
     )
@@ -46,6 +50,8 @@ def ceiling_line(setup: Setup, best: dict[str, dict]) -> str:
 def paths_line(best: dict[str, dict]) -> str:
     lines = []
     for side, figures in best.items():
+        if "error" in figures:
+            continue
         p = figures["paths"]
         lines.append(
             f"paths {side}: weights {p.get('unet_dtype')}, channels-last "

@@ -90,9 +90,12 @@ def prepare(root: Path, setup: Setup) -> tuple[Path, Path, Path]:
 
     from bench.train_throughput import build_data, build_model
 
-    model, data = root / "model", root / "data"
-    if not (model / "model_index.json").exists():  # a kept --work folder is reused
-        build_model(setup.arch, model)
+    built, data = root / "model.path", root / "data"
+    if built.exists():  # a kept --work folder is reused
+        model = Path(built.read_text())
+    else:
+        model = build_model(setup.arch, root / "model")
+        built.write_text(str(model))
     if not data.exists():
         build_data(root, setup.resolution, max(2 * setup.batch, 4))
     tokenizers = root / "tokenizers"
@@ -154,21 +157,35 @@ def kohya_command(
             str(sd_scripts / script), *args]  # fmt: skip
 
 
+class SideFailed(Exception):
+    """One side's run ended without step times."""
+
+
+def side_env(side: str) -> dict[str, str]:
+    """Ours sees this repository first; kohya sees only its venv and the system (a
+    PYTHONPATH of carried wheels would shadow its pinned versions)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if side == "ours":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    else:
+        env.pop("PYTHONPATH", None)
+    return env
+
+
 def measure(command: list[str], out: Path, setup: Setup, *, cwd: Path, log: Path) -> dict:
     """Run one side; its images/s after the warm-up steps and its peak memory."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    env = side_env("ours" if cwd == REPO else "kohya")
     with log.open("w") as handle:
         done = subprocess.run(command, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT,
                               check=False)  # fmt: skip
     clock = out / "clock.json"
     if done.returncode or not clock.exists():
-        tail = log.read_text(errors="replace")[-3000:]
-        raise SystemExit(f"{command[3] if len(command) > 3 else command} failed "
-                         f"({done.returncode}); the end of {log}:\n{tail}")  # fmt: skip
+        tail = log.read_text(errors="replace")[-2000:]
+        raise SideFailed(f"exited with {done.returncode}; the end of {log}:\n{tail}")
     figures = json.loads(clock.read_text())
     times = figures["step_times"]
     if len(times) <= setup.warmup:
-        raise SystemExit(f"only {len(times)} optimizer steps ran; see {log}")
+        raise SideFailed(f"only {len(times)} optimizer steps ran; see {log}")
     steps = len(times) - setup.warmup
     figures["images_per_second"] = steps * setup.batch / (times[-1] - times[setup.warmup - 1])
     return figures
@@ -190,7 +207,16 @@ def compare(
             else:
                 command = kohya_command(setup, python, sd_scripts, model, data, tokenizers, out)  # type: ignore[arg-type]
                 cwd = sd_scripts  # type: ignore[assignment]
-            figures = measure(command, out, setup, cwd=cwd, log=root / f"{side}-{attempt}.log")
+            try:
+                figures = measure(command, out, setup, cwd=cwd, log=root / f"{side}-{attempt}.log")
+            except SideFailed as failure:
+                if side == "ours":
+                    raise SystemExit(f"ours failed: {failure}") from failure
+                # Ours is still measured and reported; kohya's failure is printed.
+                best.setdefault("kohya", {"error": str(failure)})
+                continue
+            if "error" in best.get(side, {}):
+                del best[side]
             if side not in best or figures["images_per_second"] > best[side]["images_per_second"]:
                 best[side] = figures
     return best
@@ -204,13 +230,16 @@ def report(setup: Setup, best: dict[str, dict], repeat: int) -> None:
           f"{setup.steps} steps after {setup.warmup}, best of {repeat}, {ours['device']}, "
           f"load avg {os.getloadavg()[0]:.2f}")  # fmt: skip
     for side, figures in best.items():
+        if "error" in figures:
+            print(f"{side:6s} failed: {figures['error']}")
+            continue
         rate, peak = figures["images_per_second"], figures["peak_bytes"] / mib
         print(f"{side:6s} {rate:9.3f} images/s   {kind} {peak:9.0f} MiB")
     kohya = best.get("kohya")
-    if kohya:
+    if kohya and "error" not in kohya:
         print(f"ratio  {ours['images_per_second'] / kohya['images_per_second']:9.2f}x images/s"
               f"   peak memory {ours['peak_bytes'] / kohya['peak_bytes']:.2f}x")  # fmt: skip
-    else:
+    elif kohya is None:
         print("kohya  not run: pass --sd-scripts and --kohya-venv (or --kohya-python)")
 
 
