@@ -80,7 +80,7 @@ def kohya_python(sd_scripts: Path, venv_dir: Path, wheels: Path | None) -> Path:
         )
         if done.returncode:
             why = (done.stderr.strip().splitlines() or ["?"])[-1]
-            print(f"kohya venv: {pin} not installed, the system's version is used ({why})")
+            print(f"kohya venv: {pin} not installed; the system's version, if any, is used ({why})")
     return python
 
 
