@@ -13,13 +13,37 @@ elsewhere, and what only rank 0 can decide (stop now) is broadcast by :func:`agr
 
 from __future__ import annotations
 
+import datetime
+import os
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator, InitProcessGroupKwargs, PartialState
+from accelerate.state import AcceleratorState
 
 from trainer.callbacks import Callbacks, Checkpoint, Progress
+from trainer.data import ImageRecord
+from trainer.loss import NoiseOptions, training_noise
+
+_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def start_accelerator(mixed_precision: str) -> tuple[Accelerator, torch.device, torch.dtype]:
+    """A fresh :class:`Accelerator`, its device and the dtype of the frozen weights."""
+    # A worker process runs many jobs; each may ask for another precision.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    # Ranks wait for rank 0 while it samples or fills the disk latent cache; a rank that
+    # dies is noticed by the launcher (trainer.launch), which ends them all.
+    process_group = InitProcessGroupKwargs(timeout=datetime.timedelta(minutes=30))
+    # accelerate runs several processes on CPUs (gloo) only when told it is on CPUs.
+    on_cpus = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision, cpu=on_cpus, kwargs_handlers=[process_group]
+    )
+    return accelerator, accelerator.device, _DTYPES[mixed_precision]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +70,55 @@ def batch_share(size: int, rank: int, world: int) -> Share:
     return Share(list(range(start, start + count)))
 
 
+@dataclass(frozen=True, slots=True)
+class RankBatch:
+    """This rank's share of one global batch, with its part of the whole batch's draws."""
+
+    records: list[ImageRecord]
+    flips: list[bool]
+    captions: list[str]
+    latents: torch.Tensor
+    noise: torch.Tensor
+    timesteps: torch.Tensor
+    padding: bool
+    global_size: int
+
+
+def draw_rank_batch(
+    records: list[ImageRecord],
+    *,
+    key: str,
+    rank: int,
+    world: int,
+    latents_of: Callable[[list[ImageRecord], list[bool]], torch.Tensor],
+    noise: NoiseOptions,
+    num_timesteps: int,
+    device: torch.device,
+) -> RankBatch:
+    """Draw flips, captions, noise and timesteps for the whole global batch ``records``
+    from the generator seeded by ``key``, then keep (and load the latents of) this rank's
+    share: every rank, and one process with the whole batch, draw the same."""
+    rng = random.Random(key)
+    generator = torch.Generator().manual_seed(rng.getrandbits(63))
+    flips = [r.flip_aug and rng.random() < 0.5 for r in records]
+    captions = [r.rules.apply(r.caption, rng) for r in records]
+    share = batch_share(len(records), rank, world)
+    mine = share.positions
+    latents = latents_of([records[i] for i in mine], [flips[i] for i in mine])
+    noises = training_noise((len(records), *latents.shape[1:]), noise, generator)
+    timesteps = torch.randint(0, num_timesteps, (len(records),), generator=generator)
+    return RankBatch(
+        records=[records[i] for i in mine],
+        flips=[flips[i] for i in mine],
+        captions=[captions[i] for i in mine],
+        latents=latents,
+        noise=noises[mine].to(device),
+        timesteps=timesteps[mine].to(device),
+        padding=share.padding,
+        global_size=len(records),
+    )
+
+
 def agree(accelerator: Accelerator, flag: bool) -> bool:
     """Rank 0's ``flag`` on every rank (each rank must call this at the same point)."""
     if accelerator.num_processes == 1:
@@ -70,7 +143,7 @@ class MainProcessOnly:
     """Callbacks that only the main process passes on: the others train silently.
 
     Asked per call (accelerate's state is shared per process), so it can wrap the
-    callbacks before :func:`trainer.setup.start_accelerator` has run.
+    callbacks before :func:`start_accelerator` has run.
     """
 
     def __init__(self, callbacks: Callbacks) -> None:

@@ -11,9 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import math
-import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,15 +19,10 @@ import torch
 from lab.training.config import TrainConfig
 from trainer.callbacks import Callbacks, Checkpoint, Commands, NeverStop, NullCallbacks, Progress
 from trainer.data import ImageRecord
-from trainer.distributed import MainProcessOnly, agree, average_gradients, batch_share
+from trainer.distributed import MainProcessOnly, agree, average_gradients, draw_rank_batch
 from trainer.formats import SD15_PREFIXES, SDXL_PREFIXES
-from trainer.loss import (
-    debiased_weights,
-    min_snr_weights,
-    per_sample_mse,
-    target_for,
-    training_noise,
-)
+from trainer.loss import debiased_weights, min_snr_weights, per_sample_mse, target_for
+from trainer.result import TrainResult
 from trainer.sampling import generate_samples, weight_grid, write_grid
 from trainer.saving import save_lora
 from trainer.setup import Session, prepare_session
@@ -39,29 +32,11 @@ from trainer.text import sdxl_time_ids
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["TrainResult", "Trainer", "train"]
+
 # Above this share of the GPU's memory after one step, spilling is likely (see check_memory).
 SPILL_WARNING_FRACTION = 0.95
 CUDA_REPORT_EVERY = 10
-
-
-@dataclass
-class TrainResult:
-    """What a run produced and how it went."""
-
-    output_dir: Path
-    final_path: Path | None
-    saved: list[Path] = field(default_factory=list)
-    state_dir: Path | None = None
-    epoch: int = 0
-    global_step: int = 0
-    stopped: bool = False
-    latents_encoded: int = 0
-    latents_reused: int = 0
-    captions_encoded: int = 0
-    steps_per_second: float = 0.0
-    images_per_second: float = 0.0
-    weight_grid: Path | None = None
-    """The grid over ``sample_weights`` (WebP, under Discord's upload limit)."""
 
 
 def train(
@@ -129,8 +104,7 @@ class Trainer:
         return self.finish()
 
     def stop_requested(self) -> bool:
-        """Rank 0 asks the commands; the others learn its answer. With several processes
-        that is a collective, so it is asked at the reporting cadence, not every step."""
+        """Rank 0 asks; the others learn its answer (a collective: at the report cadence)."""
         accelerator = self.session.accelerator
         if accelerator.num_processes == 1:
             return self.commands.should_stop()
@@ -156,57 +130,53 @@ class Trainer:
         optimizer step every ``gradient_accumulation_steps`` batches (and at epoch end)."""
         s, config = self.session, self.config
         accelerator, world = s.accelerator, s.accelerator.num_processes
-        records = [s.data.records[i] for i in batch]  # the global batch, on every rank
-        # Randomness derives from (seed, epoch, batch) and is drawn for the whole global
-        # batch: a resumed run, and a run on another number of processes, draw the same.
-        rng = random.Random(f"step:{self.position.seed}:{self.position.epoch}:{index}")
-        generator = torch.Generator().manual_seed(rng.getrandbits(63))
-        flips = [r.flip_aug and rng.random() < 0.5 for r in records]
-        captions = [r.rules.apply(r.caption, rng) for r in records]
-        share = batch_share(len(records), accelerator.process_index, world)
-        mine = share.positions
-        latents = self.latents([records[i] for i in mine], [flips[i] for i in mine])
-        noise = training_noise((len(records), *latents.shape[1:]), s.noise, generator)
         scheduler = s.base.noise_scheduler
-        steps = scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, steps, (len(records),), generator=generator)
-        noise, timesteps = noise[mine].to(s.device), timesteps[mine].to(s.device)
-        noisy = scheduler.add_noise(latents, noise, timesteps)
+        # Randomness derives from (seed, epoch, batch), drawn for the whole global batch:
+        # a resumed run, and a run on another number of processes, draw the same.
+        b = draw_rank_batch(
+            [s.data.records[i] for i in batch],
+            key=f"step:{self.position.seed}:{self.position.epoch}:{index}",
+            rank=accelerator.process_index,
+            world=world,
+            latents_of=self.latents,
+            noise=s.noise,
+            num_timesteps=scheduler.config.num_train_timesteps,
+            device=s.device,
+        )
+        noisy = scheduler.add_noise(b.latents, b.noise, b.timesteps)
 
         sync = (index + 1) % config.gradient_accumulation_steps == 0 or last_in_epoch
         # Between optimizer steps gradients only accumulate locally (no all-reduce).
         with contextlib.nullcontext() if sync else accelerator.no_sync(s.unet):
             with accelerator.autocast():  # a trained TE holds fp32 LoRA on half weights
-                hidden, pooled = s.encode_text([captions[i] for i in mine])
+                hidden, pooled = s.encode_text(b.captions)
             extra = {}
             if pooled is not None:  # SDXL: pooled text + size/crop micro-conditioning
                 time_ids = sdxl_time_ids(
-                    [records[i].original_size for i in mine],
-                    [records[i].crop_top_left(flip=flips[i]) for i in mine],
-                    [records[i].bucket for i in mine],
+                    [r.original_size for r in b.records],
+                    [r.crop_top_left(flip=f) for r, f in zip(b.records, b.flips, strict=True)],
+                    [r.bucket for r in b.records],
                 )
                 extra["added_cond_kwargs"] = {
                     "text_embeds": pooled,
                     "time_ids": time_ids.to(s.device),
                 }
             with accelerator.autocast():
-                prediction = s.unet(noisy.to(s.weight_dtype), timesteps, hidden, **extra).sample
-            losses = per_sample_mse(prediction, target_for(scheduler, latents, noise, timesteps))
+                prediction = s.unet(noisy.to(s.weight_dtype), b.timesteps, hidden, **extra).sample
+            target = target_for(scheduler, b.latents, b.noise, b.timesteps)
+            losses = per_sample_mse(prediction, target)
             weights = torch.tensor(
-                [config.prior_loss_weight if records[i].is_reg else 1.0 for i in mine],
-                device=s.device,
-            )
-            if share.padding:
-                weights = weights * 0
+                [config.prior_loss_weight if r.is_reg else 1.0 for r in b.records], device=s.device
+            ) * (0.0 if b.padding else 1.0)  # a padding rank's copy counts for nothing
             if config.min_snr_gamma:
-                weights = weights * min_snr_weights(scheduler, timesteps, config.min_snr_gamma)
+                weights = weights * min_snr_weights(scheduler, b.timesteps, config.min_snr_gamma)
             if config.debiased_estimation_loss:
-                weights = weights * debiased_weights(scheduler, timesteps)
+                weights = weights * debiased_weights(scheduler, b.timesteps)
             # The global batch's mean once DDP averages the ranks' gradients.
-            loss = (losses * weights).sum() * (world / len(records))
+            loss = (losses * weights).sum() * (world / b.global_size)
             accelerator.backward(loss / config.gradient_accumulation_steps)
 
-        self._session_images += len(records)
+        self._session_images += b.global_size
         self._epoch_losses.append(loss.detach())  # read (a host sync) only when reported
         if sync:
             self.optimizer_step()

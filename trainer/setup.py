@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import logging
-import os
 import random
 import time
 import uuid
@@ -19,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, InitProcessGroupKwargs
-from accelerate.state import AcceleratorState
+from accelerate import Accelerator
 from diffusers.training_utils import cast_training_params
 
 from lab.families import FAMILIES, BaseFamily
@@ -28,6 +25,7 @@ from lab.training.config import TrainConfig, parse_key_values
 from trainer.cache import LatentCache, TextEncoderCache, VaeEncoder
 from trainer.callbacks import Callbacks
 from trainer.data import TrainingData, load_training_data
+from trainer.distributed import start_accelerator
 from trainer.loss import NoiseOptions
 from trainer.models import BaseModel, load_base_model, vae_fingerprint
 from trainer.network import LoraNetwork, apply_lora
@@ -58,7 +56,6 @@ ARCHITECTURES = {
     BaseFamily.SD15: "stable-diffusion-v1",
     BaseFamily.SDXL: "stable-diffusion-xl-v1-base",
 }
-_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -106,15 +103,11 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
     # The VAE runs in fp32: SD1.5's overflows in fp16.
     vae_encoder = VaeEncoder(base.vae.to(device, torch.float32), device)
     latent_cache = None
-    if config.cache_latents:
-        disk_dir = (
-            (config.latent_cache_dir or config.output_dir / ".latent_cache")
-            if config.cache_latents_to_disk
-            else None
-        )
-        # With a disk cache rank 0 encodes and writes it first; the others read it back.
-        first = accelerator.main_process_first() if disk_dir else contextlib.nullcontext()
-        with first:
+    disk_dir = config.latent_cache_dir or config.output_dir / ".latent_cache"
+    disk_dir = disk_dir if config.cache_latents_to_disk else None
+    # With a disk cache rank 0 encodes and writes it first; the others read it back.
+    with accelerator.main_process_first() if disk_dir else contextlib.nullcontext():
+        if config.cache_latents:
             latent_cache = cache_latents(
                 data,
                 vae_encoder,
@@ -195,21 +188,6 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
 
 
 # -- the steps, in the order prepare_session takes them -------------------------------------
-
-
-def start_accelerator(mixed_precision: str) -> tuple[Accelerator, torch.device, torch.dtype]:
-    """A fresh :class:`Accelerator`, its device and the dtype of the frozen weights."""
-    # A worker process runs many jobs; each may ask for another precision.
-    AcceleratorState._reset_state(reset_partial_state=True)
-    # Ranks wait for rank 0 while it samples or fills the disk latent cache; a rank that
-    # dies is noticed by the launcher (trainer.launch), which ends them all.
-    process_group = InitProcessGroupKwargs(timeout=datetime.timedelta(minutes=30))
-    # accelerate runs several processes on CPUs (gloo) only when told it is on CPUs.
-    on_cpus = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(
-        mixed_precision=mixed_precision, cpu=on_cpus, kwargs_handlers=[process_group]
-    )
-    return accelerator, accelerator.device, _DTYPES[mixed_precision]
 
 
 def cache_latents(
