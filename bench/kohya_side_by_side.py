@@ -89,6 +89,7 @@ def prepare(root: Path, setup: Setup) -> tuple[Path, Path, Path]:
     from transformers import CLIPTokenizer
 
     from bench.train_throughput import build_data, build_model
+    from trainer.tiny import write_tokenizer
 
     built, data = root / "model.path", root / "data"
     if built.exists():  # a kept --work folder is reused
@@ -101,7 +102,11 @@ def prepare(root: Path, setup: Setup) -> tuple[Path, Path, Path]:
     tokenizers = root / "tokenizers"
     tokenizer = CLIPTokenizer.from_pretrained(model / "tokenizer")
     for name in KOHYA_TOKENIZERS:
-        tokenizer.save_pretrained(tokenizers / name.replace("/", "_"))
+        folder = tokenizers / name.replace("/", "_")
+        tokenizer.save_pretrained(folder)
+        # kohya's pinned transformers reads the slow tokenizer's vocab.json/merges.txt,
+        # which newer versions no longer save: write the model's own vocabulary.
+        write_tokenizer(folder)
     return model, data, tokenizers
 
 
