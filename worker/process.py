@@ -1,5 +1,8 @@
 """Worker process lifetime: register in the registry and start the housekeeping
-thread when the worker is ready; leave the registry when it shuts down."""
+thread when the worker is ready; leave the registry when it shuts down.
+
+Loaded by the Celery app's `include` when a worker starts (never by a client).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
     rt = runtime()
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values())
     register(rt, queues)
-    _maintenance = Maintenance(rt)
+    _maintenance = Maintenance(rt, sender.app)
     _maintenance.start()
     log.info("worker %s ready on queues %s", rt.name, queues)
 
