@@ -21,6 +21,7 @@ from lab.families import BaseFamily
 from lab.render import loss_curve
 from lab.training import build_config
 from lab.training.job import split_job_config
+from worker import preload
 from worker.registry import gpu_description, set_current_job
 from worker.reporting import JobReporter
 from worker.runtime import Runtime, retry_db
@@ -81,6 +82,7 @@ def _context(rt: Runtime, job_id: int) -> jobs.JobContext:
 def _train(
     rt: Runtime, context: jobs.JobContext, work: Path, reporter: Any, prompts: list[str]
 ) -> tuple[JobStatus, str | None]:
+    preload.wait()  # a preload on another thread holds the import locks until it is done
     import torch
 
     from lab.training import ConfigError

@@ -168,6 +168,7 @@ def test_killed_worker_job_resumes_on_another_worker(prod, tmp_path, s3_storage)
             finished_after = time.monotonic() - killed_at
             output = second.output()
     _assert_complete(watch, settings)
+    assert "trainer stack preloaded" in output  # the pool child imported it while idle
     assert f"resumes from jobs/{seeded.job_id}/state-e{state_epoch:04d}" in output
     resumed_epoch = int(output.split("resumed from")[1].split("at epoch ")[1].split(",")[0])
     assert resumed_epoch >= state_epoch >= 1  # not from zero
