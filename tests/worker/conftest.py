@@ -25,7 +25,7 @@ from trainer.tiny import build_tiny_sd15, make_image
 
 pytest.importorskip("torch")
 
-# A run long enough to interrupt: 6 epochs of 4 images × 3 repeats, batch 1.
+# A run long enough to interrupt: 4 epochs of 4 images × 3 repeats, batch 1.
 TINY_OVERRIDES = {
     "resolution": "64,64",
     "min_bucket_reso": 32,
@@ -35,7 +35,7 @@ TINY_OVERRIDES = {
     "network_alpha": 2.0,
     "network_dropout": 0.0,
     "train_batch_size": 1,
-    "max_train_epochs": 6,
+    "max_train_epochs": 4,
     "num_repeats": 3,
     "learning_rate": 1e-3,
     "mixed_precision": "no",
