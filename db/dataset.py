@@ -11,33 +11,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
-from db.base import utcnow
-from db.models import ContributionKind, DatasetImage, ImageStatus, Ticket
-from db.services import NotFound, TransitionRefused
+from db.models import ContributionKind, DatasetImage, ImageStatus
+from db.services import NotFound, get_ticket, require
 from db.tickets import Who, actor_in
 from lab.buckets import BucketSpec
 from lab.dataset.similar import near_duplicate_pairs
 from lab.families import FAMILIES
-from lab.lifecycle import Action, Actor, Allowed, decide
+from lab.lifecycle import Action
 from lab.settings import LabRules
 
 Factory = sessionmaker[Session]
-
-
-def _ticket(session: Session, ticket_id: int) -> Ticket:
-    ticket = session.get(Ticket, ticket_id)
-    if ticket is None:
-        raise NotFound(f"Ticket {ticket_id} does not exist.")
-    return ticket
-
-
-def require(
-    session: Session, ticket: Ticket, action: Action, actor: Actor, rules: LabRules
-) -> None:
-    """Raise `TransitionRefused` unless the policy allows `action` (work inside a state)."""
-    decision = decide(action, actor, repo.ticket_facts(session, ticket), rules)
-    if not isinstance(decision, Allowed):
-        raise TransitionRefused(decision)
 
 
 def check_allowed(
@@ -45,7 +28,7 @@ def check_allowed(
 ) -> None:
     """Ask before doing slow work (downloads): may `who` do `action` on the ticket now?"""
     with factory.begin() as session:
-        require(session, _ticket(session, ticket_id), action, actor_in(session, who), rules)
+        require(session, get_ticket(session, ticket_id), action, actor_in(session, who), rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +42,7 @@ class TicketBasics:
 
 def ticket_basics(factory: Factory, ticket_id: int) -> TicketBasics:
     with factory() as session:
-        ticket = _ticket(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
         rows = session.execute(
             select(DatasetImage.sha256, DatasetImage.original_name).where(
                 DatasetImage.ticket_id == ticket_id, DatasetImage.status == ImageStatus.ACTIVE
@@ -91,7 +74,7 @@ def add_images(
     """Record accepted images (and their captions) on the ticket; source name → image id.
     An image already in the dataset (same hash) is skipped, so a retry adds nothing twice."""
     with factory.begin() as session:
-        ticket = _ticket(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
         actor = actor_in(session, who)
         require(session, ticket, Action.EDIT_DATASET, actor, rules)
         assert actor.member_id is not None
@@ -134,26 +117,20 @@ def add_images(
             repo.record_contribution(
                 session, ticket_id, actor.member_id, ContributionKind.CURATE, len(added)
             )
-            _touch(session, ticket, f"images:{len(existing)}:{min(added.values())}")
+            repo.touch_ticket(session, ticket, f"images:{len(existing)}:{min(added.values())}")
         return added
-
-
-def _touch(session: Session, ticket: Ticket, why: str) -> None:
-    """Activity on the ticket: the card shows new counts."""
-    ticket.last_activity_at = utcnow()
-    repo.queue_card_refresh(session, ticket.id, f"{ticket.id}:{ticket.revision}:{why}")
 
 
 def remove_image(factory: Factory, who: Who, ticket_id: int, image_id: int, rules: LabRules) -> str:
     """Take an image out of the dataset (kept in storage; re-uploading restores it)."""
     with factory.begin() as session:
-        ticket = _ticket(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
         require(session, ticket, Action.EDIT_DATASET, actor_in(session, who), rules)
         image = session.get(DatasetImage, image_id)
         if image is None or image.ticket_id != ticket_id or image.status is ImageStatus.REMOVED:
             raise NotFound(f"Image {image_id} is not in this ticket's dataset.", code="no_image")
         image.status = ImageStatus.REMOVED
-        _touch(session, ticket, f"removed:{image_id}")
+        repo.touch_ticket(session, ticket, f"removed:{image_id}")
         return image.original_name
 
 
@@ -182,7 +159,7 @@ def _shape(width: int, height: int) -> str:
 
 def dataset_status(factory: Factory, ticket_id: int, phash_distance: int = 6) -> DatasetStatus:
     with factory() as session:
-        ticket = _ticket(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
         images = session.scalars(
             select(DatasetImage)
             .where(DatasetImage.ticket_id == ticket_id, DatasetImage.status == ImageStatus.ACTIVE)

@@ -283,6 +283,13 @@ def record_contribution(
         row.count += amount
 
 
+def touch_ticket(session: Session, ticket: Ticket, why: str) -> None:
+    """Activity on the ticket (images, captions): the inactivity clock restarts and the
+    card shows the new counts; `why` makes the refresh's key unique to this change."""
+    ticket.last_activity_at = utcnow()
+    queue_card_refresh(session, ticket.id, f"{ticket.id}:{ticket.revision}:{why}")
+
+
 def queue_card_refresh(session: Session, ticket_id: int, tag: str) -> None:
     """Ask the bot to re-render the ticket card; `tag` makes the idempotency key
     (``ticket-card:<tag>``) unique to the change that asked for it."""

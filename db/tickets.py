@@ -18,18 +18,12 @@ from db.models import (
     ImageStatus,
     Member,
     Ticket,
-    TrainingJob,
 )
 from db.services import DbError, NewTicket, NotFound, apply_transition, open_ticket
 from lab.lifecycle import Action, Actor, LabRole, TicketState
 from lab.settings import LabRules
 
 Factory = sessionmaker[Session]
-
-BOARD_KIND = "discord.job_board"
-"""payload: {"ticket_id"} — post, edit or close the ticket's #job-board message."""
-RELEASE_KIND = "discord.release"
-"""payload: {"ticket_id"} — the #releases post of a released ticket."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,25 +236,6 @@ def request_ticket(factory: Factory, who: Who, new: NewTicket) -> tuple[int, int
         return ticket.id, ticket.number
 
 
-def _board(ticket_id: int, revision: int) -> repo.OutboxItem:
-    return repo.OutboxItem(
-        BOARD_KIND, {"ticket_id": ticket_id}, f"job-board:{ticket_id}:{revision}"
-    )
-
-
-# Transitions after which the job board must change (offer, claimed by, withdrawn).
-_BOARD_ACTIONS = frozenset(
-    {
-        Action.APPROVE,
-        Action.CLAIM,
-        Action.UNCLAIM,
-        Action.START_TRAINING,
-        Action.CANCEL,
-        Action.REJECT,
-    }
-)
-
-
 def act(
     factory: Factory,
     who: Who,
@@ -271,38 +246,14 @@ def act(
     reason: str | None = None,
     admin_override: bool = False,
 ) -> TicketState | None:
-    """A member moves a ticket (decided by the lifecycle policy, compare-and-set);
-    returns the new state. Raises `TransitionRefused` with the policy's message."""
+    """A member moves a ticket (decided by the lifecycle policy, compare-and-set, its
+    consequences from `db.effects`); returns the new state. Raises `TransitionRefused`
+    with the policy's message."""
     with factory.begin() as session:
         actor = actor_in(session, who)
         result = apply_transition(
             session, ticket_id, action, actor, rules, reason=reason, admin_override=admin_override
         )
-        if action is Action.APPROVE and repo.latest_job(session, ticket_id) is None:
-            session.add(TrainingJob(ticket_id=ticket_id, config={}))
-        if action in _BOARD_ACTIONS:
-            ticket = session.get(Ticket, ticket_id)
-            assert ticket is not None
-            session.refresh(ticket)
-            repo.add_outbox(session, _board(ticket_id, ticket.revision))
-        if action is Action.RELEASE:
-            repo.add_outbox(
-                session,
-                repo.OutboxItem(RELEASE_KIND, {"ticket_id": ticket_id}, f"release:{ticket_id}"),
-            )
-        if reason and result.to_state is not None:
-            repo.add_outbox(
-                session,
-                repo.OutboxItem(
-                    "discord.notice",
-                    {
-                        "ticket_id": ticket_id,
-                        "text": f"**{who.name}** moved this ticket to "
-                        f"{result.to_state.value.upper()}: {reason}",
-                    },
-                    f"notice:{ticket_id}:{action.value}:{session.get(Ticket, ticket_id).revision}",
-                ),
-            )
         return result.to_state
 
 

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import repositories as repo
 from db.base import utcnow
 from db.models import Artifact, ArtifactKind, JobStatus, Member, Ticket, TrainingJob, Worker
-from db.services import NotFound, TransitionRefused, apply_transition
-from db.tickets import BOARD_KIND, Who, actor_in
-from lab.lifecycle import Action, Actor, Allowed, TicketState, decide
+from db.services import NotFound, TransitionRefused, apply_transition, get_ticket, require
+from db.tickets import Who, actor_in
+from lab.lifecycle import Action, Actor, TicketState
 from lab.settings import LabRules
 
 Factory = sessionmaker[Session]
@@ -96,7 +96,7 @@ def configure(
     """Set the next run's preset and configuration (the claimer or a Lab Admin, CLAIMED)."""
     with factory.begin() as session:
         actor = actor_in(session, who)
-        _check(session, ticket_id, Action.CONFIGURE_TRAINING, actor, rules)
+        require(session, get_ticket(session, ticket_id), Action.CONFIGURE_TRAINING, actor, rules)
         job = repo.latest_job(session, ticket_id)
         if job is None or job.status is not JobStatus.QUEUED or job.attempt > 0:
             job = TrainingJob(ticket_id=ticket_id)
@@ -110,18 +110,10 @@ def configure(
         return _view(session, job)
 
 
-def _check(session: Session, ticket_id: int, action: Action, actor: Actor, rules: LabRules) -> None:
-    ticket = session.get(Ticket, ticket_id)
-    if ticket is None:
-        raise NotFound(f"Ticket {ticket_id} does not exist.")
-    decision = decide(action, actor, repo.ticket_facts(session, ticket), rules)
-    if not isinstance(decision, Allowed):
-        raise TransitionRefused(decision)
-
-
 def unclaim_idle(factory: Factory, rules: LabRules, *, now: datetime) -> list[tuple[int, str]]:
-    """Return claimed jobs idle for `claim_inactivity_hours` to READY (the lab acts);
-    returns (ticket id, former claimer's name) for each, to notify them."""
+    """Return claimed jobs idle for `claim_inactivity_hours` to READY (the lab acts; the
+    board and the notice in the thread are the transition's effects); returns (ticket
+    id, former claimer's name) for each, to notify them."""
     cutoff = now - timedelta(hours=rules.claim_inactivity_hours)
     released: list[tuple[int, str]] = []
     with factory() as session:
@@ -143,26 +135,6 @@ def unclaim_idle(factory: Factory, rules: LabRules, *, now: datetime) -> list[tu
                 apply_transition(session, ticket_id, Action.UNCLAIM, Actor.system(), rules)
             except TransitionRefused:
                 continue
-            session.refresh(ticket)
-            repo.add_outbox(
-                session,
-                repo.OutboxItem(
-                    BOARD_KIND, {"ticket_id": ticket_id}, f"job-board:{ticket_id}:{ticket.revision}"
-                ),
-            )
-            repo.add_outbox(
-                session,
-                repo.OutboxItem(
-                    "discord.notice",
-                    {
-                        "ticket_id": ticket_id,
-                        "text": f"⏰ {name or 'The trainer'} had no activity on this job for "
-                        f"{rules.claim_inactivity_hours:g} hours, so it is back on "
-                        "#job-board for any Trainer to claim.",
-                    },
-                    f"auto-unclaim:{ticket_id}:{ticket.revision}",
-                ),
-            )
             released.append((ticket_id, name))
     return released
 
@@ -213,20 +185,13 @@ def release_view(factory: Factory, ticket_id: int) -> ReleaseView:
 
 
 def start(factory: Factory, who: Who, ticket_id: int, rules: LabRules) -> JobView:
-    """CLAIMED → TRAINING; the transition's effect queues the training task."""
+    """CLAIMED → TRAINING; the transition's effects queue the training task and the
+    progress message."""
     with factory.begin() as session:
         actor = actor_in(session, who)
         apply_transition(session, ticket_id, Action.START_TRAINING, actor, rules)
         job = repo.latest_job(session, ticket_id)
         assert job is not None
-        repo.add_outbox(
-            session,
-            repo.OutboxItem(
-                "discord.job_progress",
-                {"job_id": job.id},
-                f"job-progress:{job.id}:{job.attempt}:start",
-            ),
-        )
         return _view(session, job)
 
 

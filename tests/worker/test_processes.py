@@ -18,6 +18,7 @@ from db.session import make_engine, make_session_factory
 from lab.lifecycle import Action, TicketState
 from lab.settings import StorageSettings, WorkerSettings
 from lab.storage import storage_from_settings
+from tests.conftest import fresh_postgres_database
 from tests.worker.conftest import seed_started_job, worker_settings
 from tests.worker.procs import CuttableProxy, RedisServer, wait_for, worker_process
 
@@ -84,13 +85,21 @@ def test_embedded_mode_runs_a_job_through_the_filesystem_broker(tmp_path, tiny_b
 
 
 @pytest.fixture
-def prod(tmp_path, tiny_base, postgres_url):
-    """Postgres (this run's database) and a private Redis, as production would be."""
-    migrate.upgrade(postgres_url)
+def prod_url():
+    """A Postgres database of this test's own: the workers commit, and what they leave
+    (tickets, outbox rows) must not meet the other tests' databases."""
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def prod(tmp_path, tiny_base, prod_url):
+    """Postgres (a database of its own) and a private Redis, as production would be."""
+    migrate.upgrade(prod_url)
     redis = RedisServer(tmp_path)
     redis.start()
 
-    def make_settings(database_url: str = postgres_url, **extra: object) -> WorkerSettings:
+    def make_settings(database_url: str = prod_url, **extra: object) -> WorkerSettings:
         return worker_settings(
             tmp_path / "home", database_url, tiny_base, broker_url=redis.url, **extra
         )
@@ -211,12 +220,12 @@ def test_redis_restart_mid_job(prod, tmp_path):
 
 
 @pytest.mark.postgres
-def test_database_unreachable_for_seconds(prod, tmp_path, postgres_url):
+def test_database_unreachable_for_seconds(prod, tmp_path, prod_url):
     from sqlalchemy.engine import make_url
 
     _, make_settings = prod
-    proxy = CuttableProxy(("127.0.0.1", make_url(postgres_url).port or 5432))
-    through_proxy = make_url(postgres_url).set(port=proxy.port).render_as_string(False)
+    proxy = CuttableProxy(("127.0.0.1", make_url(prod_url).port or 5432))
+    through_proxy = make_url(prod_url).set(port=proxy.port).render_as_string(False)
     settings = make_settings(database_url=through_proxy, lease_seconds=10)
     seeded = seed_started_job(settings)
     watch = Watch(make_settings(), seeded.job_id)  # the test itself reads directly
