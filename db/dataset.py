@@ -157,7 +157,9 @@ def _shape(width: int, height: int) -> str:
     return "square"
 
 
-def dataset_status(factory: Factory, ticket_id: int, phash_distance: int = 6) -> DatasetStatus:
+def dataset_status(
+    factory: Factory, ticket_id: int, rules: LabRules, phash_distance: int = 6
+) -> DatasetStatus:
     with factory() as session:
         ticket = get_ticket(session, ticket_id)
         images = session.scalars(
@@ -181,10 +183,10 @@ def dataset_status(factory: Factory, ticket_id: int, phash_distance: int = 6) ->
         for a, b, _ in near_duplicate_pairs([i.phash for i in images], phash_distance)
     ]
     warnings = []
-    if len(images) < family.min_images:
+    need = rules.min_images[family.family]  # the lab's minimum: the one the gate enforces
+    if len(images) < need:
         warnings.append(
-            f"{family.min_images - len(images)} more images needed (minimum "
-            f"{family.min_images} for {family.family.value})."
+            f"{need - len(images)} more images needed (minimum {need} for {family.family.value})."
         )
     elif len(images) < family.comfortable_images:
         warnings.append(

@@ -25,6 +25,7 @@ from db.stats import leaderboard
 from db.tickets import Who, act, list_tickets, request_ticket, ticket_card
 from db.training import configure, unclaim_idle
 from db.voting import cast_vote
+from lab.families import BaseFamily
 from lab.lifecycle import Action, LabRole, TicketState
 from lab.settings import LabRules
 from lab.tasks import OutboxKind
@@ -59,7 +60,7 @@ def test_request_upload_and_card_counts(factory):
     assert (card.image_count, card.captioned_count, card.status) == (3, 3, TicketState.DATASET)
     assert card.people == {"request": ["rita"], "curate": ["cora"]}
     name = remove_image(factory, cora, ticket_id, added["img1.png"], RULES)
-    assert name == "img1.png" and dataset_status(factory, ticket_id).count == 2
+    assert name == "img1.png" and dataset_status(factory, ticket_id, RULES).count == 2
     assert list_tickets(factory, guild, requester_user_id=rita.user_id)[0].number == 1
     with pytest.raises(TransitionRefused, match="Only a Lab Admin, the requester or a Dataset"):
         add_images(factory, who(guild, "nobody"), ticket_id, images(1, 50), RULES)
@@ -216,3 +217,24 @@ def _race(factory_: sessionmaker[Session]) -> None:
             )
         ).all()
     assert len(claims) == 1
+
+
+@pytest.mark.parametrize("minimum", [5, 20])
+def test_dataset_status_warns_at_the_minimum_the_gate_enforces(factory, minimum):
+    """A lab whose admin set sd15's minimum to 5 (or 20): with 10 images the status
+    warning and the FINISH_DATASET gate give the same answer and the same number."""
+    rules = LabRules(min_images={BaseFamily.SD15: minimum, BaseFamily.SDXL: 12})
+    guild = new_snowflake()
+    rita, cora = who(guild, "rita"), who(guild, "cora", LabRole.CURATOR)
+    ticket_id, _ = request_ticket(factory, rita, NEW)
+    add_images(factory, cora, ticket_id, images(10), rules)
+    short = [w for w in dataset_status(factory, ticket_id, rules).warnings if "needed" in w]
+    if minimum <= 10:
+        assert short == []
+        assert act(factory, rita, ticket_id, Action.FINISH_DATASET, rules) is (
+            TicketState.CAPTIONING
+        )
+    else:
+        assert short == [f"{minimum - 10} more images needed (minimum {minimum} for sd15)."]
+        with pytest.raises(TransitionRefused, match=f"at least {minimum} images"):
+            act(factory, rita, ticket_id, Action.FINISH_DATASET, rules)

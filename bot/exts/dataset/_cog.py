@@ -48,7 +48,7 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
         outcome = await asyncio.to_thread(ingest_uploads, files, bot.storage, settings, basics)
         outcome.lines[:0] = refused
         await bot.db.run(add_images, who, ticket_id, outcome.images, bot.rules)
-        status = await bot.db.run(dataset_status, ticket_id)
+        status = await bot.db.run(dataset_status, ticket_id, bot.rules)
         kick_relay(bot)
         return report(outcome, status.count)
 
@@ -104,7 +104,7 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
         await interaction.response.defer(ephemeral=True, thinking=True)
         await acting(self.bot, interaction)
         ticket_id = await ticket_here(self.bot, interaction, ticket)
-        status = await self.bot.db.run(dataset_status, ticket_id)
+        status = await self.bot.db.run(dataset_status, ticket_id, self.bot.rules)
         embed = discord.Embed(title="Dataset", colour=0x5865F2)
         embed.add_field(name="Images", value=f"{status.count} ({status.captioned} captioned)")
         embed.add_field(
