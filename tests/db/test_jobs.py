@@ -37,7 +37,7 @@ def training(factory, session, make_member, open_sample_ticket):
     ticket.status, ticket.claimer_id = TicketState.CLAIMED, trainer.id
     session.add(TrainingJob(ticket_id=ticket_id, config={"network_dim": 8}))
     session.commit()
-    actor = repo.actor_for(session, trainer)
+    actor = make_member.actor(trainer)
     transition(factory, ticket_id, Action.START_TRAINING, actor, RULES)
     job = repo.latest_job(session, ticket_id)
     return ticket_id, job.id, actor

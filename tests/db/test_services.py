@@ -16,10 +16,6 @@ from tests.db.conftest import sample_ticket
 RULES = LabRules()
 
 
-def _actor(session: Session, member) -> Actor:
-    return repo.actor_for(session, member)
-
-
 def add_images(session: Session, ticket_id: int, uploader_id: int, n: int, caption: str | None):
     for i in range(n):
         image = DatasetImage(
@@ -78,7 +74,7 @@ def test_refused_transition_changes_nothing(factory, session, make_member, open_
     outbox_before = session.scalar(select(func.count()).select_from(OutboxMessage))
 
     with pytest.raises(TransitionRefused) as refused:
-        transition(factory, ticket_id, Action.FINISH_DATASET, _actor(session, alice), RULES)
+        transition(factory, ticket_id, Action.FINISH_DATASET, make_member.actor(alice), RULES)
 
     assert refused.value.refusal.code is RefusalCode.TOO_FEW_IMAGES
     assert "needs at least 15 images; this ticket has 3. Upload 12 more" in str(refused.value)
@@ -96,7 +92,7 @@ def test_whole_lifecycle_with_audit_trail(factory, session, make_member, open_sa
     add_images(session, ticket_id, alice.id, 15, caption="ar1a, woman, smiling")
 
     def do(action: Action, who, **kw) -> None:
-        transition(factory, ticket_id, action, _actor(session, who), RULES, **kw)
+        transition(factory, ticket_id, action, make_member.actor(who), RULES, **kw)
 
     do(Action.FINISH_DATASET, alice)
     do(Action.FINISH_CAPTIONS, alice)
@@ -151,9 +147,9 @@ def test_captions_without_trigger_word_block_review(
     alice = make_member("alice")
     ticket_id = open_sample_ticket(alice)
     add_images(session, ticket_id, alice.id, 15, caption="woman, ar1a")
-    transition(factory, ticket_id, Action.FINISH_DATASET, _actor(session, alice), RULES)
+    transition(factory, ticket_id, Action.FINISH_DATASET, make_member.actor(alice), RULES)
     with pytest.raises(TransitionRefused) as refused:
-        transition(factory, ticket_id, Action.FINISH_CAPTIONS, _actor(session, alice), RULES)
+        transition(factory, ticket_id, Action.FINISH_CAPTIONS, make_member.actor(alice), RULES)
     assert refused.value.refusal.code is RefusalCode.TRIGGER_NOT_FIRST
     assert "15 captions do not start with the trigger word 'ar1a'" in str(refused.value)
 
