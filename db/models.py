@@ -26,7 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, BigIntId, UTCDateTime, utcnow
 from lab.families import BaseFamily
-from lab.lifecycle import LabRole, TicketState
+from lab.lifecycle import TicketState
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
@@ -103,24 +103,6 @@ class Member(Base):
     discord_user_id: Mapped[int] = mapped_column(BigInteger)
     display_name: Mapped[str] = mapped_column(String(100))
     joined_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    roles: Mapped[list[MemberRole]] = relationship(
-        foreign_keys="MemberRole.member_id", lazy="raise", cascade="all, delete-orphan"
-    )
-
-
-class MemberRole(Base):
-    """A lab role a member holds; approval-only roles start pending."""
-
-    __tablename__ = "member_roles"
-
-    member_id: Mapped[int] = mapped_column(
-        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
-    )
-    role: Mapped[LabRole] = mapped_column(_enum(LabRole, "lab_role"), primary_key=True)
-    approved: Mapped[bool] = mapped_column(Boolean, default=True)
-    granted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    granted_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
 
 
 class Ticket(Base):

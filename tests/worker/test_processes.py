@@ -12,14 +12,19 @@ from sqlalchemy import select
 
 from db import migrate
 from db.models import Artifact, ArtifactKind, JobStatus, OutboxMessage, Ticket, TrainingJob
-from db.repositories import OutboxItem, actor_for, add_outbox
+from db.repositories import OutboxItem, add_outbox
 from db.services import transition
 from db.session import make_engine, make_session_factory
 from lab.lifecycle import Action, TicketState
 from lab.settings import StorageSettings, WorkerSettings
 from lab.storage import storage_from_settings
 from tests.conftest import fresh_postgres_database
-from tests.worker.conftest import TINY_OVERRIDES, seed_started_job, worker_settings
+from tests.worker.conftest import (
+    TINY_OVERRIDES,
+    seed_started_job,
+    trainer_actor,
+    worker_settings,
+)
 from tests.worker.procs import CuttableProxy, RedisServer, wait_for, worker_process
 
 pytestmark = pytest.mark.slow
@@ -258,7 +263,7 @@ def test_cancel_mid_epoch_saves_state_and_stops(prod, tmp_path):
         with watch.factory() as s:
             from db.models import Member
 
-            actor = actor_for(s, s.get(Member, seeded.trainer_id))
+            actor = trainer_actor(s.get(Member, seeded.trainer_id))
         transition(watch.factory, seeded.ticket_id, Action.STOP_TRAINING, actor, settings.rules)
         asked = time.monotonic()
         job = wait_for(watch.ended, timeout=60, what="the job to stop")

@@ -120,7 +120,7 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
         await interaction.response.defer(ephemeral=True, thinking=True)
         await acting(self.bot, interaction)
         ref = ticket_ref(interaction, ticket)
-        status = await self.bot.db.run(dataset_status, ref)
+        status = await self.bot.db.run(dataset_status, ref, self.bot.rules)
         embed = dataset_embed(status)
         await interaction.followup.send(embed=embed, ephemeral=True)
 

@@ -21,9 +21,9 @@ from bot.context import LabConfig, lab_config
 from bot.exts.jobs._views import ClaimButton
 from bot.exts.testing._views import vote_view
 from db.outbox import PendingRow, RetryableDeliveryError
-from db.tickets import BOARD_KIND, RELEASE_KIND, TicketCard, record_messages, ticket_card
+from db.tickets import TicketCard, record_messages, ticket_card
 from db.training import JobView, job_view, record_progress_message, release_view
-from db.voting import TALLY_KIND, record_sample_message, sample_set_view
+from db.voting import record_sample_message, sample_set_view
 from lab.lifecycle import TicketState
 from lab.tasks import OutboxKind
 
@@ -51,9 +51,9 @@ class Renderer:
             OutboxKind.JOB_FINISHED.value: self.job_finished,
             OutboxKind.JOB_FAILED.value: self.job_failed,
             OutboxKind.NOTICE.value: self.notice,
-            BOARD_KIND: self.job_board,
-            RELEASE_KIND: self.release,
-            TALLY_KIND: self.sample_tally,
+            OutboxKind.JOB_BOARD.value: self.job_board,
+            OutboxKind.RELEASE.value: self.release,
+            OutboxKind.SAMPLE_TALLY.value: self.sample_tally,
         }
 
     def close(self) -> None:
