@@ -31,6 +31,7 @@ from trainer.loss import (
 from trainer.sampling import generate_samples, weight_grid, write_grid
 from trainer.saving import save_lora
 from trainer.setup import Session, prepare_session
+from trainer.sgm import SgmLayout
 from trainer.speed import spill_warning
 from trainer.state import Position, check_shape, load_state, restore_rng, save_state
 from trainer.text import sdxl_time_ids
@@ -318,6 +319,7 @@ class Trainer:
             precision=self.config.save_precision,
             ranks=s.network.ranks,
             prefixes=SDXL_PREFIXES if s.base.is_sdxl else SD15_PREFIXES,
+            unet_layout=SgmLayout.of(s.base.unet.config) if s.base.is_sdxl else None,
         )
         self.result.saved.append(path)
         self.callbacks.on_checkpoint(Checkpoint(path, epoch, self.position.global_step, final))

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import save, save_file
 
 from trainer.formats import SD15_PREFIXES, kohya_module_name, kohya_state_dict
+from trainer.sgm import SgmLayout
 
 __all__ = ["RunInfo", "build_metadata", "kohya_module_name", "save_lora"]
 
@@ -159,11 +160,18 @@ def save_lora(
     precision: str,
     ranks: Mapping[str, Mapping[str, int]] | None = None,
     prefixes: Mapping[str, str] = SD15_PREFIXES,
+    unet_layout: SgmLayout | None = None,
 ) -> Path:
-    """Write one kohya-format LoRA file (atomically) and return its path."""
+    """Write one kohya-format LoRA file (atomically) and return its path; SDXL files
+    pass ``unet_layout`` so their UNet keys use the original UNet's names."""
     ranks = ranks or {part: {m: 0 for m in values} for part, values in alphas.items()}
     tensors = kohya_state_dict(
-        peft_states, alphas, ranks, prefixes=prefixes, dtype=SAVE_DTYPES[precision]
+        peft_states,
+        alphas,
+        ranks,
+        prefixes=prefixes,
+        dtype=SAVE_DTYPES[precision],
+        unet_layout=unet_layout,
     )
     metadata = build_metadata(info, epoch=epoch, step=step, title=path.stem)
     metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = addnet_hashes(tensors, metadata)
