@@ -24,6 +24,7 @@ into ``lokr_w1`` and ``alpha`` is written as r, so every reader computes the sam
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -35,6 +36,15 @@ SDXL_PREFIXES: Mapping[str, str] = {
     "text_encoder": "lora_te1",
     "text_encoder_2": "lora_te2",
 }
+
+
+def file_naming(unet_config: Mapping[str, Any], *, sdxl: bool) -> dict[str, Any]:
+    """The naming keywords (``prefixes``, ``unet_layout``) of :func:`kohya_state_dict`
+    and the savers for a base: SDXL files use the original UNet's names."""
+    if sdxl:
+        return {"prefixes": SDXL_PREFIXES, "unet_layout": SgmLayout.of(unet_config)}
+    return {"prefixes": SD15_PREFIXES, "unet_layout": None}
+
 
 # PEFT parameter suffix → kohya/LyCORIS tensor name.
 _RENAMES: Mapping[str, str] = {

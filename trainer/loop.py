@@ -19,8 +19,9 @@ import torch
 
 from lab.training.config import TrainConfig
 from trainer.callbacks import Callbacks, Checkpoint, Commands, NeverStop, NullCallbacks, Progress
+from trainer.compat import compat_for_apps
 from trainer.data import ImageRecord
-from trainer.formats import SD15_PREFIXES, SDXL_PREFIXES
+from trainer.formats import file_naming
 from trainer.loss import (
     debiased_weights,
     min_snr_weights,
@@ -31,7 +32,6 @@ from trainer.loss import (
 from trainer.sampling import generate_samples, weight_grid, write_grid
 from trainer.saving import save_lora
 from trainer.setup import Session, prepare_session
-from trainer.sgm import SgmLayout
 from trainer.speed import spill_warning
 from trainer.state import Position, check_shape, load_state, restore_rng, save_state
 from trainer.text import sdxl_time_ids
@@ -309,6 +309,7 @@ class Trainer:
         s = self.session
         self.callbacks.on_status("saving", path.name)
         epoch = self.position.epoch + (1 if self.position.batch else 0)
+        naming = file_naming(s.base.unet.config, sdxl=s.base.is_sdxl)
         save_lora(
             path,
             s.network.state_dicts(),
@@ -318,11 +319,15 @@ class Trainer:
             step=self.position.global_step,
             precision=self.config.save_precision,
             ranks=s.network.ranks,
-            prefixes=SDXL_PREFIXES if s.base.is_sdxl else SD15_PREFIXES,
-            unet_layout=SgmLayout.of(s.base.unet.config) if s.base.is_sdxl else None,
+            **naming,  # type: ignore[arg-type]
         )
+        compat = compat_for_apps(path, s.network, self.config, naming)
         self.result.saved.append(path)
-        self.callbacks.on_checkpoint(Checkpoint(path, epoch, self.position.global_step, final))
+        self.callbacks.on_checkpoint(
+            Checkpoint(
+                path, epoch, self.position.global_step, final, compat_path=compat and compat.path
+            )
+        )
         return path
 
     def write_state(self, name: str) -> Path:
