@@ -29,6 +29,7 @@ from trainer.loss import (
     target_for,
     training_noise,
 )
+from trainer.metadata import kohya_parity
 from trainer.sampling import generate_samples, weight_grid, write_grid
 from trainer.saving import save_lora
 from trainer.setup import Session, prepare_session
@@ -84,6 +85,9 @@ class Trainer:
         self.callbacks = callbacks
         self.commands = commands
         self.session: Session = prepare_session(config, callbacks)
+        info = self.session.run_info  # plus the ss_* keys kohya writes that setup leaves out
+        extra = kohya_parity(config, self.session.data)
+        self.session.run_info = dataclasses.replace(info, options={**info.options, **extra})
         self.position = Position(epoch=0, batch=0, global_step=0, seed=self.session.seed)
         self.result = TrainResult(output_dir=config.output_dir, final_path=None)
         self._epoch_losses: list[torch.Tensor] = []

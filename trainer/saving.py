@@ -9,6 +9,7 @@ the SD1.5 text encoder ``lora_te1_``.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import json
 import logging
@@ -32,6 +33,17 @@ SAVE_DTYPES: Mapping[str, torch.dtype] = {
     "fp16": torch.float16,
     "bf16": torch.bfloat16,
 }
+
+
+MODELSPEC_VERSION = "1.0.1"
+SGM_IMPLEMENTATION = "https://github.com/Stability-AI/generative-models"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("loralab")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def addnet_hashes(
@@ -97,6 +109,7 @@ def build_metadata(info: RunInfo, *, epoch: int, step: int, title: str) -> dict[
     """The ``ss_*`` and ``modelspec.*`` header A1111, Civitai and kohya tools read."""
     width, height = info.resolution
     v_pred = info.prediction_type == "v_prediction"
+    sdxl = info.base_model_version.startswith("sdxl")
     metadata = {
         "ss_session_id": info.session_id,
         "ss_training_started_at": repr(info.training_started_at),
@@ -135,16 +148,19 @@ def build_metadata(info: RunInfo, *, epoch: int, step: int, title: str) -> dict[
         "ss_dataset_dirs": json.dumps(info.dataset_dirs),
         "ss_reg_dataset_dirs": json.dumps(info.reg_dataset_dirs),
         "ss_bucket_info": json.dumps(info.bucket_info),
-        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.sai_model_spec": MODELSPEC_VERSION,
         "modelspec.architecture": f"{info.architecture}/lora",
-        "modelspec.implementation": "diffusers",
+        # kohya: SDXL LoRAs are for Stability's (original-layout) UNet, SD1.5 ones diffusers'.
+        "modelspec.implementation": SGM_IMPLEMENTATION if sdxl else "diffusers",
+        "modelspec.implementation_version": f"loralab/{_version()}",
         "modelspec.title": title,
         "modelspec.resolution": f"{width}x{height}",
         "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
         "modelspec.prediction_type": "v" if v_pred else "epsilon",
     }
-    if info.comment:
-        metadata["ss_training_comment"] = info.comment
+    metadata["ss_training_comment"] = str(info.comment)
+    if info.clip_skip is not None:
+        metadata["modelspec.encoder_layer"] = str(info.clip_skip)
     metadata.update(info.options)
     return metadata
 
