@@ -15,6 +15,7 @@ from db.base import utcnow
 from db.models import Artifact, ArtifactKind, JobStatus, Member, Ticket, TrainingJob, Worker
 from db.services import NotFound, TransitionRefused, apply_transition
 from db.tickets import BOARD_KIND, Who, actor_in
+from lab.apps import compat_filename, job_is_dora
 from lab.lifecycle import Action, Actor, Allowed, TicketState, decide
 from lab.settings import LabRules
 
@@ -176,6 +177,9 @@ class ReleaseView:
     steps: int | None
     epochs: int | None
     suggested_weight: float
+    dora: bool = False
+    compat_key: str | None = None
+    """DoRA: where the worker stored the plain-LoRA fit beside the DoRA file."""
 
 
 def release_view(factory: Factory, ticket_id: int) -> ReleaseView:
@@ -200,6 +204,7 @@ def release_view(factory: Factory, ticket_id: int) -> ReleaseView:
                 )
             )
         config = dict(job.config or {}) if job else {}
+        dora = job is not None and job_is_dora(job.preset, config)
         return ReleaseView(
             epoch=ticket.chosen_epoch,
             lora_key=artifact.storage_key if artifact else None,
@@ -209,6 +214,8 @@ def release_view(factory: Factory, ticket_id: int) -> ReleaseView:
             steps=(job.progress or {}).get("total_steps") if job else None,
             epochs=config.get("max_train_epochs"),
             suggested_weight=float(config.get("suggested_weight", 0.8)),
+            dora=dora,
+            compat_key=compat_filename(artifact.storage_key) if dora and artifact else None,
         )
 
 

@@ -10,7 +10,11 @@ lab's apps include one that does not read DoRA right.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from lab.training.errors import ConfigError
+from lab.training.job import check_job_config
 
 
 class App(enum.StrEnum):
@@ -53,3 +57,12 @@ def needs_dora_compat(apps: Iterable[App]) -> bool:
 def dora_note(apps: Iterable[App]) -> str:
     """One line per app: what it does with the DoRA original."""
     return "\n".join(f"{App(app).value}: {DORA_IN_APP[App(app)]}" for app in apps)
+
+
+def job_is_dora(preset: str | None, config: Mapping[str, Any]) -> bool:
+    """Whether a job's stored preset and configuration train DoRA (``dora_wd=True``);
+    a configuration that no longer validates is reported as not DoRA."""
+    try:
+        return check_job_config(preset, config).use_dora
+    except ConfigError:
+        return False
