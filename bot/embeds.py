@@ -9,7 +9,7 @@ from typing import Any
 import discord
 
 from db.tickets import TicketCard
-from lab.apps import App, dora_note
+from lab.apps import App, dora_note, fit_error
 from lab.lifecycle import TicketState
 
 STATUS_COLOUR: dict[TicketState, int] = {
@@ -171,9 +171,11 @@ def dora_text(dora: DoraRelease, original: str) -> str:
     """Which file to load where: the fit for apps that misread DoRA, the original for
     LyCORIS; one line per app on what it does with the original."""
     if dora.compat is not None:
+        error = fit_error(dora.compat)
+        fit = f" (fit error {error:.0%} of the weight change)" if error is not None else ""
         head = (
             f"`{dora.compat_name}` (attached first) is a plain LoRA fitted to this DoRA "
-            "model for the apps below; "
+            f"model{fit} for the apps below; "
             f"`{original}` is the DoRA original, for LyCORIS, which applies it right."
         )
     else:

@@ -10,6 +10,7 @@ lab's apps include one that does not read DoRA right.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -66,3 +67,16 @@ def job_is_dora(preset: str | None, config: Mapping[str, Any]) -> bool:
         return check_job_config(preset, config).use_dora
     except ConfigError:
         return False
+
+
+def fit_error(data: bytes) -> float | None:
+    """The relative error a compat file records in its safetensors header (read without
+    torch: 8 bytes of header length, then the JSON header); None when absent."""
+    if len(data) < 8:
+        return None
+    length = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8 : 8 + length])
+        return float(header["__metadata__"]["loralab_dora_compat_relative_error"])
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -3,6 +3,8 @@ attaches the plain-LoRA fit first when one of those apps applies DoRA wrongly.""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from db.models import TrainingJob
@@ -14,6 +16,10 @@ from tests.bot.matrix_setup import members, ticket_in
 from tests.bot.worker_sim import finish_training
 
 pytestmark = pytest.mark.anyio
+
+# A safetensors file with only its header: the fit's metadata, as the trainer writes it.
+_HEADER = json.dumps({"__metadata__": {"loralab_dora_compat_relative_error": "0.3608"}})
+FIT = len(_HEADER).to_bytes(8, "little") + _HEADER.encode()
 
 DORA = {"preset": "sd15-character", "network_module": "lycoris.kohya",
         "network_args": ["algo=lora", "dora_wd=True"]}  # fmt: skip
@@ -30,7 +36,7 @@ async def _released(lab, config: dict, *, compat: bool = True):
     if compat:  # what the worker stores beside each DoRA checkpoint
         for epoch in (1, 2):
             key = f"jobs/{job_id}/lora-e{epoch:04d}-lora-compat.safetensors"
-            lab.storage.put_bytes(key, b"lora-fit")
+            lab.storage.put_bytes(key, FIT)
     await lab.relay()
     result = await lab.admin.slash(lab.general, "lora release", ticket=number, epoch=1,
                                    override=True)  # fmt: skip
@@ -49,6 +55,7 @@ async def test_default_apps_get_the_lora_fit_first_and_the_dora_original(
         assert names == ["ar1a-v1-e1-lora-compat.safetensors", "ar1a-v1-e1.safetensors"]
         text = fields["DoRA"]
         assert "`ar1a-v1-e1-lora-compat.safetensors` (attached first) is a plain LoRA" in text
+        assert "(fit error 36% of the weight change)" in text
         assert "`ar1a-v1-e1.safetensors` is the DoRA original, for LyCORIS" in text
         for app in ("comfyui:", "forge:", "a1111:", "diffusers: drops dora_scale"):
             assert app in text

@@ -19,29 +19,96 @@ from trainer.metadata import base_model_hashes
 # Every key sd-scripts' train_network.py writes for an SD1.5/SDXL LoRA (its metadata
 # dict, the single-dataset branch, ss_datasets of the dataset-config branch, the model
 # name/hash block and the per-save keys), transcribed from its source.
-KOHYA_SS_KEYS = """
-ss_session_id ss_training_started_at ss_output_name ss_learning_rate ss_text_encoder_lr
-ss_unet_lr ss_num_train_images ss_num_validation_images ss_num_reg_images
-ss_num_batches_per_epoch ss_num_epochs ss_gradient_checkpointing
-ss_gradient_accumulation_steps ss_max_train_steps ss_lr_warmup_steps ss_lr_scheduler
-ss_network_module ss_network_dim ss_network_alpha ss_network_dropout ss_mixed_precision
-ss_full_fp16 ss_v2 ss_base_model_version ss_clip_skip ss_max_token_length
-ss_cache_latents ss_seed ss_lowram ss_noise_offset ss_multires_noise_iterations
-ss_multires_noise_discount ss_adaptive_noise_scale ss_zero_terminal_snr
-ss_training_comment ss_sd_scripts_commit_hash ss_optimizer ss_max_grad_norm
-ss_caption_dropout_rate ss_caption_dropout_every_n_epochs ss_caption_tag_dropout_rate
-ss_face_crop_aug_range ss_prior_loss_weight ss_min_snr_gamma ss_scale_weight_norms
-ss_ip_noise_gamma ss_debiased_estimation ss_noise_offset_random_strength
-ss_ip_noise_gamma_random_strength ss_loss_type ss_huber_schedule ss_huber_scale
-ss_huber_c ss_fp8_base ss_fp8_base_unet ss_validation_seed ss_validation_split
-ss_max_validation_steps ss_validate_every_n_epochs ss_validate_every_n_steps
-ss_resize_interpolation ss_datasets ss_tag_frequency ss_dataset_dirs
-ss_batch_size_per_device ss_total_batch_size ss_resolution ss_color_aug ss_flip_aug
-ss_random_crop ss_shuffle_caption ss_enable_bucket ss_bucket_no_upscale
-ss_min_bucket_reso ss_max_bucket_reso ss_keep_tokens ss_reg_dataset_dirs ss_bucket_info
-ss_network_args ss_sd_model_hash ss_new_sd_model_hash ss_sd_model_name ss_vae_hash
-ss_new_vae_hash ss_vae_name ss_training_finished_at ss_steps ss_epoch
-""".split()
+KOHYA_SS_KEYS = [
+    "ss_session_id",
+    "ss_training_started_at",
+    "ss_output_name",
+    "ss_learning_rate",
+    "ss_text_encoder_lr",
+    "ss_unet_lr",
+    "ss_num_train_images",
+    "ss_num_validation_images",
+    "ss_num_reg_images",
+    "ss_num_batches_per_epoch",
+    "ss_num_epochs",
+    "ss_gradient_checkpointing",
+    "ss_gradient_accumulation_steps",
+    "ss_max_train_steps",
+    "ss_lr_warmup_steps",
+    "ss_lr_scheduler",
+    "ss_network_module",
+    "ss_network_dim",
+    "ss_network_alpha",
+    "ss_network_dropout",
+    "ss_mixed_precision",
+    "ss_full_fp16",
+    "ss_v2",
+    "ss_base_model_version",
+    "ss_clip_skip",
+    "ss_max_token_length",
+    "ss_cache_latents",
+    "ss_seed",
+    "ss_lowram",
+    "ss_noise_offset",
+    "ss_multires_noise_iterations",
+    "ss_multires_noise_discount",
+    "ss_adaptive_noise_scale",
+    "ss_zero_terminal_snr",
+    "ss_training_comment",
+    "ss_sd_scripts_commit_hash",
+    "ss_optimizer",
+    "ss_max_grad_norm",
+    "ss_caption_dropout_rate",
+    "ss_caption_dropout_every_n_epochs",
+    "ss_caption_tag_dropout_rate",
+    "ss_face_crop_aug_range",
+    "ss_prior_loss_weight",
+    "ss_min_snr_gamma",
+    "ss_scale_weight_norms",
+    "ss_ip_noise_gamma",
+    "ss_debiased_estimation",
+    "ss_noise_offset_random_strength",
+    "ss_ip_noise_gamma_random_strength",
+    "ss_loss_type",
+    "ss_huber_schedule",
+    "ss_huber_scale",
+    "ss_huber_c",
+    "ss_fp8_base",
+    "ss_fp8_base_unet",
+    "ss_validation_seed",
+    "ss_validation_split",
+    "ss_max_validation_steps",
+    "ss_validate_every_n_epochs",
+    "ss_validate_every_n_steps",
+    "ss_resize_interpolation",
+    "ss_datasets",
+    "ss_tag_frequency",
+    "ss_dataset_dirs",
+    "ss_batch_size_per_device",
+    "ss_total_batch_size",
+    "ss_resolution",
+    "ss_color_aug",
+    "ss_flip_aug",
+    "ss_random_crop",
+    "ss_shuffle_caption",
+    "ss_enable_bucket",
+    "ss_bucket_no_upscale",
+    "ss_min_bucket_reso",
+    "ss_max_bucket_reso",
+    "ss_keep_tokens",
+    "ss_reg_dataset_dirs",
+    "ss_bucket_info",
+    "ss_network_args",
+    "ss_sd_model_hash",
+    "ss_new_sd_model_hash",
+    "ss_sd_model_name",
+    "ss_vae_hash",
+    "ss_new_vae_hash",
+    "ss_vae_name",
+    "ss_training_finished_at",
+    "ss_steps",
+    "ss_epoch",
+]
 # Left out, with the reason in trainer/metadata.py: no separate VAE; sd-scripts' own
 # revision; file hashes of a base that is a folder (the tiny model).
 LEFT_OUT = {"ss_vae_hash", "ss_new_vae_hash", "ss_vae_name", "ss_sd_scripts_commit_hash"}
