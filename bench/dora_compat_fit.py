@@ -82,7 +82,7 @@ def measure(model: Path, data: Path, out: Path, args: list[str], epochs: int) ->
     residual: dict[str, float] = {}
     per_module: dict[str, list[float]] = {}
     energy = 0.0
-    for (component, path), delta in dora_weight_changes(network).items():
+    for (component, path), delta in dora_weight_changes(network):
         layer = dict(network.components()[component].named_modules())[path]
         weight = layer.get_base_layer().weight.detach().float()
         key = kohya_module_name(component, path, **naming)
@@ -96,9 +96,7 @@ def measure(model: Path, data: Path, out: Path, args: list[str], epochs: int) ->
     figures = {app: (r / energy) ** 0.5 for app, r in residual.items()}
     by_rank = {}
     for rank in RANKS:
-        dropped = sum(
-            fit_low_rank(delta, rank)[2] for delta in dora_weight_changes(network).values()
-        )
+        dropped = sum(fit_low_rank(delta, rank)[2] for _, delta in dora_weight_changes(network))
         by_rank[rank] = (dropped / energy) ** 0.5
     medians = {app: statistics.median(v) for app, v in per_module.items()}
     return {

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,10 +52,10 @@ class CompatFit:
     modules: int
 
 
-def dora_weight_changes(network: LoraNetwork) -> dict[tuple[str, str], torch.Tensor]:
-    """W' − W of every DoRA layer, by (component, module path), as PEFT computes W'
-    when it merges the layer (magnitude rescale included)."""
-    changes: dict[tuple[str, str], torch.Tensor] = {}
+def dora_weight_changes(network: LoraNetwork) -> Iterator[tuple[tuple[str, str], torch.Tensor]]:
+    """W' − W (float32, on the layer's device) of every DoRA layer, keyed by (component,
+    module path), as PEFT computes W' when it merges the layer (magnitude rescale
+    included). One at a time: all of SDXL's would not fit in memory together."""
     with torch.no_grad():
         for component, model in network.components().items():
             for path, layer in model.named_modules():
@@ -64,23 +64,23 @@ def dora_weight_changes(network: LoraNetwork) -> dict[tuple[str, str], torch.Ten
                 base = layer.get_base_layer()
                 original = base.weight.detach().clone()
                 layer.merge(adapter_names=[ADAPTER_NAME])
-                changes[(component, path)] = (base.weight.detach() - original).float()
+                delta = base.weight.detach().float() - original.float()
                 layer.unmerge()
                 base.weight.copy_(original)  # unmerge is exact only up to rounding
-    return changes
+                yield (component, path), delta
 
 
 def fit_low_rank(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(``lora_down``, ``lora_up``, squared residual) of the best rank-``rank`` fit of
     ``delta`` [out, in(, k, k)]; conv fits get a [r, in, k, k] down and [out, r, 1, 1] up,
     kohya's LoCon layout."""
-    matrix = delta.flatten(1).double()
+    matrix = delta.flatten(1).float()
     u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
     r = min(rank, s.numel())
     root = s[:r].sqrt()
     up = u[:, :r] * root
     down = root[:, None] * vh[:r]
-    residual = float((s[r:] ** 2).sum())
+    residual = float((s[r:].double() ** 2).sum())
     if delta.dim() == 4:
         return down.reshape(r, *delta.shape[1:]), up.reshape(*up.shape, 1, 1), residual
     return down, up, residual
@@ -103,8 +103,9 @@ def save_dora_compat(
     tensors: dict[str, torch.Tensor] = {}
     residual = total = 0.0
     worst = 0.0
-    changes = dora_weight_changes(network)
-    for (component, path), delta in changes.items():
+    modules = 0
+    for (component, path), delta in dora_weight_changes(network):
+        modules += 1
         down, up, squared = fit_low_rank(delta, rank or network.ranks[component][path])
         energy = float(delta.double().pow(2).sum())
         residual, total = residual + squared, total + energy
@@ -149,7 +150,7 @@ def save_dora_compat(
         error,
         worst,
     )
-    return CompatFit(path, dim, error, worst, len(changes))
+    return CompatFit(path, dim, error, worst, modules)
 
 
 def compat_for_apps(
