@@ -71,19 +71,35 @@ def dora_weight_changes(network: LoraNetwork) -> Iterator[tuple[tuple[str, str],
 
 
 def fit_low_rank(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(``lora_down``, ``lora_up``, squared residual) of the best rank-``rank`` fit of
-    ``delta`` [out, in(, k, k)]; conv fits get a [r, in, k, k] down and [out, r, 1, 1] up,
-    kohya's LoCon layout."""
+    """(``lora_down``, ``lora_up``, squared residual ‖ΔW − up·down‖²) of the rank-``rank``
+    truncated-SVD fit of ``delta`` [out, in(, k, k)]; conv fits get a [r, in, k, k] down
+    and [out, r, 1, 1] up, kohya's LoCon layout.
+
+    Wide layers use the randomized SVD (Halko et al. 2011, "Finding structure with
+    randomness", arXiv:0909.4061) with power iterations, which reaches the truncated
+    SVD's error to a fraction of a percent in milliseconds where a full SVD of an SDXL
+    feed-forward layer takes seconds; its random draws leave the training RNG as it was.
+    """
     matrix = delta.flatten(1).float()
-    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
-    r = min(rank, s.numel())
+    r = min(rank, *matrix.shape)
+    if min(matrix.shape) <= 2 * (r + _OVERSAMPLE):
+        u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+        v = vh.mT
+    else:
+        with torch.random.fork_rng(devices=[matrix.device] if matrix.is_cuda else []):
+            torch.manual_seed(0)
+            u, s, v = torch.svd_lowrank(matrix, q=r + _OVERSAMPLE, niter=_POWER_ITERATIONS)
     root = s[:r].sqrt()
     up = u[:, :r] * root
-    down = root[:, None] * vh[:r]
-    residual = float((s[r:].double() ** 2).sum())
+    down = (v[:, :r] * root).mT
+    residual = float((matrix - up @ down).double().pow(2).sum())
     if delta.dim() == 4:
         return down.reshape(r, *delta.shape[1:]), up.reshape(*up.shape, 1, 1), residual
     return down, up, residual
+
+
+_OVERSAMPLE = 8
+_POWER_ITERATIONS = 4
 
 
 def save_dora_compat(

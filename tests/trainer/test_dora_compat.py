@@ -136,3 +136,18 @@ def test_a_dora_run_saves_the_compat_file_beside_each_epoch(
 
     none = train(build_config({**values, "output_dir": str(tmp_path / "n"), "dora_compat_rank": 0}))
     assert not none.final_path.with_name("tiny-lora-compat.safetensors").exists()
+
+
+def test_wide_layers_reach_the_truncated_svds_error() -> None:
+    """Layers wider than a few times the rank take the randomized SVD; its residual stays
+    within 1 % of the optimum, and it leaves the global RNG untouched."""
+    generator = torch.Generator().manual_seed(1)
+    signal = torch.randn(320, 8, generator=generator) @ torch.randn(8, 640, generator=generator)
+    delta = signal + 0.5 * torch.randn(320, 640, generator=generator)
+    before = torch.random.get_rng_state()
+    down, up, residual = fit_low_rank(delta, 8)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    optimum = float((torch.linalg.svdvals(delta.double())[8:] ** 2).sum())
+    assert down.shape == (8, 640) and up.shape == (320, 8)
+    assert optimum * (1 - 1e-5) <= residual <= optimum * 1.01
+    assert math.isclose(residual, float((delta - up @ down).double().pow(2).sum()), rel_tol=1e-6)
