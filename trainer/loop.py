@@ -323,7 +323,7 @@ class Trainer:
             step=self.position.global_step,
             precision=self.config.save_precision,
             ranks=s.network.ranks,
-            **naming,  # type: ignore[arg-type]
+            **naming,
         )
         compat = compat_for_apps(path, s.network, self.config, naming)
         self.result.saved.append(path)
