@@ -26,9 +26,10 @@ from safetensors.torch import save_file
 
 from lab.apps import compat_filename
 from lab.training.config import TrainConfig
-from trainer.formats import SD15_PREFIXES, kohya_module_name
+from trainer.formats import SD15_PREFIXES, file_naming, kohya_module_name
+from trainer.models import BaseModel
 from trainer.network import ADAPTER_NAME, LoraNetwork
-from trainer.saving import SAVE_DTYPES, addnet_hashes
+from trainer.saving import SAVE_DTYPES, RunInfo, addnet_hashes, save_lora
 from trainer.sgm import SgmLayout
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ __all__ = [
     "dora_weight_changes",
     "fit_low_rank",
     "save_dora_compat",
+    "save_network",
 ]
 
 
@@ -178,3 +180,30 @@ def compat_for_apps(
     return save_dora_compat(
         path, network, rank=config.dora_compat_rank, precision=config.save_precision, **naming
     )
+
+
+def save_network(
+    path: Path,
+    network: LoraNetwork,
+    info: RunInfo,
+    config: TrainConfig,
+    base: BaseModel,
+    epoch: int,
+    step: int,
+) -> Path | None:
+    """Save the network as a kohya file at ``path`` (SDXL in the original UNet's names)
+    and, for DoRA, its plain-LoRA fit beside it; returns the fit's path."""
+    naming = file_naming(base.unet.config, sdxl=base.is_sdxl)
+    save_lora(
+        path,
+        network.state_dicts(),
+        network.alphas,
+        info,
+        epoch=epoch,
+        step=step,
+        precision=config.save_precision,
+        ranks=network.ranks,
+        **naming,
+    )
+    fit = compat_for_apps(path, network, config, naming)
+    return fit.path if fit else None

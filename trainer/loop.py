@@ -19,9 +19,8 @@ import torch
 
 from lab.training.config import TrainConfig
 from trainer.callbacks import Callbacks, Checkpoint, Commands, NeverStop, NullCallbacks, Progress
-from trainer.compat import compat_for_apps
+from trainer.compat import save_network
 from trainer.data import ImageRecord
-from trainer.formats import file_naming
 from trainer.loss import (
     debiased_weights,
     min_snr_weights,
@@ -29,9 +28,8 @@ from trainer.loss import (
     target_for,
     training_noise,
 )
-from trainer.metadata import kohya_parity
+from trainer.metadata import with_kohya_keys
 from trainer.sampling import generate_samples, weight_grid, write_grid
-from trainer.saving import save_lora
 from trainer.setup import Session, prepare_session
 from trainer.speed import spill_warning
 from trainer.state import Position, check_shape, load_state, restore_rng, save_state
@@ -85,9 +83,7 @@ class Trainer:
         self.callbacks = callbacks
         self.commands = commands
         self.session: Session = prepare_session(config, callbacks)
-        info = self.session.run_info  # plus the ss_* keys kohya writes that setup leaves out
-        extra = kohya_parity(config, self.session.data)
-        self.session.run_info = dataclasses.replace(info, options={**info.options, **extra})
+        self.session.run_info = with_kohya_keys(self.session.run_info, config, self.session.data)
         self.position = Position(epoch=0, batch=0, global_step=0, seed=self.session.seed)
         self.result = TrainResult(output_dir=config.output_dir, final_path=None)
         self._epoch_losses: list[torch.Tensor] = []
@@ -313,25 +309,10 @@ class Trainer:
         s = self.session
         self.callbacks.on_status("saving", path.name)
         epoch = self.position.epoch + (1 if self.position.batch else 0)
-        naming = file_naming(s.base.unet.config, sdxl=s.base.is_sdxl)
-        save_lora(
-            path,
-            s.network.state_dicts(),
-            s.network.alphas,
-            s.run_info,
-            epoch=epoch,
-            step=self.position.global_step,
-            precision=self.config.save_precision,
-            ranks=s.network.ranks,
-            **naming,
-        )
-        compat = compat_for_apps(path, s.network, self.config, naming)
+        step = self.position.global_step
+        compat = save_network(path, s.network, s.run_info, self.config, s.base, epoch, step)
         self.result.saved.append(path)
-        self.callbacks.on_checkpoint(
-            Checkpoint(
-                path, epoch, self.position.global_step, final, compat_path=compat and compat.path
-            )
-        )
+        self.callbacks.on_checkpoint(Checkpoint(path, epoch, step, final, compat_path=compat))
         return path
 
     def write_state(self, name: str) -> Path:

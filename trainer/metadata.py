@@ -16,6 +16,7 @@ or because they have no meaning here:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
@@ -23,8 +24,9 @@ from pathlib import Path
 
 from lab.training.config import TrainConfig
 from trainer.data import TrainingData
+from trainer.saving import RunInfo
 
-__all__ = ["base_model_hashes", "kohya_parity"]
+__all__ = ["base_model_hashes", "kohya_parity", "with_kohya_keys"]
 
 # kohya's values for options that do not exist here (their "off" values or defaults).
 ABSENT_OPTIONS: Mapping[str, str] = {
@@ -82,6 +84,11 @@ def kohya_parity(config: TrainConfig, data: TrainingData) -> dict[str, str]:
     keys["ss_training_comment"] = str(config.training_comment)
     keys["ss_datasets"] = json.dumps([_dataset(config, data)])
     return keys
+
+
+def with_kohya_keys(info: RunInfo, config: TrainConfig, data: TrainingData) -> RunInfo:
+    """``info`` with :func:`kohya_parity`'s keys among its further ``ss_*`` options."""
+    return dataclasses.replace(info, options={**info.options, **kohya_parity(config, data)})
 
 
 def _dataset(config: TrainConfig, data: TrainingData) -> dict[str, object]:
