@@ -128,7 +128,7 @@ def main() -> None:
                 out = root / f"out-{family}-{kind}".replace(" ", "")
                 r = measure(model, data, out, args, epochs)
                 apps = ", ".join(
-                    f"{a} {e:.1%} (median {r['medians'][a]:.1%}, {e / r['compat']:.0f}× the fit)"
+                    f"{a} {e:.1%} (median {r['medians'][a]:.1%}, {e / r['compat']:.1f}× the fit)"
                     for a, e in r["apps"].items()  # type: ignore[union-attr]
                 )
                 print(
