@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from lab.apps import compat_filename
 from lab.training.config import TrainConfig
 from trainer.callbacks import Callbacks, Checkpoint, Commands, NeverStop, NullCallbacks, Progress
 from trainer.compat import save_network
@@ -255,6 +256,7 @@ class Trainer:
         if keep is not None:
             for old in epoch_files[: max(0, len(epoch_files) + 1 - keep)]:
                 old.unlink()
+                old.with_name(compat_filename(old.name)).unlink(missing_ok=True)  # DoRA's fit
                 logger.info("removed %s (save_last_n_epochs=%d)", old, keep)
             self.result.saved = [p for p in self.result.saved if p.exists()]
         if self.config.save_state:

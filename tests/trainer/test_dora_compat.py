@@ -123,18 +123,23 @@ def test_diffusers_loads_the_compat_file(tiny_model: Path, dataset: Path, tmp_pa
 def test_a_dora_run_saves_the_compat_file_beside_each_epoch(
     tiny_sdxl_model: Path, dataset: Path, tmp_path: Path
 ) -> None:
-    values = base_values(tiny_sdxl_model, dataset, tmp_path / "o", max_train_epochs=1,
+    values = base_values(tiny_sdxl_model, dataset, tmp_path / "o", max_train_epochs=3,
                          network_module="lycoris.kohya", network_args=["dora_wd=True"],
-                         network_train_unet_only=True)  # fmt: skip
+                         network_train_unet_only=True, save_every_n_epochs=1,
+                         save_last_n_epochs=1)  # fmt: skip
     result = train(build_config(values))
     compat = result.final_path.with_name("tiny-lora-compat.safetensors")
+    epochs = sorted(p.name for p in (tmp_path / "o").glob("tiny-0*.safetensors"))
+    # save_last_n_epochs removes an old epoch's fit with its file.
+    assert epochs == ["tiny-000002-lora-compat.safetensors", "tiny-000002.safetensors"]
     meta = safe_open(str(compat), "pt").metadata()
     assert 0 < float(meta["loralab_dora_compat_relative_error"]) < 1
     keys = load_file(compat)
     assert all(k.startswith("lora_unet_") and "_down_blocks_" not in k for k in keys)
     assert "lora_unet_input_blocks_3_1_proj_in.lora_up.weight" in keys  # SDXL naming
 
-    none = train(build_config({**values, "output_dir": str(tmp_path / "n"), "dora_compat_rank": 0}))
+    once = {**values, "output_dir": str(tmp_path / "n"), "max_train_epochs": 1}
+    none = train(build_config({**once, "dora_compat_rank": 0}))
     assert not none.final_path.with_name("tiny-lora-compat.safetensors").exists()
 
 
