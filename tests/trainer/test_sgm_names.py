@@ -185,7 +185,7 @@ def test_diffusers_readers_and_our_network_agree_on_sgm_named_files(
     np.testing.assert_allclose(merged_out.numpy(), ours.numpy(), atol=1e-5)
 
 
-def test_training_writes_sgm_names_that_load_back(
+def test_the_trainers_save_path_writes_sgm_names(
     tiny_sdxl_model: Path, dataset: Path, tmp_path: Path
 ) -> None:
     """The trainer's own save path (not only the formatter) writes the SDXL naming."""
