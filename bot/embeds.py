@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import discord
@@ -10,6 +11,7 @@ import discord
 from db.dataset import DatasetStatus
 from db.stats import LeaderLine
 from db.tickets import TicketCard
+from lab.apps import App, dora_note, fit_error
 from lab.lifecycle import TicketState
 
 STATUS_COLOUR: dict[TicketState, int] = {
@@ -158,7 +160,34 @@ def tally_text(up: int, down: int) -> str:
     return f"👍 {up} · 👎 {down}"
 
 
-def release_embed(card: TicketCard, release: Any, *, link: str | None) -> discord.Embed:
+@dataclass(frozen=True)
+class DoraRelease:
+    """A DoRA model's release: the lab's apps, and the plain-LoRA fit when attached."""
+
+    apps: tuple[App, ...]
+    compat: bytes | None
+    compat_name: str
+
+
+def dora_text(dora: DoraRelease, original: str) -> str:
+    """Which file to load where: the fit for apps that misread DoRA, the original for
+    LyCORIS; one line per app on what it does with the original."""
+    if dora.compat is not None:
+        error = fit_error(dora.compat)
+        fit = f" (fit error {error:.0%} of the weight change)" if error is not None else ""
+        head = (
+            f"`{dora.compat_name}` (attached first) is a plain LoRA fitted to this DoRA "
+            f"model{fit} for the apps below; "
+            f"`{original}` is the DoRA original, for LyCORIS, which applies it right."
+        )
+    else:
+        head = f"`{original}` is a DoRA model. What your app does with it:"
+    return head + "\n" + dora_note(dora.apps)
+
+
+def release_embed(
+    card: TicketCard, release: Any, *, link: str | None, dora: DoraRelease | None = None
+) -> discord.Embed:
     """The #releases post: what was made, how to use it, and who made it."""
     embed = discord.Embed(
         title=clip(f"🎉 Released: {ticket_title(card)}", 256),
@@ -179,6 +208,9 @@ def release_embed(card: TicketCard, release: Any, *, link: str | None) -> discor
         embed.add_field(
             name="Download", value="The file is held by the lab; ask a Lab Admin.", inline=False
         )
+    if dora is not None:
+        embed.add_field(name="DoRA", value=clip(dora_text(dora, release.filename), 1024),
+                        inline=False)  # fmt: skip
     embed.add_field(name="Credits", value=clip(people_text(card), 1024), inline=False)
     return embed
 

@@ -17,6 +17,7 @@ from db.models import Artifact, ArtifactKind, JobStatus, Member, Ticket, Trainin
 from db.refs import TicketKey, ticket_id_in
 from db.services import DbError, NotFound, TransitionRefused, apply_transition, get_ticket, require
 from db.tickets import Who, actor_in
+from lab.apps import compat_filename, job_is_dora
 from lab.lifecycle import Action, Actor, TicketState
 from lab.settings import LabRules
 
@@ -150,6 +151,9 @@ class ReleaseView:
     steps: int | None
     epochs: int | None
     suggested_weight: float
+    dora: bool = False
+    compat_key: str | None = None
+    """DoRA: where the worker stored the plain-LoRA fit beside the DoRA file."""
 
 
 def release_view(factory: Factory, ticket_id: int) -> ReleaseView:
@@ -174,6 +178,7 @@ def release_view(factory: Factory, ticket_id: int) -> ReleaseView:
                 )
             )
         config = dict(job.config or {}) if job else {}
+        dora = job is not None and job_is_dora(job.preset, config)
         return ReleaseView(
             epoch=ticket.chosen_epoch,
             lora_key=artifact.storage_key if artifact else None,
@@ -183,6 +188,8 @@ def release_view(factory: Factory, ticket_id: int) -> ReleaseView:
             steps=(job.progress or {}).get("total_steps") if job else None,
             epochs=config.get("max_train_epochs"),
             suggested_weight=float(config.get("suggested_weight", 0.8)),
+            dora=dora,
+            compat_key=compat_filename(artifact.storage_key) if dora and artifact else None,
         )
 
 

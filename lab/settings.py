@@ -28,6 +28,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from lab.apps import DEFAULT_RELEASE_APPS, App
 from lab.autocaption import CaptionSettings
 from lab.dataset.settings import IngestSettings
 from lab.families import FAMILIES, BaseFamily
@@ -47,6 +48,11 @@ class LabRules(BaseModel):
     )
     claim_inactivity_hours: float = Field(
         72, gt=0, description="A claimed job with no activity this long returns to READY."
+    )
+    release_apps: tuple[App, ...] = Field(
+        DEFAULT_RELEASE_APPS,
+        description="The apps the lab's members load LoRAs in; when one of them applies "
+        "DoRA wrongly, a DoRA release attaches the plain-LoRA fit (…-lora-compat).",
     )
 
 

@@ -22,8 +22,15 @@ from bot.exts.jobs._views import ClaimButton
 from bot.exts.testing._views import vote_view
 from db.outbox import PendingRow, RetryableDeliveryError
 from db.tickets import TicketCard, record_messages, ticket_card
-from db.training import JobView, job_view, record_progress_message, release_view
+from db.training import (
+    JobView,
+    ReleaseView,
+    job_view,
+    record_progress_message,
+    release_view,
+)
 from db.voting import record_sample_message, sample_set_view
+from lab.apps import compat_filename, needs_dora_compat
 from lab.lifecycle import TicketState
 from lab.tasks import OutboxKind
 
@@ -160,21 +167,43 @@ class Renderer:
         config = await self._config(card.guild_id)
         channel = await self._channel(config.channel_id("releases") or 0)
         view = await self.bot.db.run(release_view, card.id)
-        file = None
+        files: list[discord.File] = []
         link = None
+        dora = await self._dora_release(view) if view.dora else None
         if view.lora_key and self.bot.storage is not None:
-            if view.lora_size <= self.bot.settings.upload_limit_bytes:
+            room = self.bot.settings.upload_limit_bytes
+            if dora is not None and dora.compat is not None:
+                files.append(discord.File(io.BytesIO(dora.compat), filename=dora.compat_name))
+                room -= len(dora.compat)
+            if view.lora_size <= room:
                 data = await asyncio.to_thread(self.bot.storage.get_bytes, view.lora_key)
-                file = discord.File(io.BytesIO(data), filename=view.filename)
+                files.append(discord.File(io.BytesIO(data), filename=view.filename))
             else:
                 link = self.bot.download_link(view.lora_key)
-        embed = embeds.release_embed(card, view, link=link)
+        embed = embeds.release_embed(card, view, link=link, dora=dora)
         kwargs: dict[str, Any] = {"embed": embed, "nonce": nonce_for(row.idempotency_key)}
-        if file is not None:
-            kwargs["file"] = file
+        if files:
+            kwargs["files"] = files
         message = await channel.send(**kwargs)
         await self.bot.db.run(record_messages, card.id, release_message_id=message.id)
         await self._say(card, row, content=f"Released in {channel.mention}: {message.jump_url}")
+
+    async def _dora_release(self, view: ReleaseView) -> embeds.DoraRelease:
+        """A DoRA model: what the lab's apps do with it, and the plain-LoRA fit to attach
+        first when one of them applies DoRA wrongly (and the fit fits the upload)."""
+        apps = self.bot.rules.release_apps
+        compat = None
+        storage, key = self.bot.storage, view.compat_key
+        # The fit is absent when the worker wrote none (dora_compat_rank = 0, older runs).
+        if (
+            needs_dora_compat(apps)
+            and storage is not None
+            and key is not None
+            and await asyncio.to_thread(storage.exists, key)
+        ):
+            data = await asyncio.to_thread(storage.get_bytes, key)
+            compat = data if len(data) <= self.bot.settings.upload_limit_bytes else None
+        return embeds.DoraRelease(apps, compat, compat_filename(view.filename))
 
     # --- training --------------------------------------------------------------------
 
