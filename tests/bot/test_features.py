@@ -174,8 +174,8 @@ async def test_requested_changes_are_explained_in_the_post(tmp_path, template_db
 
 
 async def test_uploads_only_from_discord_hosts_and_under_the_cap(tmp_path, template_db):
-    from bot.app import DISCORD_ATTACHMENT_HOSTS
     from lab.dataset.settings import IngestSettings
+    from lab.settings import DISCORD_ATTACHMENT_HOSTS
 
     settings = {"ingest": IngestSettings(max_file_bytes=20_480)}
     async with running_lab(tmp_path, template_db, settings=settings) as lab:
@@ -192,9 +192,8 @@ async def test_uploads_only_from_discord_hosts_and_under_the_cap(tmp_path, templ
         text = followup_text(result)
         assert "❌ big.png: " in text and "over the 20 KiB limit for one file." in text
         assert "✅ ok.png" in text
-    async with running_lab(
-        tmp_path / "other", template_db, attachment_hosts=DISCORD_ATTACHMENT_HOSTS
-    ) as lab:
+    discord_hosts = {"attachment_hosts": DISCORD_ATTACHMENT_HOSTS}
+    async with running_lab(tmp_path / "other", template_db, settings=discord_hosts) as lab:
         await lab.setup()
         thread = await open_request(lab, lab.member("rita"))
         result = await lab.admin.slash(thread, "dataset upload", file=("x.png", png(9)))

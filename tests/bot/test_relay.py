@@ -103,3 +103,28 @@ async def test_a_command_has_its_rows_delivered_at_once_through_the_outbox_writt
         assert thread.name == "#1 Aria"
         card = lab.channel("lab-requests").threads[-1].history()
         assert card and card[0].embeds
+
+
+async def test_the_release_post_and_its_thread_notice_each_have_their_own_nonce(
+    tmp_path, template_db
+):
+    """Point 8: one nonce for two sends lets Discord take the second for the first."""
+    from lab.lifecycle import TicketState
+    from tests.bot.matrix_setup import members, ticket_in
+
+    async with running_lab(tmp_path, template_db) as lab:
+        await lab.setup()
+        ticket_in(lab, members(lab), TicketState.RELEASED)
+        await lab.relay()
+        releases, forum = lab.channel("releases"), lab.channel("lab-requests")
+        post = [r for r in lab.env.http_requests if r.path == f"/channels/{releases.id}/messages"]
+        thread = forum.threads[-1]
+        notice = [
+            r
+            for r in lab.env.http_requests
+            if r.path == f"/channels/{thread.id}/messages"
+            and "Released in" in ((r.json or {}).get("content") or "")
+        ]
+        assert len(post) == 1 and len(notice) == 1
+        nonces = {post[0].json["nonce"], notice[0].json["nonce"]}
+        assert len(nonces) == 2 and None not in nonces
