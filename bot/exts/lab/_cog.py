@@ -12,7 +12,14 @@ from discord.ext import commands
 from bot.context import ROLE_NAMES, SELF_SERVICE_ROLES, LabConfig, acting, lab_config, who_from
 from bot.embeds import clip, stats_embed
 from bot.errors import NotAllowed
-from bot.exts.lab._logic import GUIDES, REQUESTS_FORUM, STATUS_TAGS, TEXT_CHANNELS
+from bot.exts.lab._logic import (
+    BOT_CAN,
+    GUIDES,
+    REQUESTS_FORUM,
+    STATUS_TAGS,
+    TEXT_CHANNELS,
+    overwrites_for,
+)
 from bot.exts.roles._views import role_picker_view
 from db.stats import leaderboard, ticket_counts
 from db.tickets import save_guild_config
@@ -53,6 +60,7 @@ class Lab(commands.GroupCog, group_name="lab", group_description="Set up and loo
             ).id
         config["channels"] = channels
         config["tags"] = tags
+        await self._lock(guild, channels, config["roles"], created)
         config["guide_messages"] = await self._guides(guild, channels["guide"], config, created)
         config.setdefault("approval_roles", [])
         await self.bot.db.run(save_guild_config, guild.id, guild.name, config)
@@ -108,6 +116,41 @@ class Lab(commands.GroupCog, group_name="lab", group_description="Set up and loo
             channel = await guild.create_text_channel(name, topic=topic, reason="LoRA Lab setup")
             created.append(f"#{name}")
         return channel
+
+    async def _lock(
+        self,
+        guild: discord.Guild,
+        channels: dict[str, int],
+        roles: dict[str, int],
+        created: list[str],
+    ) -> None:
+        """Overwrites per lab channel (`_logic.overwrites_for`); existing ones of other
+        roles are kept, and a rerun changes only what differs."""
+        admins = guild.get_role(int(roles.get(LabRole.ADMIN.value, 0)))
+        for key, channel_id in channels.items():
+            wanted = overwrites_for(key)
+            channel = guild.get_channel(channel_id)
+            if wanted is None or channel is None:
+                continue
+            members, admin_rights = wanted
+            targets: list[tuple[discord.Role | discord.Member, dict[str, bool]]] = [
+                (guild.me, BOT_CAN),  # first: the @everyone deny must not lock the bot out
+                (guild.default_role, members),
+            ]
+            if admins is not None:
+                targets.append((admins, admin_rights))
+            changed = False
+            for target, rights in targets:
+                current = channel.overwrites_for(target)
+                kept = {name: value for name, value in current if value is not None}
+                overwrite = discord.PermissionOverwrite(**{**kept, **rights})
+                if current != overwrite:
+                    await channel.set_permissions(
+                        target, overwrite=overwrite, reason="LoRA Lab setup"
+                    )
+                    changed = True
+            if changed:
+                created.append(f"permissions of #{channel.name}")
 
     async def _guides(
         self, guild: discord.Guild, channel_id: int, config: dict[str, Any], created: list[str]
