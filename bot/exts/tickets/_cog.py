@@ -9,9 +9,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import embeds
-from bot.components import outbox_written
+from bot.components import guarded, open_modal, outbox_written, submitted
 from bot.context import acting, require_lab, ticket_ref
-from bot.exts.tickets._views import RequestModal
+from bot.exts.tickets._views import REQUEST_MODAL, RequestModal, submit_request
 from db.models import SubjectKind
 from db.tickets import act, iterate, list_tickets, ticket_card
 from lab.families import NAMED_BASES
@@ -34,7 +34,12 @@ class Lora(commands.GroupCog, group_name="lora", group_description="LoRA request
     @app_commands.choices(kind=KINDS, base=BASES)
     async def request(self, interaction: discord.Interaction, kind: str, base: str) -> None:
         # A modal must be the first response; the lab check happens on submit.
-        await interaction.response.send_modal(RequestModal(self.bot, SubjectKind(kind), base))
+        await open_modal(interaction, RequestModal(SubjectKind(kind), base))
+
+    @commands.Cog.listener("on_interaction")
+    async def request_submitted(self, interaction: discord.Interaction) -> None:
+        if (got := submitted(interaction, REQUEST_MODAL)) is not None:
+            await guarded(interaction, lambda: submit_request(self.bot, interaction, *got))
 
     @app_commands.command(name="status", description="A ticket's card")
     async def status(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
