@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -78,6 +79,10 @@ class FakeDiscord:
     messages: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     requests: list[Seen] = field(default_factory=list)
+    nonce_window: float | None = None
+    """Seconds a nonce dedupes sends (Discord: a few minutes); ``None``: forever, 0:
+    never (a send retried long after its answer was lost)."""
+    _nonces: dict[tuple[int, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
 
     # --- set-up ----------------------------------------------------------------------
 
@@ -295,11 +300,16 @@ class FakeDiscord:
             meta["archived"] = False
         body = request[BODY] or {}
         cid = int(channel["id"])
-        if body.get("enforce_nonce") and body.get("nonce"):
-            for message in self.messages[cid].values():
-                if message.get("nonce") == body["nonce"]:
-                    return _json(message)
-        return _json(self._store(cid, body))
+        nonce = body.get("nonce") if body.get("enforce_nonce") else None
+        if nonce and (seen := self._nonces.get((cid, nonce))) is not None:
+            at, message = seen
+            fresh = self.nonce_window is None or time.monotonic() - at <= self.nonce_window
+            if fresh and int(message["id"]) in self.messages[cid]:
+                return _json(message)
+        message = self._store(cid, body)
+        if nonce:
+            self._nonces[(cid, nonce)] = (time.monotonic(), message)
+        return _json(message)
 
     async def _list(self, request: web.Request) -> web.Response:
         channel = self._channel(request)

@@ -235,3 +235,34 @@ async def test_lost_connections_and_timeouts_are_retried_unknown_errors_are_not(
         assert classify(error).retry, error
     verdict = classify(KeyError("forum_thread_id"))
     assert not verdict.retry and verdict.bug and "KeyError" in verdict.reason
+
+
+async def test_a_board_offer_lost_after_its_nonce_expired_is_adopted_not_repeated(
+    tmp_path, template_db, monkeypatch
+):
+    """Point 2 for messages: a nonce dedupes for minutes only; a send retried later
+    (a crash, a long backoff) finds its message by the ticket's footer instead."""
+    from db.dataset import NewImage, add_images
+    from db.tickets import Who, act
+    from lab.lifecycle import Action, LabRole
+    from tests.bot.discord_server import GUILD_ID
+
+    async with boundary_lab(tmp_path, template_db, monkeypatch) as lab:
+        ticket_id = lab.open_ticket()
+        await lab.deliver()
+        who = Who(GUILD_ID, 42, "rita", frozenset({LabRole.CURATOR}), "Boundary Lab")
+        images = [
+            NewImage(f"i{i}.png", f"{i:064x}", f"{i * 7919:016x}", 512, 640, 1000, f"k/{i}.png",
+                     caption=f"ar1a, woman, pose {i}")
+            for i in range(16)
+        ]  # fmt: skip
+        add_images(lab.factory, who, ticket_id, images, lab.bot.rules)
+        for action in (Action.FINISH_DATASET, Action.FINISH_CAPTIONS, Action.APPROVE):
+            act(lab.factory, who, ticket_id, action, lab.bot.rules)
+        board = lab.channels["job_board"]
+        lab.discord.nonce_window = 0
+        lab.discord.fail("POST", rf"/channels/{board}/messages", "reset_after")
+        await lab.deliver(passes=3)
+        (offer,) = lab.discord.history(board)
+        assert ticket_row(lab, ticket_id).board_message_id == int(offer["id"])
+        assert offer["components"]  # the Claim button is on the adopted message
