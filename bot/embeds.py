@@ -272,7 +272,7 @@ def dataset_embed(status: DatasetStatus) -> discord.Embed:
 
 
 def stats_embed(lines: list[LeaderLine], counts: dict[str, int]) -> discord.Embed:
-    """`/lab stats`: the contribution leaderboard and tickets per state."""
+    """`/lora stats`: the contribution leaderboard and tickets per state."""
     embed = discord.Embed(title="Lab contributions", colour=0x5865F2)
     board = "\n".join(
         f"{i + 1}. **{line.name}** — {line.total} "

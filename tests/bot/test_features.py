@@ -126,12 +126,12 @@ async def test_status_list_iterate_stats_and_workers(tmp_path, template_db):
         assert lab.channel("lab-requests").threads[-1].name == f"#{number + 1} Aria v2"
         newest = list_tickets(lab.factory, lab.guild.id)[0]
         assert newest.version == 2 and newest.image_count == 16
-        stats = await people["nobody"].slash(lab.general, "lab stats")
+        stats = await people["nobody"].slash(lab.general, "lora stats")
         assert "requester" in stats.response.embeds[0].description
         with lab.factory.begin() as session:
             session.add(Worker(name="gpu-1", hostname="box", queues=["gpu"], gpu_name="H100",
                                gpu_memory_mb=81920))  # fmt: skip
-        workers = await people["nobody"].slash(lab.general, "lab workers")
+        workers = await people["nobody"].slash(lab.general, "train workers")
         assert "**gpu-1** · H100 (81920 MB) · queues gpu · idle" in followup_text(workers)
 
 

@@ -181,6 +181,25 @@ async def test_a_row_postponed_by_429_is_not_passed_by_later_rows_of_its_ticket(
         assert contents(lab, a) == ["epoch 1 grid", "epoch 3 grid", "training finished"]
 
 
+async def test_a_global_rate_limit_is_waited_out_and_each_notice_arrives_once(
+    tmp_path, template_db, monkeypatch
+):
+    """discord.py waits out a short global 429 itself (the harness answers it)."""
+    async with boundary_lab(tmp_path, template_db, monkeypatch) as lab:
+        first, other = lab.open_ticket("Aria"), lab.open_ticket("Bram")
+        await lab.deliver()
+        a = ticket_row(lab, first).forum_thread_id
+        b = ticket_row(lab, other).forum_thread_id
+        lab.discord.fail(
+            "POST", r"/channels/\d+/messages", "rate_limit", retry_after=0.2, global_=True
+        )
+        notice(lab, first, "one", "g:1")
+        notice(lab, other, "two", "g:2")
+        await lab.deliver(passes=1, step=0)
+        assert (contents(lab, a), contents(lab, b)) == (["one"], ["two"])
+        assert len(lab.discord.sent("POST", rf"/channels/{a}/messages")) == 2  # 429, then sent
+
+
 def cli(lab: Boundary, *args: str) -> tuple[int, str]:
     url = str(lab.factory.kw["bind"].url)
     result = CliRunner().invoke(main, ["outbox", *args], env={"LORALAB_DATABASE_URL": url})

@@ -12,7 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.components import guarded, open_modal, outbox_written, submitted
-from bot.context import acting, ticket_ref
+from bot.context import TICKET_HELP, acting, ticket_ref
 from bot.embeds import clip
 from bot.errors import BotError
 from bot.exts.captions._auto import KIND_CHOICES, queue_auto_captions
@@ -50,11 +50,13 @@ class CaptionModal(discord.ui.Modal, title="Edit caption"):
         self.text.default = current or None
 
 
+@app_commands.guild_only()
 class Captions(commands.GroupCog, group_name="caption", group_description="Image captions"):
     def __init__(self, bot: LabBot) -> None:
         self.bot = bot
 
     @app_commands.command(name="show", description="An image's caption")
+    @app_commands.describe(image="The image id, as /dataset status lists it", ticket=TICKET_HELP)
     async def show(
         self, interaction: discord.Interaction, image: int, ticket: int | None = None
     ) -> None:
@@ -67,6 +69,7 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
         )
 
     @app_commands.command(name="edit", description="Edit an image's caption")
+    @app_commands.describe(image="The image id, as /dataset status lists it", ticket=TICKET_HELP)
     async def edit(
         self, interaction: discord.Interaction, image: int, ticket: int | None = None
     ) -> None:
@@ -104,6 +107,12 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
         )
 
     @app_commands.command(name="bulk", description="Add, remove or replace a tag everywhere")
+    @app_commands.describe(
+        operation="Add, remove or replace the tag in every caption",
+        tag="The tag, e.g. smiling",
+        replacement="The new tag (replace only)",
+        ticket=TICKET_HELP,
+    )
     @app_commands.choices(
         operation=[app_commands.Choice(name=o, value=o) for o in ("add", "remove", "replace")]
     )
@@ -127,6 +136,9 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
         )
 
     @app_commands.command(name="upload", description="Captions from .txt files or a .zip")
+    @app_commands.describe(
+        file="A .txt caption per image (same name), or a .zip of them", ticket=TICKET_HELP
+    )
     async def upload(
         self,
         interaction: discord.Interaction,
@@ -156,6 +168,12 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
         await interaction.followup.send(clip("\n".join(lines), 2000), ephemeral=True)
 
     @app_commands.command(name="auto", description="Queue the auto-tagger for a first draft")
+    @app_commands.describe(
+        kind="Tags or sentences (default: what suits the base model)",
+        model="A model name from the lab's list (default: the lab's choice)",
+        overwrite="Also replace captions people wrote",
+        ticket=TICKET_HELP,
+    )
     @app_commands.choices(kind=KIND_CHOICES)
     async def auto(
         self,
@@ -170,6 +188,7 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
                                   overwrite=overwrite, ticket=ticket)  # fmt: skip
 
     @app_commands.command(name="tags", description="How often each tag is used")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def tags(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await acting(self.bot, interaction)
@@ -181,6 +200,7 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
         )
 
     @app_commands.command(name="done", description="Captions are complete: on to review")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def done(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)

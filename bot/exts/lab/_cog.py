@@ -1,4 +1,5 @@
-"""`/lab setup` (idempotent), `/lab config`, `/lab stats`, `/lab workers`."""
+"""`/lab setup` (idempotent) and `/lab config`: the admin commands (`/lora stats` and
+`/train workers` are for everyone)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.context import ROLE_NAMES, SELF_SERVICE_ROLES, LabConfig, acting, lab_config, who_from
-from bot.embeds import clip, stats_embed
+from bot.embeds import clip
 from bot.errors import NotAllowed
 from bot.exts.lab._logic import (
     BOT_CAN,
@@ -21,9 +22,7 @@ from bot.exts.lab._logic import (
     overwrites_for,
 )
 from bot.exts.roles._views import role_picker_view
-from db.stats import leaderboard, ticket_counts
 from db.tickets import save_guild_config
-from db.training import workers
 from lab.lifecycle import LabRole
 
 if TYPE_CHECKING:
@@ -32,12 +31,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
 class Lab(commands.GroupCog, group_name="lab", group_description="Set up and look after the lab"):
+    """Admin commands only: Discord shows a group to members with *Manage Server*
+    (``default_member_permissions`` is sent per top-level command, not per
+    subcommand); a server may open it to the Lab Admin role under Integrations."""
+
     def __init__(self, bot: LabBot) -> None:
         self.bot = bot
 
     @app_commands.command(name="setup", description="Create the lab's roles and channels")
-    @app_commands.default_permissions(manage_guild=True)
     async def setup_(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         guild = interaction.guild
@@ -194,29 +198,4 @@ class Lab(commands.GroupCog, group_name="lab", group_description="Set up and loo
         state = "approval-only" if approval_only in roles else "open to everyone"
         await interaction.followup.send(
             f"{ROLE_NAMES[LabRole(approval_only)]} is now {state}.", ephemeral=True
-        )
-
-    @app_commands.command(name="stats", description="Who helped the most")
-    async def stats(self, interaction: discord.Interaction) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        _, who = await acting(self.bot, interaction)
-        lines = await self.bot.db.run(leaderboard, who.guild_id)
-        counts = await self.bot.db.run(ticket_counts, who.guild_id)
-        embed = stats_embed(lines, counts)
-        await interaction.followup.send(embed=embed, ephemeral=True)
-
-    @app_commands.command(name="workers", description="The lab's GPU workers")
-    async def workers_(self, interaction: discord.Interaction) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        await acting(self.bot, interaction)
-        rows = await self.bot.db.run(workers)
-        now = self.bot.clock()
-        lines = [
-            f"**{w.name}** · {w.gpu} · queues {', '.join(w.queues) or '—'} · "
-            f"{f'busy (job {w.busy_job})' if w.busy_job else 'idle'} · last heartbeat "
-            f"{max(0, int((now - w.heartbeat_at).total_seconds()))}s ago"
-            for w in rows
-        ]
-        await interaction.followup.send(
-            clip("\n".join(lines) or "No workers have checked in yet.", 2000), ephemeral=True
         )

@@ -336,6 +336,12 @@ class Renderer:
         if (testing := config.channel_id("testing")) is not None:
             targets.append(await self._channel(testing))
         for target in targets:
+            # If the first copy went out and the second failed, the retry finds the first.
+            if (
+                earlier := await sent_before(target, self._me, embed.footer.text or "")
+            ) is not None:
+                sent.append(earlier)
+                continue
             kwargs: dict[str, Any] = {"embed": embed, "view": vote_view(sample.id)}
             if data:
                 kwargs["file"] = discord.File(io.BytesIO(data), filename="grid.png")
