@@ -117,11 +117,12 @@ async def test_the_release_post_and_its_thread_notice_each_have_their_own_nonce(
         ticket_in(lab, members(lab), TicketState.RELEASED)
         await lab.relay()
         releases, forum = lab.channel("releases"), lab.channel("lab-requests")
-        post = [r for r in lab.env.http_requests if r.path == f"/channels/{releases.id}/messages"]
+        sends = [r for r in lab.env.http_requests if r.method == "POST"]
+        post = [r for r in sends if r.path == f"/channels/{releases.id}/messages"]
         thread = forum.threads[-1]
         notice = [
             r
-            for r in lab.env.http_requests
+            for r in sends
             if r.path == f"/channels/{thread.id}/messages"
             and "Released in" in ((r.json or {}).get("content") or "")
         ]
