@@ -41,7 +41,7 @@ async def test_a_caption_modal_opened_before_a_restart_saves_after_it(tmp_path, 
         seed_images(lab, rita, ticket_id)
         who = Who(lab.guild.id, rita.id, rita.name, frozenset({LabRole.CURATOR}), "LoRA Lab")
         act(lab.factory, who, ticket_id, Action.FINISH_DATASET, lab.bot.rules)
-        image = dataset_status(lab.factory, ticket_id).images[0][0]
+        image = dataset_status(lab.factory, ticket_id, lab.bot.rules).images[0][0]
 
         shown = await cap.slash(thread, "caption edit", image=image)
         assert shown.modal is not None
