@@ -40,3 +40,13 @@ def test_long_rate_limits_are_not_slept_through(tmp_path):
     assert build(tmp_path, rate_limit_max_wait_seconds=45).http.max_ratelimit_timeout == 45.0
     with pytest.raises(ValueError, match="greater than or equal to 30"):
         BotSettings(home=tmp_path, rate_limit_max_wait_seconds=5)
+
+
+def test_a_rate_limit_a_command_meets_is_explained_not_an_incident():
+    """With `max_ratelimit_timeout` a command may meet `RateLimited` (not slept through)."""
+    import discord
+
+    from bot.errors import describe
+
+    text, expected = describe(discord.RateLimited(42.0))
+    assert expected and text == "Discord is rate limiting the lab for 42 s; try again then."
