@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, true, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from db.base import utcnow
-from db.models import OutboxMessage
+from db.models import OutboxMessage, Ticket
 from db.repositories import OutboxItem, add_outbox
 from lab.errors import LabError
 from lab.tasks import QUEUE_OF, OutboxKind, TaskName, task_id
@@ -248,15 +248,27 @@ def _dead(policy: RelayPolicy) -> Any:
     )
 
 
+def _of_guild(guild_id: int | None) -> Any:
+    """All rows, or (a lab admin's view) only those of the guild's tickets."""
+    if guild_id is None:
+        return true()
+    return OutboxMessage.ticket_id.in_(select(Ticket.id).where(Ticket.guild_id == guild_id))
+
+
 def dead_letters(
-    factory: sessionmaker[Session], policy: RelayPolicy | None = None, *, limit: int = 100
+    factory: sessionmaker[Session],
+    policy: RelayPolicy | None = None,
+    *,
+    limit: int = 100,
+    guild_id: int | None = None,
 ) -> list[DeadLetter]:
-    """Rows given up on, newest first, each with the reason it was given up."""
+    """Rows given up on, newest first, each with the reason it was given up (only the
+    guild's tickets' rows with `guild_id`)."""
     policy = policy or RelayPolicy()
     with factory() as session:
         rows = session.scalars(
             select(OutboxMessage)
-            .where(_dead(policy))
+            .where(_dead(policy), _of_guild(guild_id))
             .order_by(OutboxMessage.id.desc())
             .limit(limit)
         )
@@ -269,15 +281,22 @@ def dead_letters(
 
 
 def redrive(
-    factory: sessionmaker[Session], row_ids: list[int], policy: RelayPolicy | None = None
+    factory: sessionmaker[Session],
+    row_ids: list[int],
+    policy: RelayPolicy | None = None,
+    *,
+    guild_id: int | None = None,
 ) -> list[int]:
     """Give dead rows a fresh set of attempts, due now; returns the ids re-driven.
-    Ids that are not dead letters (delivered, still pending, unknown) are left alone."""
+    Ids that are not dead letters (delivered, still pending, unknown, or with
+    `guild_id` another guild's) are left alone."""
     policy = policy or RelayPolicy()
     with factory.begin() as session:
         ids = list(
             session.scalars(
-                select(OutboxMessage.id).where(OutboxMessage.id.in_(row_ids), _dead(policy))
+                select(OutboxMessage.id).where(
+                    OutboxMessage.id.in_(row_ids), _dead(policy), _of_guild(guild_id)
+                )
             )
         )
         if ids:

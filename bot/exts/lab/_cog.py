@@ -1,5 +1,5 @@
-"""`/lab setup` (idempotent) and `/lab config`: the admin commands (`/lora stats` and
-`/train workers` are for everyone)."""
+"""`/lab setup` (idempotent), `/lab config`, `/lab outbox` and `/lab redrive`: the admin
+commands (`/lora stats` and `/train workers` are for everyone)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.components import outbox_written
 from bot.context import ROLE_NAMES, SELF_SERVICE_ROLES, LabConfig, acting, lab_config, who_from
 from bot.embeds import clip
 from bot.errors import NotAllowed
@@ -22,6 +23,7 @@ from bot.exts.lab._logic import (
     overwrites_for,
 )
 from bot.exts.roles._views import role_picker_view
+from db.outbox import dead_letters, redrive
 from db.tickets import save_guild_config
 from lab.lifecycle import LabRole
 
@@ -199,3 +201,34 @@ class Lab(commands.GroupCog, group_name="lab", group_description="Set up and loo
         await interaction.followup.send(
             f"{ROLE_NAMES[LabRole(approval_only)]} is now {state}.", ephemeral=True
         )
+
+    @app_commands.command(name="outbox", description="Messages the lab gave up on, and why")
+    async def outbox_(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        _, who = await acting(self.bot, interaction)
+        if LabRole.ADMIN not in who.roles:
+            raise NotAllowed("Only a Lab Admin may look at the lab's undelivered messages.")
+        letters = await self.bot.db.run(
+            dead_letters, self.bot.relay_policy, limit=20, guild_id=who.guild_id
+        )
+        lines = [
+            f"`{d.id}` {d.kind.removeprefix('discord.')} · ticket {d.ticket_id} · {d.reason}"
+            for d in letters
+        ]
+        text = "\n".join(lines) + "\nFix the cause, then `/lab redrive id:<n>`." if lines else ""
+        await interaction.followup.send(
+            clip(text or "Nothing undelivered: every message went out.", 2000), ephemeral=True
+        )
+
+    @app_commands.command(name="redrive", description="Send a message the lab gave up on again")
+    @app_commands.describe(id="The number /lab outbox shows before it")
+    async def redrive_(self, interaction: discord.Interaction, id: int) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        _, who = await acting(self.bot, interaction)
+        if LabRole.ADMIN not in who.roles:
+            raise NotAllowed("Only a Lab Admin may re-send the lab's messages.")
+        done = await self.bot.db.run(redrive, [id], self.bot.relay_policy, guild_id=who.guild_id)
+        if not done:
+            raise NotAllowed(f"`{id}` is not one of this lab's undelivered messages (/lab outbox).")
+        outbox_written(self.bot)
+        await interaction.followup.send(f"`{id}` goes out again now.", ephemeral=True)
