@@ -14,7 +14,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import discord
 from discord.ext import commands
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,8 +39,6 @@ EXTENSIONS = (
     "bot.exts.relay",
 )
 
-DISCORD_ATTACHMENT_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
-
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -56,9 +53,7 @@ class LabBot(commands.Bot):
         *,
         db: Database,
         task_sender: TaskSender,
-        http_session: aiohttp.ClientSession | None = None,
         storage: Storage | None = None,
-        attachment_hosts: frozenset[str] = DISCORD_ATTACHMENT_HOSTS,
         clock: Callable[[], datetime] = _utcnow,
         relay_interval: float = 2.0,
         progress_interval: float = 10.0,
@@ -76,14 +71,14 @@ class LabBot(commands.Bot):
             intents=intents,
             help_command=None,
             tree_cls=LabTree,
+            max_ratelimit_timeout=settings.rate_limit_max_wait_seconds,
         )
         self.settings = settings
         self.rules = settings.rules
         self.db = db
         self.task_sender = task_sender
-        self.http_session = http_session
         self.storage = storage
-        self.attachment_hosts = attachment_hosts
+        self.attachment_hosts = settings.attachment_hosts
         self.clock = clock
         self.relay_interval = relay_interval
         self.progress_interval = progress_interval
@@ -113,7 +108,6 @@ def create_bot(
     *,
     session_factory: sessionmaker[Session],
     task_sender: TaskSender,
-    http_session: aiohttp.ClientSession | None = None,
     storage: Storage | None = None,
     **options: Any,
 ) -> LabBot:
@@ -122,7 +116,6 @@ def create_bot(
         settings,
         db=Database(session_factory),
         task_sender=task_sender,
-        http_session=http_session,
         storage=storage,
         **options,
     )

@@ -23,6 +23,8 @@ ROLE_NAMES: dict[LabRole, str] = {
     LabRole.TESTER: "Tester",
 }
 SELF_SERVICE_ROLES = (LabRole.CURATOR, LabRole.CAPTIONER, LabRole.TRAINER, LabRole.TESTER)
+TICKET_HELP = "The ticket's number (default: the ticket of the post you are in)"
+"""The description of every command's ``ticket`` option (`ticket_here` resolves it)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,12 @@ def ticket_title(card: TicketCard) -> str:
     return clip(f"#{card.number} {card.name}{version}", 100)
 
 
+def card_marker(ticket_id: int) -> str:
+    """The footer of the card, board offer and release post: how the relay recognises a
+    message it already made for the ticket when Discord's answer was lost."""
+    return f"ticket:{ticket_id}"
+
+
 def ticket_card_embed(card: TicketCard) -> discord.Embed:
     """The starter message of the ticket's forum post, kept current by the relay."""
     embed = discord.Embed(
@@ -79,7 +85,7 @@ def ticket_card_embed(card: TicketCard) -> discord.Embed:
         embed.add_field(name="Trainer", value=clip(card.claimer, 1024))
     embed.add_field(name="People", value=clip(people_text(card), 1024), inline=False)
     embed.add_field(name="Next", value=NEXT_STEP[card.status], inline=False)
-    embed.set_footer(text=f"ticket:{card.id}")
+    embed.set_footer(text=card_marker(card.id))
     return embed
 
 
@@ -108,6 +114,7 @@ def board_embed(card: TicketCard) -> discord.Embed:
     embed.add_field(name="Base", value=f"{card.base_model} ({card.family})")
     embed.add_field(name="Images", value=str(card.image_count))
     embed.add_field(name="Trigger", value=clip(f"`{card.trigger_word}`", 1024))
+    embed.set_footer(text=card_marker(card.id))
     return embed
 
 
@@ -212,6 +219,7 @@ def release_embed(
         embed.add_field(name="DoRA", value=clip(dora_text(dora, release.filename), 1024),
                         inline=False)  # fmt: skip
     embed.add_field(name="Credits", value=clip(people_text(card), 1024), inline=False)
+    embed.set_footer(text=card_marker(card.id))
     return embed
 
 
@@ -264,7 +272,7 @@ def dataset_embed(status: DatasetStatus) -> discord.Embed:
 
 
 def stats_embed(lines: list[LeaderLine], counts: dict[str, int]) -> discord.Embed:
-    """`/lab stats`: the contribution leaderboard and tickets per state."""
+    """`/lora stats`: the contribution leaderboard and tickets per state."""
     embed = discord.Embed(title="Lab contributions", colour=0x5865F2)
     board = "\n".join(
         f"{i + 1}. **{line.name}** — {line.total} "

@@ -297,7 +297,10 @@ class OutboxMessage(Base):
     """A Discord message or Celery task decided in a transaction, delivered after commit."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "sent_at", "available_at"),)
+    __table_args__ = (
+        Index("ix_outbox_pending", "sent_at", "available_at"),
+        Index("ix_outbox_ticket_order", "ticket_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
@@ -309,6 +312,11 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ticket_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The ticket the row belongs to (no foreign key: a dead letter outlives its
+    ticket); a ticket's rows are delivered in order."""
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Set when the row is given up on; ``last_error`` says why. `redrive` clears it."""
 
 
 class Worker(Base):

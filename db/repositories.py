@@ -215,9 +215,28 @@ class OutboxItem:
 
 
 def add_outbox(session: Session, item: OutboxItem) -> OutboxMessage:
-    row = OutboxMessage(kind=item.kind, payload=item.payload, idempotency_key=item.idempotency_key)
+    """Queue `item`; the row remembers its ticket so the relay keeps a ticket's rows in
+    order (the ticket is read from the payload: its ticket, job or sample set)."""
+    row = OutboxMessage(
+        kind=item.kind,
+        payload=item.payload,
+        idempotency_key=item.idempotency_key,
+        ticket_id=_ticket_of(session, item.payload),
+    )
     session.add(row)
     return row
+
+
+def _ticket_of(session: Session, payload: dict[str, Any]) -> int | None:
+    if payload.get("ticket_id") is not None:
+        return int(payload["ticket_id"])
+    if payload.get("job_id") is not None:
+        job = session.get(TrainingJob, int(payload["job_id"]))
+        return job.ticket_id if job else None
+    if payload.get("sample_set_id") is not None:
+        sample = session.get(SampleSet, int(payload["sample_set_id"]))
+        return sample.ticket_id if sample else None
+    return None
 
 
 def record_contribution(

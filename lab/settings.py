@@ -183,6 +183,9 @@ class CommonSettings(BaseSettings):
         return self.resolved_broker_url.startswith("filesystem://")
 
 
+DISCORD_ATTACHMENT_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
+
+
 class BotSettings(CommonSettings):
     """The Discord bot process."""
 
@@ -194,6 +197,17 @@ class BotSettings(CommonSettings):
     )
     upload_limit_bytes: int = Field(
         10 * 1024 * 1024, description="Files above this are released by link, not attached."
+    )
+    attachment_hosts: frozenset[str] = Field(
+        DISCORD_ATTACHMENT_HOSTS,
+        description="Hosts uploads are fetched from (a JSON list); anything else is refused. "
+        "Discord's by default; an operator behind a media proxy sets theirs.",
+    )
+    rate_limit_max_wait_seconds: float = Field(
+        30.0,
+        ge=30.0,
+        description="A Discord rate limit longer than this is not slept through: the "
+        "outbox row is postponed and other tickets' rows go ahead (discord.py's minimum: 30).",
     )
 
 

@@ -11,8 +11,8 @@ log = logging.getLogger(__name__)
 
 
 async def _run(settings: object) -> None:
-    """Own every lifetime here: HTTP session, database engine, the bot itself."""
-    import aiohttp
+    """Own every lifetime here: the database engine and the bot itself (discord.py
+    owns its HTTP session; uploads are fetched through it)."""
 
     from bot.app import create_bot
     from db.session import make_engine, make_session_factory
@@ -28,16 +28,14 @@ async def _run(settings: object) -> None:
     celery = client_app(client_settings, "loralab-bot")
     engine = make_engine(settings.resolved_database_url)
     try:
-        async with aiohttp.ClientSession() as http:
-            bot = create_bot(
-                settings,
-                session_factory=make_session_factory(engine),
-                task_sender=CelerySender(celery),
-                http_session=http,
-                storage=storage_from_settings(settings),
-            )
-            async with bot:
-                await bot.start(settings.discord_token.get_secret_value())
+        bot = create_bot(
+            settings,
+            session_factory=make_session_factory(engine),
+            task_sender=CelerySender(celery),
+            storage=storage_from_settings(settings),
+        )
+        async with bot:
+            await bot.start(settings.discord_token.get_secret_value())
     finally:
         engine.dispose()
 

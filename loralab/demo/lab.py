@@ -208,11 +208,10 @@ def make_bot(settings: BotSettings, worker: WorkerSettings, elapsed: Callable[[]
     celery = client_app(worker, "loralab-demo-bot")
     engine = make_engine(settings.resolved_database_url)
     bot = create_bot(
-        settings,
+        settings.model_copy(update={"attachment_hosts": SIMCORD_HOSTS}),
         session_factory=make_session_factory(engine),
         task_sender=CelerySender(celery),
         storage=storage_from_settings(settings),
-        attachment_hosts=SIMCORD_HOSTS,
         clock=virtual_clock(elapsed),
         progress_interval=4.0,
     )

@@ -13,7 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.components import outbox_written
-from bot.context import acting, lab_config, lab_roles, ticket_ref
+from bot.context import TICKET_HELP, acting, lab_config, lab_roles, ticket_ref
 from bot.embeds import clip, dataset_embed
 from bot.errors import BotError
 from bot.exts.dataset._logic import fetch_refusal, ingest_uploads, report, size_refusal
@@ -49,6 +49,7 @@ async def download(
     return files, refused
 
 
+@app_commands.guild_only()
 class Dataset(commands.GroupCog, group_name="dataset", group_description="A ticket's images"):
     def __init__(self, bot: LabBot) -> None:
         self.bot = bot
@@ -74,6 +75,12 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
         return report(outcome, len(basics.known) + len(added))
 
     @app_commands.command(name="upload", description="Add images (or a .zip) to the dataset")
+    @app_commands.describe(
+        file="An image, or a .zip of images (and .txt captions)",
+        file2="Another image or .zip",
+        file3="Another image or .zip",
+        ticket=TICKET_HELP,
+    )
     async def upload(
         self,
         interaction: discord.Interaction,
@@ -116,6 +123,7 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
         await message.reply(clip(text, 2000), mention_author=False)
 
     @app_commands.command(name="status", description="Counts, shapes, duplicates, warnings")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def status(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await acting(self.bot, interaction)
@@ -125,6 +133,7 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
         await interaction.followup.send(embed=embed, ephemeral=True)
 
     @app_commands.command(name="remove", description="Take an image out of the dataset")
+    @app_commands.describe(image="The image id, as /dataset status lists it", ticket=TICKET_HELP)
     async def remove(
         self, interaction: discord.Interaction, image: int, ticket: int | None = None
     ) -> None:
@@ -151,6 +160,7 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
         await interaction.followup.send(done, ephemeral=True)
 
     @app_commands.command(name="done", description="The dataset is complete: on to captioning")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def done(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await self._move(
             interaction,
@@ -160,12 +170,18 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
         )
 
     @app_commands.command(name="approve", description="Approve the dataset for training")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def approve(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await self._move(
             interaction, ticket, Action.APPROVE, "Approved. The job is on #job-board for Trainers."
         )
 
     @app_commands.command(name="request-changes", description="Send the dataset back")
+    @app_commands.describe(
+        reason="What to change; the ticket's post shows it",
+        phase="Back to collecting images (default) or to captioning",
+        ticket=TICKET_HELP,
+    )
     @app_commands.choices(
         phase=[
             app_commands.Choice(name="images", value="dataset"),

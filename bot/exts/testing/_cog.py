@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.components import outbox_written
-from bot.context import acting, ticket_ref
+from bot.context import TICKET_HELP, acting, ticket_ref
 from bot.errors import BotError
 from db.voting import request_samples
 
@@ -17,11 +17,13 @@ if TYPE_CHECKING:
     from bot.app import LabBot
 
 
+@app_commands.guild_only()
 class Testing(commands.GroupCog, group_name="test", group_description="Test a trained LoRA"):
     def __init__(self, bot: LabBot) -> None:
         self.bot = bot
 
     @app_commands.command(name="prompts", description="More samples with your prompts")
+    @app_commands.describe(ticket=TICKET_HELP)
     @app_commands.describe(prompts="Prompts separated by | (the trigger word is added if missing)")
     async def prompts(
         self, interaction: discord.Interaction, prompts: str, ticket: int | None = None
