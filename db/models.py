@@ -265,7 +265,7 @@ class Vote(Base):
 
 
 class Contribution(Base):
-    """Who helped with a ticket, and how much (credits and /lab stats)."""
+    """Who helped with a ticket, and how much (credits and /lora stats)."""
 
     __tablename__ = "contributions"
     __table_args__ = (UniqueConstraint("ticket_id", "member_id", "kind"),)
@@ -320,7 +320,7 @@ class OutboxMessage(Base):
 
 
 class Worker(Base):
-    """A running worker process (for /lab workers); it heartbeats while alive."""
+    """A running worker process (for /train workers); it heartbeats while alive."""
 
     __tablename__ = "workers"
 

@@ -309,7 +309,7 @@ def redrive(
 
 
 def pending_count(factory: sessionmaker[Session], kind_prefix: str = "") -> int:
-    """Rows not yet delivered (dead letters included), for tests and /lab workers."""
+    """Rows not yet delivered (dead letters included), for tests and /train workers."""
     with factory() as session:
         return (
             session.scalar(

@@ -44,7 +44,6 @@ class Relay(commands.Cog):
         self._again = False
         self._kicks: set[asyncio.Task[int]] = set()
         self._timer = tasks.loop(seconds=bot.relay_interval)(self._tick)
-        bot.outbox_written = self.kick  # type: ignore[attr-defined]
 
     async def cog_load(self) -> None:
         self._timer.start()
