@@ -209,6 +209,12 @@ class BotSettings(CommonSettings):
         description="A Discord rate limit longer than this is not slept through: the "
         "outbox row is postponed and other tickets' rows go ahead (discord.py's minimum: 30).",
     )
+    io_threads: int = Field(
+        2,
+        ge=1,
+        description="Threads for uploads and file reads (each upload in flight holds up "
+        "to one image's worth of memory); database calls have a pool of their own.",
+    )
 
 
 class WorkerSettings(CommonSettings):

@@ -221,7 +221,7 @@ class Renderer:
                 files.append(discord.File(io.BytesIO(dora.compat), filename=dora.compat_name))
                 room -= len(dora.compat)
             if view.lora_size <= room:
-                data = await asyncio.to_thread(self.bot.storage.get_bytes, view.lora_key)
+                data = await self.bot.io.run(self.bot.storage.get_bytes, view.lora_key)
                 files.append(discord.File(io.BytesIO(data), filename=view.filename))
             else:
                 link = self.bot.download_link(view.lora_key)
@@ -244,9 +244,9 @@ class Renderer:
             needs_dora_compat(apps)
             and storage is not None
             and key is not None
-            and await asyncio.to_thread(storage.exists, key)
+            and await self.bot.io.run(storage.exists, key)
         ):
-            data = await asyncio.to_thread(storage.get_bytes, key)
+            data = await self.bot.io.run(storage.get_bytes, key)
             compat = data if len(data) <= self.bot.settings.upload_limit_bytes else None
         return embeds.DoraRelease(apps, compat, compat_filename(view.filename))
 
@@ -326,7 +326,7 @@ class Renderer:
         config = await self._config(card.guild_id)
         data = b""
         if sample.grid_key and self.bot.storage is not None:
-            data = await asyncio.to_thread(self.bot.storage.get_bytes, sample.grid_key)
+            data = await self.bot.io.run(self.bot.storage.get_bytes, sample.grid_key)
             if len(data) > self.bot.settings.upload_limit_bytes:
                 log.warning("sample grid %s is too big to attach; posted without it", sample.id)
                 data = b""
