@@ -24,6 +24,7 @@ from lab.lifecycle import (
     TicketState,
     decide,
 )
+from lab.prompts import check_class_token, check_trigger_word
 from lab.settings import LabRules
 from lab.tasks import OutboxKind
 
@@ -73,6 +74,10 @@ def open_ticket(
             f"Unknown base model '{new.base_model}'. Use sd15, sdxl, pony or illustrious.",
             code="unknown_base",
         ) from None
+    # Checked here, for every way in (modal, CLI, versions): both end up in the
+    # worker's prompt files, where `--w 16384` would size a GPU render.
+    trigger_word = check_trigger_word(new.trigger_word)
+    class_token = check_class_token(new.class_token)
     ticket = Ticket(
         guild_id=guild_id,
         number=repo.allocate_ticket_number(session, guild_id),
@@ -80,8 +85,8 @@ def open_ticket(
         kind=new.kind,
         base_family=family,
         base_model=new.base_model.lower(),
-        trigger_word=new.trigger_word.strip(),
-        class_token=new.class_token.strip(),
+        trigger_word=trigger_word,
+        class_token=class_token,
         description=new.description,
         requester_id=requester.id,
         parent_id=parent.id if parent else None,

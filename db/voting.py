@@ -15,6 +15,7 @@ from db.refs import TicketKey, ticket_id_in
 from db.services import NotFound, get_ticket, require
 from db.tickets import Who, actor_in
 from lab.lifecycle import Action
+from lab.prompts import check_prompt
 from lab.settings import LabRules
 from lab.tasks import OutboxKind, TaskName
 
@@ -126,6 +127,8 @@ def request_samples(
     factory: Factory, who: Who, ticket_id: TicketKey, prompts: list[str], rules: LabRules
 ) -> int:
     """A new sample set with the member's prompts; the SAMPLE task renders it."""
+    prompts = [check_prompt(p) for p in prompts]
+
     with factory.begin() as session:
         ticket_id = ticket_id_in(session, ticket_id)
         actor = actor_in(session, who)

@@ -238,7 +238,9 @@ class WorkerSettings(CommonSettings):
         default_factory=dict,
         description="Base model (diffusers folder or .safetensors) per family.",
     )
-    sample_steps: int = Field(20, ge=1, description="Denoising steps of each sample image.")
+    sample_steps: int = Field(
+        20, ge=1, le=100, description="Denoising steps of each sample image (at most 100)."
+    )
     max_job_hours: float = Field(
         24,
         gt=0,
