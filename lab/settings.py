@@ -32,6 +32,7 @@ from lab.apps import DEFAULT_RELEASE_APPS, App
 from lab.autocaption import CaptionSettings
 from lab.dataset.settings import IngestSettings
 from lab.families import FAMILIES, BaseFamily
+from lab.training.allowed import TrainingLimits
 
 
 class LabRules(BaseModel):
@@ -53,6 +54,10 @@ class LabRules(BaseModel):
         DEFAULT_RELEASE_APPS,
         description="The apps the lab's members load LoRAs in; when one of them applies "
         "DoRA wrongly, a DoRA release attaches the plain-LoRA fit (…-lora-compat).",
+    )
+    training: TrainingLimits = Field(
+        default_factory=TrainingLimits,
+        description="Bounds of what a trainer may set with /train config.",
     )
 
 
