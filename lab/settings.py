@@ -75,6 +75,10 @@ class StorageSettings(BaseModel):
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, _redacted(name, value)
+
     @model_validator(mode="after")
     def _s3_needs_a_bucket(self) -> StorageSettings:
         if self.backend == "s3" and not self.s3_bucket:
@@ -82,9 +86,24 @@ class StorageSettings(BaseModel):
         return self
 
 
+# The grammar of SQLAlchemy's ``make_url`` (which ``db.session`` parses these with): the
+# password runs from the first ':' of the userinfo to the last '@' before the host, so
+# it may hold '/', '?' and '#' (a ``[^/?#]`` regex stops there and logs the rest).
+_USERINFO = re.compile(r"^(?P<head>[\w+.-]+://[^:/@]*:)(?P<password>.*)@(?P<tail>[^@]*)$", re.S)
+
+
 def redact_password(url: str) -> str:
     """`url` with the password of its userinfo (``scheme://user:PASSWORD@host``) hidden."""
-    return re.sub(r"(://[^:/@]*:)[^/?#]*@", r"\1***@", url)
+    match = _USERINFO.match(url)
+    if match is None:
+        return url
+    return f"{match['head']}***@{match['tail']}"
+
+
+def _redacted(name: str | None, value: Any) -> Any:
+    if isinstance(value, str) and "://" in value:
+        return redact_password(value)
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -159,11 +178,9 @@ class CommonSettings(BaseSettings):
         return env
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        # URLs may carry passwords: show them with the password hidden.
+        # Every URL setting may carry a password: show them with the password hidden.
         for name, value in super().__repr_args__():
-            if name in {"database_url", "broker_url"} and isinstance(value, str):
-                value = redact_password(value)
-            yield name, value
+            yield name, _redacted(name, value)
 
     # Derived locations: computed, so an override of `home` moves all of them.
     @property
