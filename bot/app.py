@@ -73,6 +73,9 @@ class LabBot(commands.Bot):
             help_command=None,
             tree_cls=LabTree,
             max_ratelimit_timeout=settings.rate_limit_max_wait_seconds,
+            # Nothing the bot posts pings anyone unless a message says whom (by id):
+            # member text reaches public posts, and must not notify @everyone or a role.
+            allowed_mentions=discord.AllowedMentions.none(),
         )
         self.settings = settings
         self.rules = settings.rules

@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from bot.components import outbox_written
 from bot.context import TICKET_HELP, acting, lab_config, lab_roles, ticket_ref
-from bot.embeds import clip, dataset_embed
+from bot.embeds import clip, dataset_embed, plain
 from bot.errors import BotError
 from bot.exts.dataset._logic import fetch_refusal, ingest_uploads, report, size_refusal
 from bot.pools import Pool
@@ -93,7 +93,7 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
         outcome.lines[:0] = refused
         added = await bot.db.run(add_images, who, ref, outcome.images, bot.rules)
         outbox_written(bot)
-        return report(outcome, len(basics.known) + len(added))
+        return plain(report(outcome, len(basics.known) + len(added)))
 
     @app_commands.command(name="upload", description="Add images (or a .zip) to the dataset")
     @app_commands.describe(

@@ -86,9 +86,12 @@ class Lab(commands.GroupCog, group_name="lab", group_description="Set up and loo
             )
             if found is None:
                 found = await guild.create_role(
-                    name=name, mentionable=True, reason="LoRA Lab setup"
+                    name=name, mentionable=False, reason="LoRA Lab setup"
                 )
                 created.append(f"role {name}")
+            elif found.mentionable:
+                # Any member may write @Trainer; the lab's roles are not a ping list.
+                await found.edit(mentionable=False, reason="LoRA Lab setup")
             ids[role.value] = found.id
         return ids
 
