@@ -150,7 +150,7 @@ def apply_transition(
     between our read and our write.
     """
     ticket = get_ticket(session, ticket_id)
-    facts = repo.ticket_facts(session, ticket)
+    facts = repo.ticket_facts(session, ticket, count_own_votes=rules.count_own_votes)
     decision = _decide(action, actor, facts, rules, reason=reason, admin_override=admin_override)
     before = TransitionResult(
         ticket.id, ticket.number, ticket.status, decision.target, ticket.revision
@@ -200,7 +200,8 @@ def require(
     """Raise `TransitionRefused` unless the policy allows `action` now: the one check of
     "may this actor do this" for work inside a state (uploads, captions, votes,
     configuring); transitions ask the same policy through `apply_transition`."""
-    _decide(action, actor, repo.ticket_facts(session, ticket), rules)
+    facts = repo.ticket_facts(session, ticket, count_own_votes=rules.count_own_votes)
+    _decide(action, actor, facts, rules)
 
 
 def _decide(

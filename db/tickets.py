@@ -117,7 +117,7 @@ def _card(session: Session, ticket: Ticket) -> TicketCard:
         .where(DatasetImage.ticket_id == ticket.id, DatasetImage.status == ImageStatus.ACTIVE)
     )
     captions = repo.current_captions(session, ticket.id)
-    up, down = repo.vote_tally(session, ticket.id)
+    up, down = repo.vote_tally(session, ticket)
     job = repo.latest_job(session, ticket.id)
     people: dict[str, list[str]] = {}
     rows = session.execute(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
@@ -102,25 +105,37 @@ def cast_vote(
         assert ticket is not None
         require(session, ticket, Action.VOTE, actor, rules)
         assert actor.member_id is not None
-        vote = session.get(Vote, (sample.id, actor.member_id))
-        changed = vote is not None
-        if vote is None:
-            session.add(Vote(sample_set_id=sample.id, member_id=actor.member_id, value=value))
+        changed = session.get(Vote, (sample.id, actor.member_id)) is not None
+        _upsert_vote(session, sample.id, actor.member_id, value)
+        if not changed:
             repo.record_contribution(session, ticket.id, actor.member_id, ContributionKind.TEST)
-        else:
-            vote.value = value
-            vote.updated_at = utcnow()
-        session.flush()
         up, down = _tally(session, sample.id)
-        tally = f"{sample.id}:{actor.member_id}:{up}:{down}"
-        repo.queue_card_refresh(session, ticket.id, f"vote:{tally}")
+        # One key per vote cast: a tally can repeat (up, down, up again), a vote cannot.
+        change = f"{sample.id}:{actor.member_id}:{uuid.uuid4().hex[:16]}"
+        repo.queue_card_refresh(session, ticket.id, f"vote:{change}")
         repo.add_outbox(
             session,
             repo.OutboxItem(
-                OutboxKind.SAMPLE_TALLY.value, {"sample_set_id": sample.id}, f"tally:{tally}"
+                OutboxKind.SAMPLE_TALLY.value, {"sample_set_id": sample.id}, f"tally:{change}"
             ),
         )
         return VoteResult(changed, up, down)
+
+
+def _upsert_vote(session: Session, sample_set_id: int, member_id: int, value: int) -> None:
+    """INSERT … ON CONFLICT DO UPDATE: two clicks at once leave one vote, never an error."""
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    now = utcnow()
+    statement = insert(Vote).values(
+        sample_set_id=sample_set_id, member_id=member_id, value=value, updated_at=now
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[Vote.sample_set_id, Vote.member_id],
+            set_={"value": value, "updated_at": now},
+        )
+    )
+    session.expire_all()
 
 
 def request_samples(

@@ -47,6 +47,11 @@ class LabRules(BaseModel):
     release_min_approval: float = Field(
         0.5, ge=0, le=1, description="Share of up-votes a release needs (strictly above)."
     )
+    count_own_votes: bool = Field(
+        False,
+        description="Whether the requester's and the claiming trainer's votes count "
+        "towards the release quorum (by default they are shown but do not count).",
+    )
     claim_inactivity_hours: float = Field(
         72, gt=0, description="A claimed job with no activity this long returns to READY."
     )
