@@ -11,7 +11,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.components import outbox_written
-from bot.context import ROLE_NAMES, SELF_SERVICE_ROLES, LabConfig, acting, lab_config, who_from
+from bot.context import (
+    DEFAULT_APPROVAL_ROLES,
+    ROLE_NAMES,
+    SELF_SERVICE_ROLES,
+    LabConfig,
+    acting,
+    lab_config,
+    who_from,
+)
 from bot.embeds import clip
 from bot.errors import NotAllowed
 from bot.exts.lab._logic import (
@@ -68,7 +76,7 @@ class Lab(commands.GroupCog, group_name="lab", group_description="Set up and loo
         config["tags"] = tags
         await self._lock(guild, channels, config["roles"], created)
         config["guide_messages"] = await self._guides(guild, channels["guide"], config, created)
-        config.setdefault("approval_roles", [])
+        config.setdefault("approval_roles", list(DEFAULT_APPROVAL_ROLES))
         await self.bot.db.run(save_guild_config, guild.id, guild.name, config)
         self.bot.lab_configs[guild.id] = LabConfig(config)
         summary = ", ".join(created) if created else "nothing: everything was already in place"
@@ -194,7 +202,7 @@ class Lab(commands.GroupCog, group_name="lab", group_description="Set up and loo
         config, who = await acting(self.bot, interaction)
         if LabRole.ADMIN not in who.roles:
             raise NotAllowed("Only a Lab Admin may change the lab's configuration.")
-        roles = set(config.raw.get("approval_roles", []))
+        roles = {r.value for r in config.approval_roles}
         roles ^= {approval_only}
         raw = {**config.raw, "approval_roles": sorted(roles)}
         assert interaction.guild_id is not None
