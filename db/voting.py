@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
 from db.base import utcnow
+from db.limits import SAMPLES_REQUESTED, check_and_record_task
 from db.models import Artifact, ContributionKind, SampleSet, Ticket, Vote
 from db.outbox import enqueue_task
 from db.refs import TicketKey, ticket_id_in
@@ -147,7 +148,10 @@ def request_samples(
     with factory.begin() as session:
         ticket_id = ticket_id_in(session, ticket_id)
         actor = actor_in(session, who)
-        require(session, get_ticket(session, ticket_id), Action.REQUEST_SAMPLES, actor, rules)
+        ticket = get_ticket(session, ticket_id)
+        require(session, ticket, Action.REQUEST_SAMPLES, actor, rules)
+        assert actor.member_id is not None
+        check_and_record_task(session, ticket, actor.member_id, SAMPLES_REQUESTED)
         job = repo.latest_job(session, ticket_id)
         sample = SampleSet(ticket_id=ticket_id, job_id=job.id if job else None, prompts=prompts)
         session.add(sample)
