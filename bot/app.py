@@ -109,6 +109,7 @@ class LabBot(commands.Bot):
     async def close(self) -> None:
         await super().close()
         self.io.close()
+        self.db.close()
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         log.exception("unhandled error in %s", event_method)
