@@ -60,7 +60,9 @@ basics = TicketBasics(BaseFamily.SD15, "ohwx", "woman", {})
 with tempfile.TemporaryDirectory() as tmp:
     storage = LocalStorage(Path(tmp) / "store")
     files = []
-    spools = "folder" in inspect.signature(_logic.download).parameters
+    from bot.exts.dataset import _cog
+    download = getattr(_cog, "download", None) or _logic.download  # it moved to the cog
+    spools = "folder" in inspect.signature(download).parameters
     for index, path in enumerate(uploads):
         data = Path(path).read_bytes()  # what attachment.read() returns
         if spools:  # the download writes each attachment to a file before the next
