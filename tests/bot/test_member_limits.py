@@ -42,8 +42,7 @@ async def test_open_tickets_per_member_is_limited(tmp_path, template_db):
         )
         assert count(lab, Ticket) == 2
         assert "opened" in await request(lab, lab.member("other"))
-        # simcord records what the refused modal's handler raised (its on_error replied).
-        assert [type(e).__name__ for e in lab.env.errors] == ["LimitReached"]
+        assert not lab.env.errors  # refused with a reply, not an unhandled error
 
 
 async def test_sample_tasks_per_hour_are_limited_and_say_when_they_reset(tmp_path, template_db):
