@@ -57,8 +57,6 @@ async def play(
         cast = [
             ("cora", "Dataset Curator", "curator"),
             ("cap", "Captioner", "captioner"),
-            ("tara", "Trainer", "trainer"),
-            ("tom", "Trainer", "trainer"),
             ("tess0", "Tester", "tester"),
             ("tess1", "Tester", "tester"),
             ("tess2", "Tester", "tester"),
@@ -68,6 +66,11 @@ async def play(
             member = world.add_member(name, role)
             reply = await world.slash(member, world.general, "role join", role=value)
             expect("You are now" in reply, f"{name} could not join {role}: {reply}")
+        # Trainer is approval-only by default: a Lab Admin gives it (in Discord).
+        for name in ("tara", "tom"):
+            trainer = world.add_member(name, "Trainer", granted=("Trainer",))
+            reply = await world.slash(trainer, world.general, "role join", role="trainer")
+            expect("already have" in reply, f"{name} was not given Trainer: {reply}")
 
     with t.section("2. Request"):
         rita = world.members["rita"]

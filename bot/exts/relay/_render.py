@@ -55,6 +55,17 @@ def nonce_for(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:25]
 
 
+def _ping(card: TicketCard) -> str:
+    """The claiming trainer's mention: their job finished or failed, they act next."""
+    return f"<@{card.claimer_user_id}> " if card.claimer_user_id else ""
+
+
+def _ping_only(card: TicketCard) -> discord.AllowedMentions:
+    """Exactly the claiming trainer may be notified by this message, by id."""
+    users = [discord.Object(card.claimer_user_id)] if card.claimer_user_id else []
+    return discord.AllowedMentions(everyone=False, users=users, roles=False, replied_user=False)
+
+
 class Renderer:
     def __init__(self, bot: LabBot) -> None:
         self.bot = bot
@@ -190,7 +201,8 @@ class Renderer:
 
     async def notice(self, row: PendingRow) -> None:
         card = await self._card(row.payload["ticket_id"])
-        await self._say(card, row, content=embeds.clip(row.payload["text"], 2000))
+        # Notices carry member text (a request-changes reason, a model name).
+        await self._say(card, row, content=embeds.clip(embeds.plain(row.payload["text"]), 2000))
 
     async def release(self, row: PendingRow) -> None:
         card = await self._card(row.payload["ticket_id"])
@@ -221,7 +233,7 @@ class Renderer:
                 files.append(discord.File(io.BytesIO(dora.compat), filename=dora.compat_name))
                 room -= len(dora.compat)
             if view.lora_size <= room:
-                data = await asyncio.to_thread(self.bot.storage.get_bytes, view.lora_key)
+                data = await self.bot.io.run(self.bot.storage.get_bytes, view.lora_key)
                 files.append(discord.File(io.BytesIO(data), filename=view.filename))
             else:
                 link = self.bot.download_link(view.lora_key)
@@ -244,9 +256,9 @@ class Renderer:
             needs_dora_compat(apps)
             and storage is not None
             and key is not None
-            and await asyncio.to_thread(storage.exists, key)
+            and await self.bot.io.run(storage.exists, key)
         ):
-            data = await asyncio.to_thread(storage.get_bytes, key)
+            data = await self.bot.io.run(storage.get_bytes, key)
             compat = data if len(data) <= self.bot.settings.upload_limit_bytes else None
         return embeds.DoraRelease(apps, compat, compat_filename(view.filename))
 
@@ -299,9 +311,10 @@ class Renderer:
         await self._say(
             card,
             row,
-            content=f"✅ Training job {job.id} finished. Saved epochs: {epochs}. "
+            content=f"{_ping(card)}✅ Training job {job.id} finished. Saved epochs: {epochs}. "
             "Testers: vote on the sample grids; then the requester runs "
             "/lora release epoch:<n>.",
+            allowed_mentions=_ping_only(card),
         )
 
     async def job_failed(self, row: PendingRow) -> None:
@@ -312,10 +325,12 @@ class Renderer:
             card,
             row,
             content=embeds.clip(
-                f"❌ Training job {job.id} failed: {job.error or 'no reason given'}"
+                f"{_ping(card)}❌ Training job {job.id} failed: "
+                f"{embeds.plain(job.error or 'no reason given')}"
                 "\nThe trainer can change /train config and /train retry.",
                 2000,
             ),
+            allowed_mentions=_ping_only(card),
         )
 
     async def sample_grid(self, row: PendingRow) -> None:
@@ -326,7 +341,7 @@ class Renderer:
         config = await self._config(card.guild_id)
         data = b""
         if sample.grid_key and self.bot.storage is not None:
-            data = await asyncio.to_thread(self.bot.storage.get_bytes, sample.grid_key)
+            data = await self.bot.io.run(self.bot.storage.get_bytes, sample.grid_key)
             if len(data) > self.bot.settings.upload_limit_bytes:
                 log.warning("sample grid %s is too big to attach; posted without it", sample.id)
                 data = b""
