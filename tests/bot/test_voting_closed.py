@@ -7,7 +7,8 @@ import pytest
 from simcord import SetupError
 from sqlalchemy import select
 
-from db.models import Ticket, Vote
+from db import repositories as repo
+from db.models import SampleSet, Ticket, Vote
 from db.tickets import act, choose_epoch
 from lab.lifecycle import Action, LabRole, TicketState
 from tests.bot.conftest import followup_text, running_lab, who_of
@@ -79,3 +80,28 @@ async def test_leaving_testing_closes_the_vote_buttons(tmp_path, template_db, ac
             with pytest.raises(SetupError, match="disabled"):
                 await people["tester"].click(copy, label="Good")
         assert _votes(lab) == before
+
+
+async def test_a_grid_posted_after_release_comes_closed(tmp_path, template_db):
+    async with running_lab(tmp_path, template_db) as lab:
+        await lab.setup()
+        people = members(lab)
+        number = ticket_in(lab, people, TicketState.RELEASED)
+        await lab.relay()
+        with lab.factory.begin() as session:  # a sample render that finished late
+            ticket_id = session.scalars(select(Ticket.id).where(Ticket.number == number)).one()
+            late = SampleSet(ticket_id=ticket_id, epoch=1, prompts=["ar1a, woman, smiling"])
+            session.add(late)
+            session.flush()
+            item = repo.OutboxItem("discord.sample_grid", {"sample_set_id": late.id}, "late")
+            repo.add_outbox(session, item)
+            late_id = late.id
+        await lab.relay()
+        thread = lab.channel("lab-requests").threads[-1]
+        for channel in (thread, lab.channel("testing")):
+            grids = [m for m in channel.history() if m.embeds and "Samples" in m.embeds[0].title]
+            assert len(grids) == 2
+            buttons = _buttons(grids[-1])
+            assert all(f"lora:vote:{late_id}:" in b.custom_id for b in buttons)
+            assert buttons and all(b.disabled for b in buttons)
+        assert _votes(lab) == []
