@@ -51,25 +51,38 @@ def _tally(session: Session, sample_set_id: int) -> tuple[int, int]:
     return rows.get(1, 0), rows.get(-1, 0)
 
 
+def _view(session: Session, sample: SampleSet) -> SampleSetView:
+    grid = session.get(Artifact, sample.grid_artifact_id) if sample.grid_artifact_id else None
+    up, down = _tally(session, sample.id)
+    return SampleSetView(
+        sample.id,
+        sample.ticket_id,
+        sample.job_id,
+        sample.epoch,
+        tuple(sample.prompts or ()),
+        grid.storage_key if grid else None,
+        sample.message_id,
+        sample.testing_message_id,
+        up,
+        down,
+    )
+
+
 def sample_set_view(factory: Factory, sample_set_id: int) -> SampleSetView:
     with factory() as session:
         sample = session.get(SampleSet, sample_set_id)
         if sample is None:
             raise NotFound("This sample set no longer exists.", code="no_sample_set")
-        grid = session.get(Artifact, sample.grid_artifact_id) if sample.grid_artifact_id else None
-        up, down = _tally(session, sample.id)
-        return SampleSetView(
-            sample.id,
-            sample.ticket_id,
-            sample.job_id,
-            sample.epoch,
-            tuple(sample.prompts or ()),
-            grid.storage_key if grid else None,
-            sample.message_id,
-            sample.testing_message_id,
-            up,
-            down,
-        )
+        return _view(session, sample)
+
+
+def ticket_sample_sets(factory: Factory, ticket_id: int) -> list[SampleSetView]:
+    """Every sample set of the ticket, oldest first (to close their voting)."""
+    with factory() as session:
+        samples = session.scalars(
+            select(SampleSet).where(SampleSet.ticket_id == ticket_id).order_by(SampleSet.id)
+        ).all()
+        return [_view(session, sample) for sample in samples]
 
 
 def record_sample_message(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tqdm import tqdm
 
@@ -46,9 +47,11 @@ async def play(
     *,
     training_timeout: float = 900,
     base_ready: Callable[[], Awaitable[object]] | None = None,
+    on_post: Callable[[Any], Awaitable[object]] | None = None,
 ) -> Outcome:
     """Play the whole story; returns the released ticket's ids. `base_ready` is awaited
-    before training starts (the base model may still be being built)."""
+    before training starts (the base model may still be being built); `on_post` gets the
+    ticket's forum post as soon as the bot opened it (the interactive page shows it)."""
     t = world.transcript
     with t.section("1. Setup"):
         admin = world.members["owner"]
@@ -88,6 +91,8 @@ async def play(
         thread = world.channel("lab-requests").threads[-1]
         ticket_id = locate_ticket(world.factory, world.guild.id, channel_id=thread.id)
         t.note(f"the bot opened the forum post “{thread.name}” with the ticket card")
+        if on_post is not None:
+            await on_post(thread)
 
     with t.section("3. Dataset"):
         await _dataset(world, thread)

@@ -38,7 +38,7 @@ from db.training import (
     record_progress_message,
     release_view,
 )
-from db.voting import record_sample_message, sample_set_view
+from db.voting import record_sample_message, sample_set_view, ticket_sample_sets
 from lab.apps import compat_filename, needs_dora_compat
 from lab.lifecycle import TicketState
 from lab.tasks import OutboxKind
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Grids posted during training get live buttons: testing opens when the run ends.
+_VOTING_STATES = frozenset({TicketState.TRAINING, TicketState.TESTING})
 
 
 def nonce_for(key: str) -> str:
@@ -82,6 +84,7 @@ class Renderer:
             OutboxKind.JOB_BOARD.value: self.job_board,
             OutboxKind.RELEASE.value: self.release,
             OutboxKind.SAMPLE_TALLY.value: self.sample_tally,
+            OutboxKind.CLOSE_VOTING.value: self.close_voting,
         }
 
     def close(self) -> None:
@@ -357,7 +360,9 @@ class Renderer:
             ) is not None:
                 sent.append(earlier)
                 continue
-            kwargs: dict[str, Any] = {"embed": embed, "view": vote_view(sample.id)}
+            # A grid that arrives after the ticket left TESTING is posted closed.
+            closed = card.status not in _VOTING_STATES
+            kwargs: dict[str, Any] = {"embed": embed, "view": vote_view(sample.id, closed=closed)}
             if data:
                 kwargs["file"] = discord.File(io.BytesIO(data), filename="grid.png")
                 embed.set_image(url="attachment://grid.png")
@@ -386,3 +391,24 @@ class Renderer:
                 continue
             embed = embeds.with_tally(message.embeds[0], sample.up, sample.down)
             await in_post(channel, lambda m=message, e=embed: m.edit(embed=e))
+
+    async def close_voting(self, row: PendingRow) -> None:
+        """The ticket left TESTING: every grid of it, on both copies, shows its vote
+        buttons disabled (a click that beats the edit is refused by the policy)."""
+        card = await self._card(row.payload["ticket_id"])
+        config = await self._config(card.guild_id)
+        for sample in await self.bot.db.run(ticket_sample_sets, card.id):
+            copies = [
+                (card.forum_thread_id, sample.message_id),
+                (config.channel_id("testing"), sample.testing_message_id),
+            ]
+            for channel_id, message_id in copies:
+                if channel_id is None or message_id is None:
+                    continue
+                channel = await self._channel(channel_id)
+                message = channel.get_partial_message(message_id)
+                view = vote_view(sample.id, closed=True)
+                try:
+                    await in_post(channel, lambda m=message, v=view: m.edit(view=v))
+                except discord.NotFound:  # a deleted grid has no buttons left to close
+                    log.info("sample grid message %s is gone; nothing to close", message_id)
