@@ -14,7 +14,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import discord
 from discord.ext import commands
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.context import LabConfig
 from bot.database import Database
 from bot.errors import LabTree
+from bot.pools import Pool
 from db.outbox import RelayPolicy
 from lab.settings import BotSettings
 from lab.storage import Storage
@@ -40,8 +40,6 @@ EXTENSIONS = (
     "bot.exts.relay",
 )
 
-DISCORD_ATTACHMENT_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
-
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -56,9 +54,7 @@ class LabBot(commands.Bot):
         *,
         db: Database,
         task_sender: TaskSender,
-        http_session: aiohttp.ClientSession | None = None,
         storage: Storage | None = None,
-        attachment_hosts: frozenset[str] = DISCORD_ATTACHMENT_HOSTS,
         clock: Callable[[], datetime] = _utcnow,
         relay_interval: float = 2.0,
         progress_interval: float = 10.0,
@@ -76,14 +72,17 @@ class LabBot(commands.Bot):
             intents=intents,
             help_command=None,
             tree_cls=LabTree,
+            max_ratelimit_timeout=settings.rate_limit_max_wait_seconds,
+            # Nothing the bot posts pings anyone unless a message says whom (by id):
+            # member text reaches public posts, and must not notify @everyone or a role.
+            allowed_mentions=discord.AllowedMentions.none(),
         )
         self.settings = settings
         self.rules = settings.rules
         self.db = db
         self.task_sender = task_sender
-        self.http_session = http_session
         self.storage = storage
-        self.attachment_hosts = attachment_hosts
+        self.attachment_hosts = settings.attachment_hosts
         self.clock = clock
         self.relay_interval = relay_interval
         self.progress_interval = progress_interval
@@ -92,6 +91,9 @@ class LabBot(commands.Bot):
         self._download_link = download_link
         self.sync_commands = sync_commands
         self.lab_configs: dict[int, LabConfig] = {}
+        # File work (unpacking uploads, storage reads, broker sends) has its own small
+        # pool: it is memory-heavy, and must never hold the database's threads.
+        self.io = Pool("lab-io", settings.io_threads)
 
     async def setup_hook(self) -> None:
         for name in EXTENSIONS:
@@ -104,6 +106,11 @@ class LabBot(commands.Bot):
         """A link to a stored file too big to attach (``None`` when none can be made)."""
         return self._download_link(key) if self._download_link else None
 
+    async def close(self) -> None:
+        await super().close()
+        self.io.close()
+        self.db.close()
+
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         log.exception("unhandled error in %s", event_method)
 
@@ -113,7 +120,6 @@ def create_bot(
     *,
     session_factory: sessionmaker[Session],
     task_sender: TaskSender,
-    http_session: aiohttp.ClientSession | None = None,
     storage: Storage | None = None,
     **options: Any,
 ) -> LabBot:
@@ -122,7 +128,6 @@ def create_bot(
         settings,
         db=Database(session_factory),
         task_sender=task_sender,
-        http_session=http_session,
         storage=storage,
         **options,
     )

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import discord
@@ -10,6 +12,7 @@ import discord
 from db.dataset import DatasetStatus
 from db.stats import LeaderLine
 from db.tickets import TicketCard
+from lab.apps import App, dora_note, fit_error
 from lab.lifecycle import TicketState
 
 STATUS_COLOUR: dict[TicketState, int] = {
@@ -48,6 +51,16 @@ ROLE_TITLES = {
 }
 
 
+_MASKED_LINK = re.compile(r"\[([^\]\n]*)\]\(\s*<?(https?://[^)\s>]*)>?\s*\)", re.I)
+
+
+def plain(text: str) -> str:
+    """Member text made safe to post: a masked link (``[label](url)``) is shown as its
+    label and its real address, never as a link whose address is hidden. (Mentions in
+    it notify no one: the bot sends with ``AllowedMentions.none()``.)"""
+    return _MASKED_LINK.sub(lambda m: f"{m[1]} ({m[2]})", text)
+
+
 def clip(text: str, limit: int) -> str:
     """`text` cut to `limit` characters, with an ellipsis when cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -58,11 +71,17 @@ def ticket_title(card: TicketCard) -> str:
     return clip(f"#{card.number} {card.name}{version}", 100)
 
 
+def card_marker(ticket_id: int) -> str:
+    """The footer of the card, board offer and release post: how the relay recognises a
+    message it already made for the ticket when Discord's answer was lost."""
+    return f"ticket:{ticket_id}"
+
+
 def ticket_card_embed(card: TicketCard) -> discord.Embed:
     """The starter message of the ticket's forum post, kept current by the relay."""
     embed = discord.Embed(
         title=clip(f"Ticket {ticket_title(card)}", 256),
-        description=clip(card.description or "No description.", 1000),
+        description=clip(plain(card.description or "No description."), 1000),
         colour=STATUS_COLOUR[card.status],
     )
     embed.add_field(name="Status", value=card.status.value.upper())
@@ -77,7 +96,7 @@ def ticket_card_embed(card: TicketCard) -> discord.Embed:
         embed.add_field(name="Trainer", value=clip(card.claimer, 1024))
     embed.add_field(name="People", value=clip(people_text(card), 1024), inline=False)
     embed.add_field(name="Next", value=NEXT_STEP[card.status], inline=False)
-    embed.set_footer(text=f"ticket:{card.id}")
+    embed.set_footer(text=card_marker(card.id))
     return embed
 
 
@@ -106,6 +125,7 @@ def board_embed(card: TicketCard) -> discord.Embed:
     embed.add_field(name="Base", value=f"{card.base_model} ({card.family})")
     embed.add_field(name="Images", value=str(card.image_count))
     embed.add_field(name="Trigger", value=clip(f"`{card.trigger_word}`", 1024))
+    embed.set_footer(text=card_marker(card.id))
     return embed
 
 
@@ -158,11 +178,38 @@ def tally_text(up: int, down: int) -> str:
     return f"👍 {up} · 👎 {down}"
 
 
-def release_embed(card: TicketCard, release: Any, *, link: str | None) -> discord.Embed:
+@dataclass(frozen=True)
+class DoraRelease:
+    """A DoRA model's release: the lab's apps, and the plain-LoRA fit when attached."""
+
+    apps: tuple[App, ...]
+    compat: bytes | None
+    compat_name: str
+
+
+def dora_text(dora: DoraRelease, original: str) -> str:
+    """Which file to load where: the fit for apps that misread DoRA, the original for
+    LyCORIS; one line per app on what it does with the original."""
+    if dora.compat is not None:
+        error = fit_error(dora.compat)
+        fit = f" (fit error {error:.0%} of the weight change)" if error is not None else ""
+        head = (
+            f"`{dora.compat_name}` (attached first) is a plain LoRA fitted to this DoRA "
+            f"model{fit} for the apps below; "
+            f"`{original}` is the DoRA original, for LyCORIS, which applies it right."
+        )
+    else:
+        head = f"`{original}` is a DoRA model. What your app does with it:"
+    return head + "\n" + dora_note(dora.apps)
+
+
+def release_embed(
+    card: TicketCard, release: Any, *, link: str | None, dora: DoraRelease | None = None
+) -> discord.Embed:
     """The #releases post: what was made, how to use it, and who made it."""
     embed = discord.Embed(
         title=clip(f"🎉 Released: {ticket_title(card)}", 256),
-        description=clip(card.description or "", 1000),
+        description=clip(plain(card.description or ""), 1000),
         colour=STATUS_COLOUR[TicketState.RELEASED],
     )
     embed.add_field(name="Base model", value=f"{card.base_model} ({card.family})")
@@ -179,7 +226,11 @@ def release_embed(card: TicketCard, release: Any, *, link: str | None) -> discor
         embed.add_field(
             name="Download", value="The file is held by the lab; ask a Lab Admin.", inline=False
         )
+    if dora is not None:
+        embed.add_field(name="DoRA", value=clip(dora_text(dora, release.filename), 1024),
+                        inline=False)  # fmt: skip
     embed.add_field(name="Credits", value=clip(people_text(card), 1024), inline=False)
+    embed.set_footer(text=card_marker(card.id))
     return embed
 
 
@@ -232,7 +283,7 @@ def dataset_embed(status: DatasetStatus) -> discord.Embed:
 
 
 def stats_embed(lines: list[LeaderLine], counts: dict[str, int]) -> discord.Embed:
-    """`/lab stats`: the contribution leaderboard and tickets per state."""
+    """`/lora stats`: the contribution leaderboard and tickets per state."""
     embed = discord.Embed(title="Lab contributions", colour=0x5865F2)
     board = "\n".join(
         f"{i + 1}. **{line.name}** — {line.total} "

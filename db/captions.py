@@ -9,10 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
-from db.dataset import _ticket, _touch, require
 from db.models import ContributionKind, DatasetImage, ImageStatus
 from db.refs import TicketKey, ticket_id_in
-from db.services import NotFound
+from db.services import NotFound, get_ticket, require
 from db.tickets import Who, actor_in
 from lab.captions import join_tags, normalise_caption, split_tags, tag_frequency
 from lab.errors import LabError
@@ -45,7 +44,7 @@ def show_caption(
     with factory.begin() as session:
         ticket_id = ticket_id_in(session, ticket_id)
         if who is not None:
-            ticket = _ticket(session, ticket_id)
+            ticket = get_ticket(session, ticket_id)
             assert rules is not None, "checking `who` needs the lab's rules"
             require(session, ticket, Action.EDIT_CAPTIONS, actor_in(session, who), rules)
         image = _image(session, ticket_id, image_id)
@@ -62,14 +61,14 @@ def edit_caption(
     """Replace an image's caption; returns the normalised text stored."""
     with factory.begin() as session:
         ticket_id = ticket_id_in(session, ticket_id)
-        ticket = _ticket(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
         actor = actor_in(session, who)
         require(session, ticket, Action.EDIT_CAPTIONS, actor, rules)
         _image(session, ticket_id, image_id)
         _write(session, image_id, text, actor.member_id)
         assert actor.member_id is not None
         repo.record_contribution(session, ticket_id, actor.member_id, ContributionKind.CAPTION)
-        _touch(session, ticket, f"caption:{image_id}:{len(text)}")
+        repo.touch_ticket(session, ticket, f"caption:{image_id}:{len(text)}")
         return normalise_caption(text)
 
 
@@ -92,7 +91,7 @@ def bulk_edit(
         raise CaptionError("Give the replacement tag (one tag, without commas).")
     with factory.begin() as session:
         ticket_id = ticket_id_in(session, ticket_id)
-        ticket = _ticket(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
         actor = actor_in(session, who)
         require(session, ticket, Action.EDIT_CAPTIONS, actor, rules)
         captions = repo.current_captions(session, ticket_id)
@@ -113,7 +112,7 @@ def bulk_edit(
             repo.record_contribution(
                 session, ticket_id, actor.member_id, ContributionKind.CAPTION, changed
             )
-            _touch(session, ticket, f"bulk:{operation}:{tag}:{changed}")
+            repo.touch_ticket(session, ticket, f"bulk:{operation}:{tag}:{changed}")
         return changed
 
 
@@ -136,7 +135,7 @@ def upload_captions(
     """Captions from .txt files matched to images by file stem; (matched, unmatched)."""
     with factory.begin() as session:
         ticket_id = ticket_id_in(session, ticket_id)
-        ticket = _ticket(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
         actor = actor_in(session, who)
         require(session, ticket, Action.EDIT_CAPTIONS, actor, rules)
         by_stem = {
@@ -160,7 +159,7 @@ def upload_captions(
             repo.record_contribution(
                 session, ticket_id, actor.member_id, ContributionKind.CAPTION, len(matched)
             )
-            _touch(session, ticket, f"upload:{len(matched)}:{sorted(matched)[0]}")
+            repo.touch_ticket(session, ticket, f"upload:{len(matched)}:{sorted(matched)[0]}")
         return matched, unmatched
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.base import utcnow
 from db.models import (
+    Artifact,
+    ArtifactKind,
     AuditEntry,
     Caption,
     Contribution,
@@ -20,14 +22,13 @@ from db.models import (
     ImageStatus,
     JobStatus,
     Member,
-    MemberRole,
     OutboxMessage,
     SampleSet,
     Ticket,
     TrainingJob,
     Vote,
 )
-from lab.lifecycle import Actor, LabRole, TicketFacts, TicketState
+from lab.lifecycle import TicketFacts, TicketState
 from lab.tasks import OutboxKind
 
 
@@ -55,51 +56,6 @@ def get_or_create_member(
     elif display_name and member.display_name != display_name:
         member.display_name = display_name
     return member
-
-
-def member_roles(session: Session, member_id: int) -> frozenset[LabRole]:
-    """The member's approved lab roles."""
-    rows = session.scalars(
-        select(MemberRole.role).where(MemberRole.member_id == member_id, MemberRole.approved)
-    )
-    return frozenset(rows)
-
-
-def grant_role(
-    session: Session,
-    member_id: int,
-    role: LabRole,
-    *,
-    approved: bool = True,
-    granted_by_id: int | None = None,
-) -> MemberRole:
-    row = session.get(MemberRole, (member_id, role))
-    if row is None:
-        row = MemberRole(
-            member_id=member_id, role=role, approved=approved, granted_by_id=granted_by_id
-        )
-        session.add(row)
-    else:
-        row.approved = row.approved or approved
-    session.flush()
-    return row
-
-
-def revoke_role(session: Session, member_id: int, role: LabRole) -> bool:
-    row = session.get(MemberRole, (member_id, role))
-    if row is None:
-        return False
-    session.delete(row)
-    session.flush()
-    return True
-
-
-def actor_for(session: Session, member: Member) -> Actor:
-    return Actor(
-        member_id=member.id,
-        roles=member_roles(session, member.id),
-        display_name=member.display_name,
-    )
 
 
 def allocate_ticket_number(session: Session, guild_id: int) -> int:
@@ -159,22 +115,56 @@ def latest_job(session: Session, ticket_id: int) -> TrainingJob | None:
     )
 
 
-def vote_tally(session: Session, ticket_id: int) -> tuple[int, int]:
-    """(up, down) over the ticket's newest sample set."""
-    newest = session.scalar(select(func.max(SampleSet.id)).where(SampleSet.ticket_id == ticket_id))
-    if newest is None:
+def vote_tally(
+    session: Session, ticket: Ticket, *, count_own_votes: bool = False
+) -> tuple[int, int]:
+    """(up, down) for the epoch up for release: the chosen one, else the newest sample
+    set's. Every sample set of the latest run at that epoch counts (a new /test prompts
+    set adds votes, it never resets them), each member once (their latest vote); the
+    requester's and the claimer's votes count only with ``count_own_votes``."""
+    job = latest_job(session, ticket.id)
+    sets = select(SampleSet.id, SampleSet.epoch).where(SampleSet.ticket_id == ticket.id)
+    if job is not None:
+        sets = sets.where(or_(SampleSet.job_id == job.id, SampleSet.job_id.is_(None)))
+    rows = session.execute(sets.order_by(SampleSet.id)).all()
+    if not rows:
         return 0, 0
-    rows = dict(
-        session.execute(
-            select(Vote.value, func.count())
-            .where(Vote.sample_set_id == newest)
-            .group_by(Vote.value)
-        ).all()
+    epoch = ticket.chosen_epoch
+    if epoch is None:
+        epoch = next((e for _, e in reversed(rows) if e is not None), None)
+    chosen = [set_id for set_id, set_epoch in rows if set_epoch == epoch]
+    if epoch is None:
+        chosen = [rows[-1][0]]
+    excluded = set() if count_own_votes else {ticket.requester_id, ticket.claimer_id}
+    latest: dict[int, tuple[Any, int]] = {}
+    votes = select(Vote.member_id, Vote.value, Vote.updated_at).where(
+        Vote.sample_set_id.in_(chosen)
     )
-    return rows.get(1, 0), rows.get(-1, 0)
+    for member_id, value, updated in session.execute(votes).all():
+        if member_id in excluded:
+            continue
+        if member_id not in latest or updated >= latest[member_id][0]:
+            latest[member_id] = (updated, value)
+    values = [value for _, value in latest.values()]
+    return values.count(1), values.count(-1)
 
 
-def ticket_facts(session: Session, ticket: Ticket) -> TicketFacts:
+def saved_epochs(session: Session, ticket_id: int) -> frozenset[int]:
+    """Epochs of the latest run with a stored LoRA file."""
+    job = latest_job(session, ticket_id)
+    if job is None:
+        return frozenset()
+    epochs = session.scalars(
+        select(Artifact.epoch).where(
+            Artifact.job_id == job.id,
+            Artifact.kind == ArtifactKind.LORA,
+            Artifact.epoch.is_not(None),
+        )
+    ).all()
+    return frozenset(int(e) for e in epochs)
+
+
+def ticket_facts(session: Session, ticket: Ticket, *, count_own_votes: bool = False) -> TicketFacts:
     """Everything the lifecycle policy needs to know about `ticket`, read now."""
     image_count = session.scalar(
         select(func.count())
@@ -190,7 +180,7 @@ def ticket_facts(session: Session, ticket: Ticket) -> TicketFacts:
             session.scalar(select(Member.display_name).where(Member.id == ticket.claimer_id)) or ""
         )
     job = latest_job(session, ticket.id)
-    up, down = vote_tally(session, ticket.id)
+    up, down = vote_tally(session, ticket, count_own_votes=count_own_votes)
     return TicketFacts(
         state=ticket.status,
         requester_id=ticket.requester_id,
@@ -203,6 +193,7 @@ def ticket_facts(session: Session, ticket: Ticket) -> TicketFacts:
         trigger_word=ticket.trigger_word,
         has_valid_training_config=bool(job and job.config and job.status is JobStatus.QUEUED),
         chosen_epoch=ticket.chosen_epoch,
+        saved_epochs=saved_epochs(session, ticket.id),
         votes_up=up,
         votes_down=down,
     )
@@ -261,9 +252,28 @@ class OutboxItem:
 
 
 def add_outbox(session: Session, item: OutboxItem) -> OutboxMessage:
-    row = OutboxMessage(kind=item.kind, payload=item.payload, idempotency_key=item.idempotency_key)
+    """Queue `item`; the row remembers its ticket so the relay keeps a ticket's rows in
+    order (the ticket is read from the payload: its ticket, job or sample set)."""
+    row = OutboxMessage(
+        kind=item.kind,
+        payload=item.payload,
+        idempotency_key=item.idempotency_key,
+        ticket_id=_ticket_of(session, item.payload),
+    )
     session.add(row)
     return row
+
+
+def _ticket_of(session: Session, payload: dict[str, Any]) -> int | None:
+    if payload.get("ticket_id") is not None:
+        return int(payload["ticket_id"])
+    if payload.get("job_id") is not None:
+        job = session.get(TrainingJob, int(payload["job_id"]))
+        return job.ticket_id if job else None
+    if payload.get("sample_set_id") is not None:
+        sample = session.get(SampleSet, int(payload["sample_set_id"]))
+        return sample.ticket_id if sample else None
+    return None
 
 
 def record_contribution(
@@ -281,6 +291,13 @@ def record_contribution(
         session.add(Contribution(ticket_id=ticket_id, member_id=member_id, kind=kind, count=amount))
     else:
         row.count += amount
+
+
+def touch_ticket(session: Session, ticket: Ticket, why: str) -> None:
+    """Activity on the ticket (images, captions): the inactivity clock restarts and the
+    card shows the new counts; `why` makes the refresh's key unique to this change."""
+    ticket.last_activity_at = utcnow()
+    queue_card_refresh(session, ticket.id, f"{ticket.id}:{ticket.revision}:{why}")
 
 
 def queue_card_refresh(session: Session, ticket_id: int, tag: str) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
 from db.base import utcnow
-from db.effects import EFFECTS
+from db.effects import TransitionContext, TransitionResult, run_effects
 from db.models import ContributionKind, Member, SubjectKind, Ticket
 from lab.errors import LabError
 from lab.families import family_of
@@ -20,10 +20,13 @@ from lab.lifecycle import (
     Allowed,
     RefusalCode,
     Refused,
+    TicketFacts,
     TicketState,
     decide,
 )
+from lab.prompts import check_class_token, check_trigger_word
 from lab.settings import LabRules
+from lab.tasks import OutboxKind
 
 
 class DbError(LabError):
@@ -42,14 +45,6 @@ class TransitionRefused(DbError):
     def __init__(self, refusal: Refused) -> None:
         super().__init__(refusal.message, code=refusal.code.value)
         self.refusal = refusal
-
-
-@dataclass(frozen=True, slots=True)
-class TransitionResult:
-    ticket_id: int
-    number: int
-    from_state: TicketState
-    to_state: TicketState | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +74,10 @@ def open_ticket(
             f"Unknown base model '{new.base_model}'. Use sd15, sdxl, pony or illustrious.",
             code="unknown_base",
         ) from None
+    # Checked here, for every way in (modal, CLI, versions): both end up in the
+    # worker's prompt files, where `--w 16384` would size a GPU render.
+    trigger_word = check_trigger_word(new.trigger_word)
+    class_token = check_class_token(new.class_token)
     ticket = Ticket(
         guild_id=guild_id,
         number=repo.allocate_ticket_number(session, guild_id),
@@ -86,8 +85,8 @@ def open_ticket(
         kind=new.kind,
         base_family=family,
         base_model=new.base_model.lower(),
-        trigger_word=new.trigger_word.strip(),
-        class_token=new.class_token.strip(),
+        trigger_word=trigger_word,
+        class_token=class_token,
         description=new.description,
         requester_id=requester.id,
         parent_id=parent.id if parent else None,
@@ -107,7 +106,7 @@ def open_ticket(
     repo.add_outbox(
         session,
         repo.OutboxItem(
-            kind="discord.ticket_post",
+            kind=OutboxKind.TICKET_POST.value,
             payload={"ticket_id": ticket.id},
             idempotency_key=f"ticket-post:{ticket.id}",
         ),
@@ -143,23 +142,21 @@ def apply_transition(
     admin_override: bool = False,
 ) -> TransitionResult:
     """Decide and apply `action` inside the caller's transaction: a compare-and-set on
-    the ticket, an audit row, the card refresh and the action's own effects (outbox).
+    the ticket, an audit row, then every consequence from `db.effects` (jobs, card,
+    job board, release post, notices), the same whoever acts.
 
     Raises `TransitionRefused` with the policy's reason, or with
     ``already_claimed``/``changed_meanwhile`` when another member moved the ticket
     between our read and our write.
     """
-    ticket = session.get(Ticket, ticket_id)
-    if ticket is None:
-        raise NotFound(f"Ticket {ticket_id} does not exist.")
-    facts = repo.ticket_facts(session, ticket)
-    decision = decide(action, actor, facts, rules, reason=reason, admin_override=admin_override)
-    if isinstance(decision, Refused):
-        raise TransitionRefused(decision)
-    assert isinstance(decision, Allowed)
-    result = TransitionResult(ticket.id, ticket.number, ticket.status, decision.target)
+    ticket = get_ticket(session, ticket_id)
+    facts = repo.ticket_facts(session, ticket, count_own_votes=rules.count_own_votes)
+    decision = _decide(action, actor, facts, rules, reason=reason, admin_override=admin_override)
+    before = TransitionResult(
+        ticket.id, ticket.number, ticket.status, decision.target, ticket.revision
+    )
     if decision.target is None:
-        return result
+        return before
     won = repo.compare_and_set_status(
         session,
         ticket.id,
@@ -179,11 +176,47 @@ def apply_transition(
         to_status=decision.target,
         reason=reason,
     )
-    repo.queue_card_refresh(session, ticket.id, f"{ticket.id}:{ticket.revision + 1}")
-    effect = EFFECTS.get(action)
-    if effect is not None:
-        effect(session, ticket.id, actor)
+    result = TransitionResult(
+        ticket.id, ticket.number, before.from_state, decision.target, ticket.revision + 1
+    )
+    session.refresh(ticket)  # the compare-and-set wrote past the ORM: effects see the new row
+    run_effects(
+        TransitionContext(session, ticket, action, actor, result, facts, rules, reason=reason)
+    )
     return result
+
+
+def get_ticket(session: Session, ticket_id: int) -> Ticket:
+    """The ticket, or `NotFound`."""
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise NotFound(f"Ticket {ticket_id} does not exist.")
+    return ticket
+
+
+def require(
+    session: Session, ticket: Ticket, action: Action, actor: Actor, rules: LabRules
+) -> None:
+    """Raise `TransitionRefused` unless the policy allows `action` now: the one check of
+    "may this actor do this" for work inside a state (uploads, captions, votes,
+    configuring); transitions ask the same policy through `apply_transition`."""
+    facts = repo.ticket_facts(session, ticket, count_own_votes=rules.count_own_votes)
+    _decide(action, actor, facts, rules)
+
+
+def _decide(
+    action: Action,
+    actor: Actor,
+    facts: TicketFacts,
+    rules: LabRules,
+    *,
+    reason: str | None = None,
+    admin_override: bool = False,
+) -> Allowed:
+    decision = decide(action, actor, facts, rules, reason=reason, admin_override=admin_override)
+    if isinstance(decision, Refused):
+        raise TransitionRefused(decision)
+    return decision
 
 
 def _side_values(action: Action, actor: Actor) -> dict[str, object]:

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
+from db.limits import check_open_tickets
 from db.models import (
     Contribution,
     DatasetImage,
@@ -18,7 +19,6 @@ from db.models import (
     ImageStatus,
     Member,
     Ticket,
-    TrainingJob,
 )
 from db.refs import TicketKey, TicketRef, ticket_id_in
 from db.services import DbError, NewTicket, NotFound, apply_transition, open_ticket
@@ -26,11 +26,6 @@ from lab.lifecycle import Action, Actor, LabRole, TicketState
 from lab.settings import LabRules
 
 Factory = sessionmaker[Session]
-
-BOARD_KIND = "discord.job_board"
-"""payload: {"ticket_id"} — post, edit or close the ticket's #job-board message."""
-RELEASE_KIND = "discord.release"
-"""payload: {"ticket_id"} — the #releases post of a released ticket."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +118,7 @@ def _card(session: Session, ticket: Ticket) -> TicketCard:
         .where(DatasetImage.ticket_id == ticket.id, DatasetImage.status == ImageStatus.ACTIVE)
     )
     captions = repo.current_captions(session, ticket.id)
-    up, down = repo.vote_tally(session, ticket.id)
+    up, down = repo.vote_tally(session, ticket)
     job = repo.latest_job(session, ticket.id)
     people: dict[str, list[str]] = {}
     rows = session.execute(
@@ -217,27 +212,9 @@ def request_ticket(factory: Factory, who: Who, new: NewTicket) -> tuple[int, int
         actor = actor_in(session, who)
         requester = session.get(Member, actor.member_id)
         assert requester is not None
+        check_open_tickets(session, who.guild_id, requester.id)
         ticket = open_ticket(session, who.guild_id, requester, new)
         return ticket.id, ticket.number
-
-
-def _board(ticket_id: int, revision: int) -> repo.OutboxItem:
-    return repo.OutboxItem(
-        BOARD_KIND, {"ticket_id": ticket_id}, f"job-board:{ticket_id}:{revision}"
-    )
-
-
-# Transitions after which the job board must change (offer, claimed by, withdrawn).
-_BOARD_ACTIONS = frozenset(
-    {
-        Action.APPROVE,
-        Action.CLAIM,
-        Action.UNCLAIM,
-        Action.START_TRAINING,
-        Action.CANCEL,
-        Action.REJECT,
-    }
-)
 
 
 def act(
@@ -251,10 +228,10 @@ def act(
     admin_override: bool = False,
     epoch: int | None = None,
 ) -> TicketState | None:
-    """A member moves a ticket (decided by the lifecycle policy, compare-and-set);
-    returns the new state. Raises `TransitionRefused` with the policy's message.
-    `epoch` (RELEASE) is the epoch to ship, recorded in the same transaction: a refused
-    release rolls it back with everything else."""
+    """A member moves a ticket (decided by the lifecycle policy, compare-and-set, its
+    consequences from `db.effects`); returns the new state. Raises `TransitionRefused`
+    with the policy's message. `epoch` (RELEASE) is the epoch to ship, recorded in the
+    same transaction: a refused release rolls it back with everything else."""
     with factory.begin() as session:
         ticket_id = ticket_id_in(session, ticket_id)
         if epoch is not None:
@@ -263,31 +240,6 @@ def act(
         result = apply_transition(
             session, ticket_id, action, actor, rules, reason=reason, admin_override=admin_override
         )
-        if action is Action.APPROVE and repo.latest_job(session, ticket_id) is None:
-            session.add(TrainingJob(ticket_id=ticket_id, config={}))
-        if action in _BOARD_ACTIONS:
-            ticket = session.get(Ticket, ticket_id)
-            assert ticket is not None
-            session.refresh(ticket)
-            repo.add_outbox(session, _board(ticket_id, ticket.revision))
-        if action is Action.RELEASE:
-            repo.add_outbox(
-                session,
-                repo.OutboxItem(RELEASE_KIND, {"ticket_id": ticket_id}, f"release:{ticket_id}"),
-            )
-        if reason and result.to_state is not None:
-            repo.add_outbox(
-                session,
-                repo.OutboxItem(
-                    "discord.notice",
-                    {
-                        "ticket_id": ticket_id,
-                        "text": f"**{who.name}** moved this ticket to "
-                        f"{result.to_state.value.upper()}: {reason}",
-                    },
-                    f"notice:{ticket_id}:{action.value}:{session.get(Ticket, ticket_id).revision}",
-                ),
-            )
         return result.to_state
 
 

@@ -108,6 +108,8 @@ class SubsetSummary:
     repeats: int
     image_count: int
     is_reg: bool
+    config: SubsetConfig | None = None
+    """The subset as configured (its caption options; ``ss_datasets``)."""
 
 
 @dataclass
@@ -181,7 +183,9 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         records.extend(found)
         indices = list(range(start, len(records)))
         summaries.append(
-            SubsetSummary(subset.image_dir.name, subset.num_repeats, len(found), subset.is_reg)
+            SubsetSummary(
+                subset.image_dir.name, subset.num_repeats, len(found), subset.is_reg, subset
+            )
         )
         if subset.is_reg:
             reg_indices.extend(i for _ in range(subset.num_repeats) for i in indices)

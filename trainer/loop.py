@@ -16,15 +16,16 @@ from pathlib import Path
 
 import torch
 
+from lab.apps import compat_filename
 from lab.training.config import TrainConfig
 from trainer.callbacks import Callbacks, Checkpoint, Commands, NeverStop, NullCallbacks, Progress
+from trainer.compat import save_network
 from trainer.data import ImageRecord
 from trainer.distributed import MainProcessOnly, agree, average_gradients, draw_rank_batch
-from trainer.formats import SD15_PREFIXES, SDXL_PREFIXES
 from trainer.loss import debiased_weights, min_snr_weights, per_sample_mse, target_for
+from trainer.metadata import with_kohya_keys
 from trainer.result import TrainResult
 from trainer.sampling import generate_samples, weight_grid, write_grid
-from trainer.saving import save_lora
 from trainer.setup import Session, prepare_session
 from trainer.speed import spill_warning
 from trainer.state import Position, check_shape, load_state, restore_rng, save_state
@@ -61,6 +62,7 @@ class Trainer:
         self.callbacks = MainProcessOnly(callbacks)
         self.commands = commands
         self.session: Session = prepare_session(config, self.callbacks)
+        self.session.run_info = with_kohya_keys(self.session.run_info, config, self.session.data)
         self.is_main = self.session.accelerator.is_main_process
         self.position = Position(epoch=0, batch=0, global_step=0, seed=self.session.seed)
         self.result = TrainResult(output_dir=config.output_dir, final_path=None)
@@ -255,6 +257,7 @@ class Trainer:
         if keep is not None:
             for old in epoch_files[: max(0, len(epoch_files) + 1 - keep)]:
                 old.unlink()
+                old.with_name(compat_filename(old.name)).unlink(missing_ok=True)  # DoRA's fit
                 logger.info("removed %s (save_last_n_epochs=%d)", old, keep)
             self.result.saved = [p for p in self.result.saved if p.exists()]
         if self.config.save_state:
@@ -309,19 +312,10 @@ class Trainer:
         s = self.session
         self.callbacks.on_status("saving", path.name)
         epoch = self.position.epoch + (1 if self.position.batch else 0)
-        save_lora(
-            path,
-            s.network.state_dicts(),
-            s.network.alphas,
-            s.run_info,
-            epoch=epoch,
-            step=self.position.global_step,
-            precision=self.config.save_precision,
-            ranks=s.network.ranks,
-            prefixes=SDXL_PREFIXES if s.base.is_sdxl else SD15_PREFIXES,
-        )
+        step = self.position.global_step
+        compat = save_network(path, s.network, s.run_info, self.config, s.base, epoch, step)
         self.result.saved.append(path)
-        self.callbacks.on_checkpoint(Checkpoint(path, epoch, self.position.global_step, final))
+        self.callbacks.on_checkpoint(Checkpoint(path, epoch, step, final, compat_path=compat))
         return path
 
     def write_state(self, name: str) -> Path | None:

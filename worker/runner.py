@@ -18,9 +18,13 @@ from db import jobs
 from db.models import ArtifactKind, JobStatus
 from lab.dataset.export import export_kohya
 from lab.families import BaseFamily
+from lab.prompts import prompt_file_text
 from lab.render import loss_curve
 from lab.training import build_config
 from lab.training.job import split_job_config
+from worker import preload
+from worker.registry import gpu_description, set_current_job
+from worker.reporting import JobReporter
 from worker.runtime import Runtime, retry_db
 
 log = logging.getLogger(__name__)
@@ -41,7 +45,6 @@ def run_training_job(rt: Runtime, job_id: int, attempt: int) -> JobStatus | None
     )
     if lease is None:
         return None
-    from worker.registry import gpu_description, set_current_job
 
     set_current_job(rt, job_id)
     work = rt.settings.work_dir / f"job-{job_id}-a{attempt}"
@@ -69,9 +72,6 @@ def run_training_job(rt: Runtime, job_id: int, attempt: int) -> JobStatus | None
 
 
 def jobs_reporter(rt: Runtime, lease: jobs.Lease, prompts: list[str]) -> Any:
-    from worker.registry import gpu_description
-    from worker.reporting import JobReporter
-
     return JobReporter(rt, lease, prompts=prompts, gpu=gpu_description())
 
 
@@ -83,6 +83,7 @@ def _context(rt: Runtime, job_id: int) -> jobs.JobContext:
 def _train(
     rt: Runtime, context: jobs.JobContext, work: Path, reporter: Any, prompts: list[str]
 ) -> tuple[JobStatus, str | None]:
+    preload.wait()  # a preload on another thread holds the import locks until it is done
     import torch
 
     from lab.training import ConfigError
@@ -127,8 +128,6 @@ def _build_config(rt: Runtime, context: jobs.JobContext, work: Path, prompts: li
         epochs=int(overrides.get("max_train_epochs", 10)),
     )
     prompt_file = work / "prompts.txt"
-    steps = rt.settings.sample_steps
-    prompt_file.write_text("".join(f"{p} --s {steps}\n" for p in prompts), encoding="utf-8")
     values: dict[str, Any] = {
         "pretrained_model_name_or_path": base,
         "train_data_dir": str(train_dir),
@@ -141,7 +140,11 @@ def _build_config(rt: Runtime, context: jobs.JobContext, work: Path, prompts: li
     state = _download_state(rt, context, work)
     if state is not None:
         values["resume"] = str(state)
-    return build_config(values, preset=context.preset, overrides=overrides)
+    config = build_config(values, preset=context.preset, overrides=overrides)
+    # Sizes and steps from the job and the lab, never from member text (see lab.prompts).
+    text = prompt_file_text(prompts, resolution=config.resolution, steps=rt.settings.sample_steps)
+    prompt_file.write_text(text, encoding="utf-8")
+    return config
 
 
 def _materialise(rt: Runtime, context: jobs.JobContext, flat: Path) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tqdm import tqdm
 
@@ -46,9 +47,11 @@ async def play(
     *,
     training_timeout: float = 900,
     base_ready: Callable[[], Awaitable[object]] | None = None,
+    on_post: Callable[[Any], Awaitable[object]] | None = None,
 ) -> Outcome:
     """Play the whole story; returns the released ticket's ids. `base_ready` is awaited
-    before training starts (the base model may still be being built)."""
+    before training starts (the base model may still be being built); `on_post` gets the
+    ticket's forum post as soon as the bot opened it (the interactive page shows it)."""
     t = world.transcript
     with t.section("1. Setup"):
         admin = world.members["owner"]
@@ -57,8 +60,6 @@ async def play(
         cast = [
             ("cora", "Dataset Curator", "curator"),
             ("cap", "Captioner", "captioner"),
-            ("tara", "Trainer", "trainer"),
-            ("tom", "Trainer", "trainer"),
             ("tess0", "Tester", "tester"),
             ("tess1", "Tester", "tester"),
             ("tess2", "Tester", "tester"),
@@ -68,6 +69,11 @@ async def play(
             member = world.add_member(name, role)
             reply = await world.slash(member, world.general, "role join", role=value)
             expect("You are now" in reply, f"{name} could not join {role}: {reply}")
+        # Trainer is approval-only by default: a Lab Admin gives it (in Discord).
+        for name in ("tara", "tom"):
+            trainer = world.add_member(name, "Trainer", granted=("Trainer",))
+            reply = await world.slash(trainer, world.general, "role join", role="trainer")
+            expect("already have" in reply, f"{name} was not given Trainer: {reply}")
 
     with t.section("2. Request"):
         rita = world.members["rita"]
@@ -85,6 +91,8 @@ async def play(
         thread = world.channel("lab-requests").threads[-1]
         ticket_id = locate_ticket(world.factory, world.guild.id, channel_id=thread.id)
         t.note(f"the bot opened the forum post “{thread.name}” with the ticket card")
+        if on_post is not None:
+            await on_post(thread)
 
     with t.section("3. Dataset"):
         await _dataset(world, thread)
@@ -112,7 +120,7 @@ async def play(
         )
         post = world.channel("releases").last_message
         t.note(f"#releases: “{post.embeds[0].title}” with {post.attachments[0].filename}")
-        reply = await world.slash(admin, world.general, "lab stats")
+        reply = await world.slash(admin, world.general, "lora stats")
     ticket = world.ticket(ticket_id)
     expect(ticket.status is TicketState.RELEASED, f"the ticket ended {ticket.status}")
     return Outcome(ticket_id, ticket.number, job_id, epoch)
@@ -193,7 +201,7 @@ async def _train(
     )
     expect("will train with" in reply, f"/train config was refused: {reply}")
     await world.wait_until(_worker_checked_in(world), timeout=120, what="the worker to check in")
-    await world.slash(trainer, world.general, "lab workers")
+    await world.slash(trainer, world.general, "train workers")
     reply = await world.slash(trainer, thread, "train start")
     expect("queued" in reply, f"/train start failed: {reply}")
     job = world.latest_job(ticket_id)

@@ -127,7 +127,9 @@ async def running_lab(
     env_box: list[simcord.Env] = []
     options.setdefault("relay_policy", RelayPolicy(base_delay=0.0))
     bot_settings = BotSettings(
-        home=tmp_path, database_url=f"sqlite:///{db_path}", **(settings or {})
+        home=tmp_path,
+        database_url=f"sqlite:///{db_path}",
+        **{"attachment_hosts": SIMCORD_HOSTS, **(settings or {})},
     )
 
     def make_bot() -> LabBot:
@@ -137,7 +139,7 @@ async def running_lab(
             task_sender=tasks,
             storage=storage,
             clock=virtual_clock(env_box),
-            **{"attachment_hosts": SIMCORD_HOSTS, **options},
+            **options,
         )
         if wrap_factory is not None:
             bot.db = wrap_factory(bot.db)

@@ -37,8 +37,8 @@ COMMANDS = [
     ("lora list", {}, "Aria"),
     ("dataset status", {}, ""),
     ("caption tags", {}, "ar1a"),
-    ("lab stats", {}, ""),
-    ("lab workers", {}, "No workers"),
+    ("lora stats", {}, ""),
+    ("train workers", {}, "No workers"),
     ("train config", {"kind": "character"}, "You can't configure training"),
 ]
 

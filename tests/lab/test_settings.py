@@ -117,3 +117,19 @@ def test_gpus_per_job_comes_from_the_environment_and_must_be_positive(monkeypatc
     monkeypatch.setenv("LORALAB_GPUS_PER_JOB", "0")
     with pytest.raises(ValidationError, match="gpus_per_job"):
         WorkerSettings()
+
+
+@pytest.mark.parametrize("password", ["p/ss", "p?ss", "p#ss", "a/b?c#d", "s3cr:et"])
+def test_every_url_setting_is_shown_without_its_password(password):
+    from lab.settings import BotSettings, StorageSettings
+
+    settings = BotSettings(
+        database_url=f"postgresql://lab:{password}@db.example:5432/lab",
+        broker_url=f"redis://:{password}@redis.example:6379/0",
+        storage=StorageSettings(s3_endpoint_url=f"https://key:{password}@s3.example"),
+    )
+    shown = f"{settings} {settings!r}"
+    assert password not in shown and "ss@" not in shown
+    assert "postgresql://lab:***@db.example:5432/lab" in shown
+    assert "redis://:***@redis.example:6379/0" in shown
+    assert "https://key:***@s3.example" in shown

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.components import outbox_written
-from bot.context import acting, ticket_ref
+from bot.components import guarded, open_modal, outbox_written, submitted
+from bot.context import TICKET_HELP, acting, ticket_ref
 from bot.embeds import clip
-from bot.errors import BotError, handle_error
+from bot.errors import BotError
 from bot.exts.captions._auto import KIND_CHOICES, queue_auto_captions
+from bot.exts.captions._logic import caption_texts
 from bot.exts.dataset._cog import download
 from db.captions import bulk_edit, edit_caption, show_caption, tag_counts, upload_captions
 from db.dataset import check_allowed
-from db.tickets import Who, act
-from lab.captions import decode_caption
-from lab.dataset.sources import from_uploads
+from db.tickets import act
 from lab.lifecycle import Action
 
 if TYPE_CHECKING:
@@ -30,7 +32,13 @@ log = logging.getLogger(__name__)
 MODAL_READ_BUDGET_S = 1.5
 
 
+CAPTION_MODAL = re.compile(r"lora:caption:(?P<ticket>\d+):(?P<image>\d+)")
+
+
 class CaptionModal(discord.ui.Modal, title="Edit caption"):
+    """Its custom id carries the ticket and image (``lora:caption:<ticket|0>:<image>``):
+    the cog's listener saves a submission, also one opened before a restart."""
+
     text: discord.ui.TextInput = discord.ui.TextInput(
         label="Caption (trigger word first)",
         custom_id="text",
@@ -38,33 +46,18 @@ class CaptionModal(discord.ui.Modal, title="Edit caption"):
         max_length=1500,
     )
 
-    def __init__(
-        self, bot: LabBot, who: Who, ticket: int | None, image_id: int, current: str
-    ) -> None:
-        super().__init__(timeout=900)
-        self.bot, self.who, self.ticket, self.image_id = bot, who, ticket, image_id
+    def __init__(self, ticket: int | None, image_id: int, current: str) -> None:
+        super().__init__(timeout=None, custom_id=f"lora:caption:{ticket or 0}:{image_id}")
         self.text.default = current or None
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        ref = ticket_ref(interaction, self.ticket)
-        stored = await self.bot.db.run(
-            edit_caption, self.who, ref, self.image_id, self.text.value, self.bot.rules
-        )
-        outbox_written(self.bot)
-        await interaction.followup.send(
-            clip(f"Caption of image {self.image_id} saved: `{stored}`", 2000), ephemeral=True
-        )
 
-    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
-        await handle_error(interaction, error)
-
-
+@app_commands.guild_only()
 class Captions(commands.GroupCog, group_name="caption", group_description="Image captions"):
     def __init__(self, bot: LabBot) -> None:
         self.bot = bot
 
     @app_commands.command(name="show", description="An image's caption")
+    @app_commands.describe(image="The image id, as /dataset status lists it", ticket=TICKET_HELP)
     async def show(
         self, interaction: discord.Interaction, image: int, ticket: int | None = None
     ) -> None:
@@ -77,6 +70,7 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
         )
 
     @app_commands.command(name="edit", description="Edit an image's caption")
+    @app_commands.describe(image="The image id, as /dataset status lists it", ticket=TICKET_HELP)
     async def edit(
         self, interaction: discord.Interaction, image: int, ticket: int | None = None
     ) -> None:
@@ -92,9 +86,34 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
                 )
         except TimeoutError:
             log.warning("caption edit: database slow; modal opened without the current text")
-        await interaction.response.send_modal(CaptionModal(self.bot, who, ticket, image, current))
+        await open_modal(interaction, CaptionModal(ticket, image, current))
+
+    @commands.Cog.listener("on_interaction")
+    async def caption_submitted(self, interaction: discord.Interaction) -> None:
+        if (got := submitted(interaction, CAPTION_MODAL)) is not None:
+            await guarded(interaction, lambda: self._save_caption(interaction, *got))
+
+    async def _save_caption(
+        self, interaction: discord.Interaction, match: re.Match[str], values: dict[str, str]
+    ) -> None:
+        _, who = await acting(self.bot, interaction)
+        image_id = int(match["image"])
+        ref = ticket_ref(interaction, int(match["ticket"]) or None)
+        stored = await self.bot.db.run(
+            edit_caption, who, ref, image_id, values.get("text", ""), self.bot.rules
+        )
+        outbox_written(self.bot)
+        await interaction.followup.send(
+            clip(f"Caption of image {image_id} saved: `{stored}`", 2000), ephemeral=True
+        )
 
     @app_commands.command(name="bulk", description="Add, remove or replace a tag everywhere")
+    @app_commands.describe(
+        operation="Add, remove or replace the tag in every caption",
+        tag="The tag, e.g. smiling",
+        replacement="The new tag (replace only)",
+        ticket=TICKET_HELP,
+    )
     @app_commands.choices(
         operation=[app_commands.Choice(name=o, value=o) for o in ("add", "remove", "replace")]
     )
@@ -118,6 +137,9 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
         )
 
     @app_commands.command(name="upload", description="Captions from .txt files or a .zip")
+    @app_commands.describe(
+        file="A .txt caption per image (same name), or a .zip of them", ticket=TICKET_HELP
+    )
     async def upload(
         self,
         interaction: discord.Interaction,
@@ -129,14 +151,17 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
         ref = ticket_ref(interaction, ticket)
         await self.bot.db.run(check_allowed, who, ref, Action.EDIT_CAPTIONS, self.bot.rules)
         settings = self.bot.settings.ingest
-        files, refused = await download(
-            [file], hosts=self.bot.attachment_hosts, limit=settings.zip_max_total_bytes
-        )
-        texts: dict[str, str] = {}
-        for item in from_uploads(files, settings):
-            name = getattr(item, "name", "")
-            if getattr(item, "is_caption", False):
-                texts[name] = decode_caption(item.read(settings.caption_max_bytes), name)
+        # Unpacked in the I/O pool, never on the loop: a zip of captions takes seconds
+        # to inflate, and no interaction anywhere would be acknowledged meanwhile.
+        with tempfile.TemporaryDirectory(prefix="loralab-captions-") as folder:
+            files, refused = await download(
+                [file],
+                hosts=self.bot.attachment_hosts,
+                limit=settings.caption_upload_max_bytes,
+                folder=Path(folder),
+                io=self.bot.io,
+            )
+            texts = await self.bot.io.run(caption_texts, files, settings)
         if not texts and not refused:
             raise BotError("No .txt captions found in that upload.")
         matched, unmatched = await self.bot.db.run(upload_captions, who, ref, texts, self.bot.rules)
@@ -147,6 +172,12 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
         await interaction.followup.send(clip("\n".join(lines), 2000), ephemeral=True)
 
     @app_commands.command(name="auto", description="Queue the auto-tagger for a first draft")
+    @app_commands.describe(
+        kind="Tags or sentences (default: what suits the base model)",
+        model="A model name from the lab's list (default: the lab's choice)",
+        overwrite="Also replace captions people wrote",
+        ticket=TICKET_HELP,
+    )
     @app_commands.choices(kind=KIND_CHOICES)
     async def auto(
         self,
@@ -161,6 +192,7 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
                                   overwrite=overwrite, ticket=ticket)  # fmt: skip
 
     @app_commands.command(name="tags", description="How often each tag is used")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def tags(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await acting(self.bot, interaction)
@@ -172,6 +204,7 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
         )
 
     @app_commands.command(name="done", description="Captions are complete: on to review")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def done(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)

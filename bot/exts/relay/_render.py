@@ -12,18 +12,34 @@ import hashlib
 import io
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
 
 from bot import embeds
 from bot.context import LabConfig, lab_config
 from bot.exts.jobs._views import ClaimButton
+from bot.exts.relay._adopt import (
+    CLOCK_SKEW,
+    LONGEST_AUTO_ARCHIVE,
+    Post,
+    in_post,
+    keep_oldest,
+    posts_for,
+    sent_before,
+)
 from bot.exts.testing._views import vote_view
 from db.outbox import PendingRow, RetryableDeliveryError
-from db.tickets import BOARD_KIND, RELEASE_KIND, TicketCard, record_messages, ticket_card
-from db.training import JobView, job_view, record_progress_message, release_view
-from db.voting import TALLY_KIND, record_sample_message, sample_set_view
+from db.tickets import TicketCard, record_messages, ticket_card
+from db.training import (
+    JobView,
+    ReleaseView,
+    job_view,
+    record_progress_message,
+    release_view,
+)
+from db.voting import record_sample_message, sample_set_view, ticket_sample_sets
+from lab.apps import compat_filename, needs_dora_compat
 from lab.lifecycle import TicketState
 from lab.tasks import OutboxKind
 
@@ -31,11 +47,25 @@ if TYPE_CHECKING:
     from bot.app import LabBot
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Grids posted during training get live buttons: testing opens when the run ends.
+_VOTING_STATES = frozenset({TicketState.TRAINING, TicketState.TESTING})
 
 
 def nonce_for(key: str) -> str:
     """Discord nonces are at most 25 characters: a digest of the idempotency key."""
     return hashlib.sha256(key.encode()).hexdigest()[:25]
+
+
+def _ping(card: TicketCard) -> str:
+    """The claiming trainer's mention: their job finished or failed, they act next."""
+    return f"<@{card.claimer_user_id}> " if card.claimer_user_id else ""
+
+
+def _ping_only(card: TicketCard) -> discord.AllowedMentions:
+    """Exactly the claiming trainer may be notified by this message, by id."""
+    users = [discord.Object(card.claimer_user_id)] if card.claimer_user_id else []
+    return discord.AllowedMentions(everyone=False, users=users, roles=False, replied_user=False)
 
 
 class Renderer:
@@ -51,9 +81,10 @@ class Renderer:
             OutboxKind.JOB_FINISHED.value: self.job_finished,
             OutboxKind.JOB_FAILED.value: self.job_failed,
             OutboxKind.NOTICE.value: self.notice,
-            BOARD_KIND: self.job_board,
-            RELEASE_KIND: self.release,
-            TALLY_KIND: self.sample_tally,
+            OutboxKind.JOB_BOARD.value: self.job_board,
+            OutboxKind.RELEASE.value: self.release,
+            OutboxKind.SAMPLE_TALLY.value: self.sample_tally,
+            OutboxKind.CLOSE_VOTING.value: self.close_voting,
         }
 
     def close(self) -> None:
@@ -67,6 +98,10 @@ class Renderer:
         await handler(row)
 
     # --- helpers ---------------------------------------------------------------------
+
+    @property
+    def _me(self) -> int:
+        return self.bot.user.id if self.bot.user else 0
 
     async def _config(self, guild_id: int) -> LabConfig:
         config = await lab_config(self.bot, guild_id)
@@ -100,21 +135,36 @@ class Renderer:
     # --- tickets ---------------------------------------------------------------------
 
     async def ticket_post(self, row: PendingRow) -> None:
+        """Forum posts take no nonce, and discord.py retries a 5xx itself: a post whose
+        answer was lost (reset, 5xx after Discord made it, crash) is found and adopted
+        rather than made twice."""
         card = await self._card(row.payload["ticket_id"])
         if card.forum_thread_id is not None:
             return
         config = await self._config(card.guild_id)
         forum = await self._channel(config.channel_id("requests") or 0)
-        created = await forum.create_thread(
-            name=embeds.ticket_title(card),
-            embed=embeds.ticket_card_embed(card),
-            applied_tags=await self._tags(config, card),
-        )
+        since = row.created_at - CLOCK_SKEW if row.created_at else None
+        me = self._me
+        found = await posts_for(forum, me, card, since=since)
+        if found:
+            log.info("ticket %s: adopting its forum post %s", card.id, found[0].thread.id)
+        else:
+            created = await forum.create_thread(
+                name=embeds.ticket_title(card),
+                embed=embeds.ticket_card_embed(card),
+                applied_tags=await self._tags(config, card),
+                auto_archive_duration=LONGEST_AUTO_ARCHIVE,
+            )
+            # discord.py retries a 5xx itself: if Discord had made the post before
+            # answering 500, the retry made a second one. A fresh post is still active.
+            found = await posts_for(forum, me, card, since=since, archived=False)
+            found = found or [Post(created.thread, created.message.id)]
+        post = await keep_oldest(found, card.id)
         await self.bot.db.run(
             record_messages,
             card.id,
-            forum_thread_id=created.thread.id,
-            card_message_id=created.message.id,
+            forum_thread_id=post.thread.id,
+            card_message_id=post.card_message_id,
         )
 
     async def ticket_card(self, row: PendingRow) -> None:
@@ -122,12 +172,11 @@ class Renderer:
         thread = await self._thread(card)
         config = await self._config(card.guild_id)
         assert card.card_message_id is not None
-        await thread.get_partial_message(card.card_message_id).edit(
-            embed=embeds.ticket_card_embed(card)
-        )
+        message = thread.get_partial_message(card.card_message_id)
+        await in_post(thread, lambda: message.edit(embed=embeds.ticket_card_embed(card)))
         tags = await self._tags(config, card)
         if [t.id for t in tags] != [t.id for t in thread.applied_tags]:
-            await thread.edit(applied_tags=tags)
+            await in_post(thread, lambda: thread.edit(applied_tags=tags))
 
     async def job_board(self, row: PendingRow) -> None:
         card = await self._card(row.payload["ticket_id"])
@@ -140,9 +189,13 @@ class Renderer:
         if card.board_message_id is None:
             if not offered:
                 return
-            message = await board.send(
-                embed=embeds.board_embed(card), view=view, nonce=nonce_for(row.idempotency_key)
-            )
+            message = await sent_before(board, self._me, embeds.card_marker(card.id))
+            if message is None:
+                message = await board.send(
+                    embed=embeds.board_embed(card), view=view, nonce=nonce_for(row.idempotency_key)
+                )
+            else:
+                await message.edit(embed=embeds.board_embed(card), view=view)
             await self.bot.db.run(record_messages, card.id, board_message_id=message.id)
             return
         await board.get_partial_message(card.board_message_id).edit(
@@ -151,7 +204,8 @@ class Renderer:
 
     async def notice(self, row: PendingRow) -> None:
         card = await self._card(row.payload["ticket_id"])
-        await self._say(card, row, content=embeds.clip(row.payload["text"], 2000))
+        # Notices carry member text (a request-changes reason, a model name).
+        await self._say(card, row, content=embeds.clip(embeds.plain(row.payload["text"]), 2000))
 
     async def release(self, row: PendingRow) -> None:
         card = await self._card(row.payload["ticket_id"])
@@ -159,22 +213,57 @@ class Renderer:
             return
         config = await self._config(card.guild_id)
         channel = await self._channel(config.channel_id("releases") or 0)
+        message = await sent_before(channel, self._me, embeds.card_marker(card.id))
+        if message is None:
+            message = await self._release_post(row, card, channel)
+        await self.bot.db.run(record_messages, card.id, release_message_id=message.id)
+        thread = await self._thread(card)
+        await thread.send(
+            f"Released in {channel.mention}: {message.jump_url}",
+            nonce=nonce_for(f"{row.idempotency_key}:notice"),
+        )
+
+    async def _release_post(
+        self, row: PendingRow, card: TicketCard, channel: discord.TextChannel
+    ) -> discord.Message:
         view = await self.bot.db.run(release_view, card.id)
-        file = None
+        files: list[discord.File] = []
         link = None
+        dora = await self._dora_release(view) if view.dora else None
         if view.lora_key and self.bot.storage is not None:
-            if view.lora_size <= self.bot.settings.upload_limit_bytes:
-                data = await asyncio.to_thread(self.bot.storage.get_bytes, view.lora_key)
-                file = discord.File(io.BytesIO(data), filename=view.filename)
+            room = self.bot.settings.upload_limit_bytes
+            if dora is not None and dora.compat is not None:
+                files.append(discord.File(io.BytesIO(dora.compat), filename=dora.compat_name))
+                room -= len(dora.compat)
+            if view.lora_size <= room:
+                data = await self.bot.io.run(self.bot.storage.get_bytes, view.lora_key)
+                files.append(discord.File(io.BytesIO(data), filename=view.filename))
             else:
                 link = self.bot.download_link(view.lora_key)
-        embed = embeds.release_embed(card, view, link=link)
-        kwargs: dict[str, Any] = {"embed": embed, "nonce": nonce_for(row.idempotency_key)}
-        if file is not None:
-            kwargs["file"] = file
-        message = await channel.send(**kwargs)
-        await self.bot.db.run(record_messages, card.id, release_message_id=message.id)
-        await self._say(card, row, content=f"Released in {channel.mention}: {message.jump_url}")
+        embed = embeds.release_embed(card, view, link=link, dora=dora)
+        # Two sends, two nonces: one nonce for both would make Discord (or a retry)
+        # take the thread notice for the release post.
+        kwargs: dict[str, Any] = {"embed": embed, "nonce": nonce_for(f"{row.idempotency_key}:post")}
+        if files:
+            kwargs["files"] = files
+        return await channel.send(**kwargs)
+
+    async def _dora_release(self, view: ReleaseView) -> embeds.DoraRelease:
+        """A DoRA model: what the lab's apps do with it, and the plain-LoRA fit to attach
+        first when one of them applies DoRA wrongly (and the fit fits the upload)."""
+        apps = self.bot.rules.release_apps
+        compat = None
+        storage, key = self.bot.storage, view.compat_key
+        # The fit is absent when the worker wrote none (dora_compat_rank = 0, older runs).
+        if (
+            needs_dora_compat(apps)
+            and storage is not None
+            and key is not None
+            and await self.bot.io.run(storage.exists, key)
+        ):
+            data = await self.bot.io.run(storage.get_bytes, key)
+            compat = data if len(data) <= self.bot.settings.upload_limit_bytes else None
+        return embeds.DoraRelease(apps, compat, compat_filename(view.filename))
 
     # --- training --------------------------------------------------------------------
 
@@ -185,7 +274,8 @@ class Renderer:
             message = await thread.send(text, nonce=nonce_for(f"progress:{job.id}"))
             await self.bot.db.run(record_progress_message, job.id, message.id)
         else:
-            await thread.get_partial_message(job.progress_message_id).edit(content=text)
+            message = thread.get_partial_message(job.progress_message_id)
+            await in_post(thread, lambda: message.edit(content=text))
         self._last_progress[job.id] = asyncio.get_running_loop().time()
 
     async def job_progress(self, row: PendingRow) -> None:
@@ -224,9 +314,10 @@ class Renderer:
         await self._say(
             card,
             row,
-            content=f"✅ Training job {job.id} finished. Saved epochs: {epochs}. "
+            content=f"{_ping(card)}✅ Training job {job.id} finished. Saved epochs: {epochs}. "
             "Testers: vote on the sample grids; then the requester runs "
             "/lora release epoch:<n>.",
+            allowed_mentions=_ping_only(card),
         )
 
     async def job_failed(self, row: PendingRow) -> None:
@@ -237,10 +328,12 @@ class Renderer:
             card,
             row,
             content=embeds.clip(
-                f"❌ Training job {job.id} failed: {job.error or 'no reason given'}"
+                f"{_ping(card)}❌ Training job {job.id} failed: "
+                f"{embeds.plain(job.error or 'no reason given')}"
                 "\nThe trainer can change /train config and /train retry.",
                 2000,
             ),
+            allowed_mentions=_ping_only(card),
         )
 
     async def sample_grid(self, row: PendingRow) -> None:
@@ -251,7 +344,7 @@ class Renderer:
         config = await self._config(card.guild_id)
         data = b""
         if sample.grid_key and self.bot.storage is not None:
-            data = await asyncio.to_thread(self.bot.storage.get_bytes, sample.grid_key)
+            data = await self.bot.io.run(self.bot.storage.get_bytes, sample.grid_key)
             if len(data) > self.bot.settings.upload_limit_bytes:
                 log.warning("sample grid %s is too big to attach; posted without it", sample.id)
                 data = b""
@@ -261,7 +354,15 @@ class Renderer:
         if (testing := config.channel_id("testing")) is not None:
             targets.append(await self._channel(testing))
         for target in targets:
-            kwargs: dict[str, Any] = {"embed": embed, "view": vote_view(sample.id)}
+            # If the first copy went out and the second failed, the retry finds the first.
+            if (
+                earlier := await sent_before(target, self._me, embed.footer.text or "")
+            ) is not None:
+                sent.append(earlier)
+                continue
+            # A grid that arrives after the ticket left TESTING is posted closed.
+            closed = card.status not in _VOTING_STATES
+            kwargs: dict[str, Any] = {"embed": embed, "view": vote_view(sample.id, closed=closed)}
             if data:
                 kwargs["file"] = discord.File(io.BytesIO(data), filename="grid.png")
                 embed.set_image(url="attachment://grid.png")
@@ -289,4 +390,25 @@ class Renderer:
             if not message.embeds:
                 continue
             embed = embeds.with_tally(message.embeds[0], sample.up, sample.down)
-            await message.edit(embed=embed)
+            await in_post(channel, lambda m=message, e=embed: m.edit(embed=e))
+
+    async def close_voting(self, row: PendingRow) -> None:
+        """The ticket left TESTING: every grid of it, on both copies, shows its vote
+        buttons disabled (a click that beats the edit is refused by the policy)."""
+        card = await self._card(row.payload["ticket_id"])
+        config = await self._config(card.guild_id)
+        for sample in await self.bot.db.run(ticket_sample_sets, card.id):
+            copies = [
+                (card.forum_thread_id, sample.message_id),
+                (config.channel_id("testing"), sample.testing_message_id),
+            ]
+            for channel_id, message_id in copies:
+                if channel_id is None or message_id is None:
+                    continue
+                channel = await self._channel(channel_id)
+                message = channel.get_partial_message(message_id)
+                view = vote_view(sample.id, closed=True)
+                try:
+                    await in_post(channel, lambda m=message, v=view: m.edit(view=v))
+                except discord.NotFound:  # a deleted grid has no buttons left to close
+                    log.info("sample grid message %s is gone; nothing to close", message_id)

@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.components import outbox_written
-from bot.context import acting, ticket_ref
+from bot.context import TICKET_HELP, acting, ticket_ref
 from bot.errors import BotError
 from db.voting import request_samples
 
@@ -17,11 +17,13 @@ if TYPE_CHECKING:
     from bot.app import LabBot
 
 
+@app_commands.guild_only()
 class Testing(commands.GroupCog, group_name="test", group_description="Test a trained LoRA"):
     def __init__(self, bot: LabBot) -> None:
         self.bot = bot
 
     @app_commands.command(name="prompts", description="More samples with your prompts")
+    @app_commands.describe(ticket=TICKET_HELP)
     @app_commands.describe(prompts="Prompts separated by | (the trigger word is added if missing)")
     async def prompts(
         self, interaction: discord.Interaction, prompts: str, ticket: int | None = None
@@ -29,7 +31,7 @@ class Testing(commands.GroupCog, group_name="test", group_description="Test a tr
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
         ref = ticket_ref(interaction, ticket)
-        wanted = [p.strip()[:300] for p in prompts.split("|") if p.strip()]
+        wanted = [p.strip() for p in prompts.split("|") if p.strip()]
         if not wanted or len(wanted) > 8:
             raise BotError("Give 1 to 8 prompts separated by |.")
         sample_set = await self.bot.db.run(request_samples, who, ref, wanted, self.bot.rules)
