@@ -31,13 +31,21 @@ log = logging.getLogger(__name__)
 
 
 class RetryableDeliveryError(LabError):
-    """The receiver was unavailable (5xx, 429, connection lost): try again later."""
+    """The receiver was unavailable (5xx, 429, connection lost): try again later.
+
+    ``outage=True`` says the receiver itself is down (the broker restarting), not that
+    it refused this row: such a row is retried at the longest backoff for as long as
+    the outage lasts and never becomes a dead letter.
+    """
 
     code = "delivery_retry"
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, outage: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.outage = outage
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +57,13 @@ class RelayPolicy:
     def delay(self, attempts: int, retry_after: float | None) -> float:
         backoff = min(self.max_delay, self.base_delay * 2 ** max(0, attempts - 1))
         return max(backoff, retry_after or 0.0)
+
+    def attempts_after(self, attempts: int, *, outage: bool) -> int:
+        """A row's attempt count after one more failure; an outage of the receiver
+        stops one short of a dead letter (so the row keeps being retried)."""
+        if outage:
+            return min(attempts + 1, self.max_attempts - 1)
+        return attempts + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +115,7 @@ def deliver_pending(
         try:
             deliver(row)
         except RetryableDeliveryError as exc:
-            attempts = row.attempts + 1
+            attempts = policy.attempts_after(row.attempts, outage=exc.outage)
             wait = policy.delay(attempts, exc.retry_after)
             gone = attempts >= policy.max_attempts
             mark_failed(factory, row.id, attempts=attempts, error=str(exc), wait=wait, dead=gone)
