@@ -74,9 +74,14 @@ class RelayReport:
 
 
 def enqueue_task(
-    session: Session, name: TaskName, payload: dict[str, object], *ids: int
+    session: Session,
+    name: TaskName,
+    payload: dict[str, object],
+    *ids: int,
+    resend: int | None = None,
 ) -> OutboxMessage:
-    """Record a Celery task to send once the caller's transaction commits."""
+    """Record a Celery task to send once the caller's transaction commits; `resend`
+    numbers a re-send of the same task (same task id, its own outbox row)."""
     tid = task_id(name, *ids)
     return add_outbox(
         session,
@@ -88,7 +93,7 @@ def enqueue_task(
                 "task_id": tid,
                 "queue": QUEUE_OF[name].value,
             },
-            idempotency_key=tid,
+            idempotency_key=tid if resend is None else f"{tid}:resend-{resend}",
         ),
     )
 

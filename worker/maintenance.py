@@ -1,15 +1,20 @@
-"""Housekeeping in the worker's main process: the reaper, the task relay and the
-registry heartbeat, on a timer thread (nothing here imports torch)."""
+"""Housekeeping in the worker's main process: the reaper, the reconciliation of queued
+jobs with the broker, the task relay and the registry heartbeat, on a timer thread
+(nothing here imports torch)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+from pathlib import Path
 
+import redis
 from celery import Celery
+from kombu.exceptions import KombuError
 from sqlalchemy.exc import SQLAlchemyError
 
-from db import jobs
+from db import jobs, reconcile
 from db.outbox import deliver_pending
 from lab.tasks import OutboxKind
 from worker.client import CelerySender
@@ -17,14 +22,59 @@ from worker.registry import heartbeat
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
+# What a broker that is away raises here (the maintenance loop tries again next tick).
+BROKER_ERRORS = (OSError, KombuError, redis.RedisError)
 
 
 def reap_and_dispatch(rt: Runtime, app: Celery) -> jobs.ReapResult:
-    """Re-queue expired jobs, then send every pending task row (ours and the bot's)
-    through `app`."""
+    """Re-queue expired jobs, re-send queued jobs whose message the broker lost, then
+    send every pending task row (ours and the bot's) through `app`."""
     result = jobs.reap_expired(rt.factory, rt.settings.rules, max_attempts=rt.settings.max_attempts)
+    resend_lost(rt, app)
     deliver_pending(rt.factory, OutboxKind.TASK.value, CelerySender(app).deliver)
     return result
+
+
+def resend_lost(rt: Runtime, app: Celery) -> list[int]:
+    """Jobs queued longer than `resend_queued_after_seconds` whose task is neither
+    waiting in the broker nor reserved by a worker get their task sent again."""
+    stale = reconcile.stale_queued(rt.factory, rt.settings.resend_queued_after_seconds)
+    if not stale:
+        return []
+    try:
+        held = broker_task_ids(app, {task.queue for task in stale})
+    except BROKER_ERRORS as exc:  # the broker is away: the relay will wait for it too
+        log.warning("reconciliation skipped, broker unavailable: %s", exc)
+        return []
+    sent = [t.job_id for t in stale if t.task_id not in held and reconcile.resend(rt.factory, t)]
+    if sent:
+        log.warning("broker lost the task of queued jobs %s: sent again", sent)
+    return sent
+
+
+def broker_task_ids(app: Celery, queues: set[str]) -> set[str]:
+    """Ids of the tasks the broker holds for `queues`: waiting, or reserved by a worker
+    and not yet acknowledged (late acks keep a running task's message there)."""
+    url = app.conf.broker_url or ""
+    if url.startswith(("redis://", "rediss://")):
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            raws = [raw for q in sorted(queues) for raw in client.lrange(q, 0, -1)]
+            # kombu's Redis transport keeps reserved messages as [message, exchange, key]
+            reserved = [json.loads(raw)[0] for raw in client.hvals("unacked")]
+        finally:
+            client.close()
+        return {m["headers"]["id"] for m in [*map(json.loads, raws), *reserved]}
+    if url.startswith("filesystem://"):
+        folder = Path(app.conf.broker_transport_options["data_folder_in"])
+        held: set[str] = set()
+        for path in folder.glob("*.msg"):
+            try:
+                held.add(json.loads(path.read_bytes())["headers"]["id"])
+            except (OSError, ValueError, KeyError):  # taken (or being written) meanwhile
+                continue
+        return held
+    return set()  # a broker we cannot look into: re-send after the bound (claims dedupe)
 
 
 class Maintenance:

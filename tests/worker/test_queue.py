@@ -22,8 +22,10 @@ from lab.settings import WorkerSettings
 from lab.tasks import OutboxKind
 from tests.conftest import fresh_postgres_database
 from tests.worker.conftest import seed_started_job, worker_settings
-from tests.worker.procs import RedisServer
+from tests.worker.procs import RedisServer, wait_for
 from worker.client import CelerySender, client_app
+from worker.maintenance import reap_and_dispatch
+from worker.runtime import build_runtime
 
 pytestmark = pytest.mark.postgres
 log = logging.getLogger(__name__)
@@ -86,3 +88,37 @@ def test_broker_down_is_retried_not_dead_lettered(lab):
     assert deliver_pending(factory, OutboxKind.TASK.value, sender.deliver).sent == 1
     log.warning("broker back: task sent %.2fs later", time.monotonic() - back_at)
     assert _queued_task_ids(redis) == [f"loralab.train:{seeded.job_id}:1"]
+
+
+def test_a_lost_message_is_sent_again_and_a_held_one_is_not(lab):
+    """Point 2: Redis restarts without persistence after the task was sent; the job is
+    QUEUED with no message anywhere. Reconciliation sends it again, once."""
+    redis, make_settings, factory = lab
+    settings = make_settings(resend_queued_after_seconds=1)
+    seeded = seed_started_job(settings)
+    rt = build_runtime(settings)
+    app = client_app(settings)
+    redis.start()
+    reap_and_dispatch(rt, app)
+    task = f"loralab.train:{seeded.job_id}:1"
+    assert _queued_task_ids(redis) == [task]
+    time.sleep(1.2)
+    reap_and_dispatch(rt, app)  # past the bound, but Redis holds it: no second copy
+    assert _queued_task_ids(redis) == [task]
+
+    redis.kill()
+    redis.start()  # no AOF, no RDB: the message is gone
+    lost_at = time.monotonic()
+    assert _queued_task_ids(redis) == []
+
+    def resent() -> bool:
+        reap_and_dispatch(rt, app)
+        return _queued_task_ids(redis) == [task]
+
+    wait_for(resent, timeout=10, what="the lost task to be sent again")
+    log.warning("message lost: task back in Redis %.2fs later", time.monotonic() - lost_at)
+    keys = [row.idempotency_key for row in _task_rows(factory)]
+    assert keys == [task, f"{task}:resend-1"]
+    reap_and_dispatch(rt, app)
+    assert _queued_task_ids(redis) == [task]  # held again: not re-sent a second time
+    rt.engine.dispose()
