@@ -18,7 +18,7 @@ from db import jobs, reconcile
 from db.outbox import deliver_pending
 from lab.tasks import OutboxKind
 from worker.client import CelerySender
-from worker.registry import heartbeat
+from worker.registry import heartbeat, register
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,13 @@ def broker_task_ids(app: Celery, queues: set[str]) -> set[str]:
 
 
 class Maintenance:
-    def __init__(self, rt: Runtime, app: Celery) -> None:
+    """The housekeeping thread. It starts whether or not the database answers: a worker
+    started during an outage registers itself as soon as the database is back."""
+
+    def __init__(self, rt: Runtime, app: Celery, queues: list[str]) -> None:
         self.rt = rt
         self.app = app
+        self.queues = queues
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="maintenance", daemon=True)
 
@@ -93,9 +97,17 @@ class Maintenance:
 
     def _loop(self) -> None:
         interval = min(self.rt.settings.reaper_interval_seconds, self.rt.settings.lease_seconds / 2)
-        while not self._stop.wait(interval):
+        registered = False
+        while True:
             try:
-                heartbeat(self.rt)
+                if not registered:
+                    register(self.rt, self.queues)
+                    registered = True
+                    log.info("worker %s registered on queues %s", self.rt.name, self.queues)
+                elif not heartbeat(self.rt):  # our row was removed (marked gone): again
+                    register(self.rt, self.queues)
                 reap_and_dispatch(self.rt, self.app)
             except SQLAlchemyError as exc:  # the database is away: try again next tick
-                log.warning("maintenance skipped: %s", exc)
+                log.warning("maintenance skipped, database unavailable: %s", exc)
+            if self._stop.wait(interval):
+                return

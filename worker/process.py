@@ -11,11 +11,12 @@ import logging
 from typing import Any
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from sqlalchemy.exc import SQLAlchemyError
 
 from lab.tasks import Queue
 from worker import preload
 from worker.maintenance import Maintenance
-from worker.registry import register, unregister
+from worker.registry import unregister
 from worker.runtime import runtime, settings
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,9 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
     global _maintenance
     rt = runtime()
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values())
-    register(rt, queues)
-    _maintenance = Maintenance(rt, sender.app)
+    # Registering is the maintenance thread's first step, retried each tick: a worker
+    # started while the database is down still gets its reaper, relay and heartbeat.
+    _maintenance = Maintenance(rt, sender.app, queues)
     _maintenance.start()
     log.info("worker %s ready on queues %s", rt.name, queues)
 
@@ -37,7 +39,10 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
 def _on_shutdown(**_: Any) -> None:
     if _maintenance is not None:
         _maintenance.stop()
-    unregister(runtime())
+    try:
+        unregister(runtime())
+    except SQLAlchemyError as exc:  # the row goes stale and is marked gone by others
+        log.warning("could not leave the worker registry: %s", exc)
 
 
 @worker_process_init.connect

@@ -62,9 +62,13 @@ def register(rt: Runtime, queues: list[str]) -> None:
         session.add(row)
 
 
-def heartbeat(rt: Runtime) -> None:
+def heartbeat(rt: Runtime) -> bool:
+    """Renew this worker's heartbeat; False when its row is gone."""
     with rt.factory.begin() as session:
-        session.execute(update(Worker).where(Worker.name == rt.name).values(heartbeat_at=utcnow()))
+        result = session.execute(
+            update(Worker).where(Worker.name == rt.name).values(heartbeat_at=utcnow())
+        )
+        return bool(result.rowcount)
 
 
 def set_current_job(rt: Runtime, job_id: int | None) -> None:

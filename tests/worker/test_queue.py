@@ -13,16 +13,17 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from db import migrate
-from db.models import OutboxMessage
-from db.outbox import deliver_pending
+from db.models import OutboxMessage, Worker
+from db.outbox import deliver_pending, enqueue_task
 from db.session import make_engine, make_session_factory
 from lab.settings import WorkerSettings
-from lab.tasks import OutboxKind
+from lab.tasks import OutboxKind, TaskName
 from tests.conftest import fresh_postgres_database
 from tests.worker.conftest import seed_started_job, worker_settings
-from tests.worker.procs import RedisServer, wait_for
+from tests.worker.procs import CuttableProxy, RedisServer, wait_for, worker_process
 from worker.client import CelerySender, client_app
 from worker.maintenance import reap_and_dispatch
 from worker.runtime import build_runtime
@@ -39,10 +40,10 @@ def lab(tmp_path: Path):
         migrate.upgrade(url)
         redis = RedisServer(tmp_path)
 
-        def make_settings(**extra: object) -> WorkerSettings:
+        def make_settings(database_url: str = url, **extra: object) -> WorkerSettings:
             values: dict[str, object] = {"broker_url": redis.url, "lease_seconds": 10}
             values.update(extra)
-            return worker_settings(tmp_path / "home", url, tmp_path / "no-model", **values)
+            return worker_settings(tmp_path / "home", database_url, tmp_path / "none", **values)
 
         engine = make_engine(url)
         yield redis, make_settings, make_session_factory(engine)
@@ -122,3 +123,37 @@ def test_a_lost_message_is_sent_again_and_a_held_one_is_not(lab):
     reap_and_dispatch(rt, app)
     assert _queued_task_ids(redis) == [task]  # held again: not re-sent a second time
     rt.engine.dispose()
+
+
+def _through_proxy(settings: WorkerSettings) -> tuple[CuttableProxy, str]:
+    url = make_url(settings.resolved_database_url)
+    proxy = CuttableProxy(("127.0.0.1", url.port or 5432))
+    return proxy, url.set(port=proxy.port).render_as_string(False)
+
+
+def test_worker_started_while_the_database_is_down_starts_its_maintenance(lab, tmp_path):
+    """Point 3: the database is unreachable when the worker starts; once it answers the
+    worker registers and its relay sends what waits in the outbox."""
+    redis, make_settings, factory = lab
+    redis.start()
+    proxy, url = _through_proxy(make_settings())
+    settings = make_settings(database_url=url, reaper_interval_seconds=0.5)
+    with factory.begin() as s:  # a task row that only this worker's relay can send
+        enqueue_task(s, TaskName.REAP, {}, 1)
+    proxy.cut(8)
+    with worker_process(settings, "late", tmp_path / "w.log") as worker:
+        wait_for(lambda: "ready" in worker.output(), timeout=60, what="the worker to start")
+        assert time.monotonic() < proxy.down_until  # it started during the outage
+        wait_for(lambda: time.monotonic() > proxy.down_until, timeout=10, what="the DB back")
+        back_at = time.monotonic()
+
+        def registered() -> Worker | None:
+            with factory() as s:
+                return s.scalar(select(Worker).where(Worker.name.startswith("late@")))
+
+        wait_for(registered, timeout=30, what="the worker to register")
+        log.warning("DB down at start: registered %.2fs after it answered",
+                    time.monotonic() - back_at)  # fmt: skip
+        wait_for(lambda: _task_rows(factory)[0].sent_at, timeout=30, what="the relay to send")
+        assert "database unavailable" in worker.output()
+    proxy.close()
