@@ -14,7 +14,7 @@ from celery import Celery
 from kombu.exceptions import KombuError
 from sqlalchemy.exc import SQLAlchemyError
 
-from db import jobs, reconcile
+from db import reaper, reconcile
 from db.outbox import deliver_pending
 from lab.tasks import OutboxKind
 from worker.client import CelerySender
@@ -26,10 +26,12 @@ log = logging.getLogger(__name__)
 BROKER_ERRORS = (OSError, KombuError, redis.RedisError)
 
 
-def reap_and_dispatch(rt: Runtime, app: Celery) -> jobs.ReapResult:
+def reap_and_dispatch(rt: Runtime, app: Celery) -> reaper.ReapResult:
     """Re-queue expired jobs, re-send queued jobs whose message the broker lost, then
     send every pending task row (ours and the bot's) through `app`."""
-    result = jobs.reap_expired(rt.factory, rt.settings.rules, max_attempts=rt.settings.max_attempts)
+    result = reaper.reap_expired(
+        rt.factory, rt.settings.rules, max_attempts=rt.settings.max_attempts
+    )
     resend_lost(rt, app)
     deliver_pending(rt.factory, OutboxKind.TASK.value, CelerySender(app).deliver)
     return result

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from db import jobs
+from db import jobs, reaper
 from db import repositories as repo
 from db.base import utcnow
 from db.models import (
@@ -106,7 +106,9 @@ def test_success_moves_ticket_to_testing_with_audit_and_event(factory, session, 
 def test_reaper_requeues_expired_lease_and_fences_the_old_worker(factory, session, training):
     ticket_id, job_id, _ = training
     old = jobs.claim(factory, job_id, 1, "w1", 60)
-    result = jobs.reap_expired(factory, RULES, max_attempts=3, now=utcnow() + timedelta(minutes=5))
+    result = reaper.reap_expired(
+        factory, RULES, max_attempts=3, now=utcnow() + timedelta(minutes=5)
+    )
     assert result.requeued == [job_id]
     assert _outbox(session, "loralab.train:", job_id) == [
         f"loralab.train:{job_id}:1",
@@ -130,9 +132,9 @@ def test_reaper_gives_up_after_max_attempts_with_a_reason(factory, session, trai
     ticket_id, job_id, _ = training
     later = utcnow() + timedelta(minutes=5)
     jobs.claim(factory, job_id, 1, "w1", 60)
-    assert jobs.reap_expired(factory, RULES, max_attempts=2, now=later).requeued == [job_id]
+    assert reaper.reap_expired(factory, RULES, max_attempts=2, now=later).requeued == [job_id]
     jobs.claim(factory, job_id, 2, "w2", 60)
-    result = jobs.reap_expired(factory, RULES, max_attempts=2, now=later + timedelta(minutes=5))
+    result = reaper.reap_expired(factory, RULES, max_attempts=2, now=later + timedelta(minutes=5))
     assert (result.requeued, result.failed) == ([], [job_id])
     session.expire_all()
     job = session.get(TrainingJob, job_id)

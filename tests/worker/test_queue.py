@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.engine import make_url
 
-from db import migrate
-from db.models import OutboxMessage, Worker
+from db import jobs, migrate, reaper
+from db.models import JobStatus, OutboxMessage, TrainingJob, Worker
 from db.outbox import deliver_pending, enqueue_task
 from db.session import make_engine, make_session_factory
 from lab.settings import WorkerSettings
@@ -157,3 +157,30 @@ def test_worker_started_while_the_database_is_down_starts_its_maintenance(lab, t
         wait_for(lambda: _task_rows(factory)[0].sent_at, timeout=30, what="the relay to send")
         assert "database unavailable" in worker.output()
     proxy.close()
+
+
+def test_reaper_leaves_a_lease_renewed_between_its_select_and_update(lab):
+    """Point 8: the worker renews its lease just after the reaper read it as expired;
+    the reaper's UPDATE re-checks the expiry and leaves the job with its worker."""
+    _, make_settings, factory = lab
+    settings = make_settings()
+    seeded = seed_started_job(settings)
+    lease = jobs.claim(factory, seeded.job_id, 1, "slow@host", 0.01)
+    time.sleep(0.05)  # its lease has expired: the worker was slow to renew
+    engine = factory.kw["bind"]
+    renewed: list[bool] = []
+
+    def renew_after_the_select(conn, cursor, statement, *_: object) -> None:
+        if not renewed and statement.startswith("SELECT") and "lease_expires_at <" in statement:
+            renewed.append(True)
+            jobs.renew(factory, lease, 60)  # the worker's heartbeat lands now
+
+    event.listen(engine, "after_cursor_execute", renew_after_the_select)
+    try:
+        result = reaper.reap_expired(factory, settings.rules, max_attempts=3)
+    finally:
+        event.remove(engine, "after_cursor_execute", renew_after_the_select)
+    assert renewed and result.requeued == []
+    with factory() as s:
+        job = s.get(TrainingJob, seeded.job_id)
+        assert (job.status, job.attempt, job.lease_owner) == (JobStatus.RUNNING, 1, "slow@host")
