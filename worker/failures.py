@@ -24,7 +24,10 @@ log = logging.getLogger(__name__)
 
 # A full disk does not empty itself by retrying on the same worker; the job fails
 # with what to do (another worker would take the retry the trainer asks for).
-_PERMANENT_ERRNOS = {errno.ENOSPC: "The worker's disk is full", errno.EDQUOT: "The worker's disk quota is used up"}  # fmt: skip
+_PERMANENT_ERRNOS = {
+    errno.ENOSPC: "The worker's disk is full",
+    errno.EDQUOT: "The worker's disk quota is used up",
+}
 
 
 class JobFailure(Exception):
