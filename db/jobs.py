@@ -279,6 +279,47 @@ class JobContext:
     images: list[DatasetImageRef]
 
 
+def resume_chain(session: Session, job_id: int) -> list[int]:
+    """The job, then the job it resumed (`/train retry`), and so on, newest first."""
+    chain: list[int] = []
+    current: int | None = job_id
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = session.scalar(
+            select(TrainingJob.resumes_job_id).where(TrainingJob.id == current)
+        )
+    return chain
+
+
+def loras(session: Session, job_id: int) -> dict[int, Artifact]:
+    """The LoRA file of every epoch the job's run has, by epoch: a retried job's
+    earlier epochs were trained by the job it resumed (the newest job's file wins)."""
+    rows = session.scalars(
+        select(Artifact)
+        .where(
+            Artifact.job_id.in_(resume_chain(session, job_id)),
+            Artifact.kind == ArtifactKind.LORA,
+            Artifact.epoch.is_not(None),
+        )
+        .order_by(Artifact.job_id)
+    )
+    return dict(sorted({a.epoch: a for a in rows if a.epoch is not None}.items()))
+
+
+def newest_state(session: Session, job: TrainingJob) -> str | None:
+    """The state a claimed job resumes from: its own newest (a re-queued attempt), else
+    the newest of the job it resumes, read now, after a stop's last save, not when
+    the retry was asked."""
+    own = session.scalar(
+        select(Artifact.id).where(Artifact.job_id == job.id, Artifact.kind == ArtifactKind.STATE)
+    )
+    if own is None and job.resumes_job_id is not None:
+        source = session.get(TrainingJob, job.resumes_job_id)
+        if source is not None and source.id != job.id:
+            return newest_state(session, source) or job.state_key
+    return job.state_key
+
+
 def job_context(session: Session, job_id: int) -> JobContext:
     job = session.get(TrainingJob, job_id)
     if job is None:
@@ -301,6 +342,6 @@ def job_context(session: Session, job_id: int) -> JobContext:
         class_token=ticket.class_token,
         preset=job.preset,
         overrides=dict(job.config),
-        state_key=job.state_key,
+        state_key=newest_state(session, job),
         images=[DatasetImageRef(i, key, captions.get(i, "")) for i, key in rows],
     )
