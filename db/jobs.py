@@ -168,6 +168,24 @@ def record_artifact(
         return row.id
 
 
+def prune_states(factory: sessionmaker[Session], lease: Lease, keep: str) -> list[str]:
+    """Forget the job's resumable states other than `keep` (its newest, recorded
+    already): only the newest is ever resumed from. Returns their storage keys, for
+    the caller to delete from storage."""
+    with factory.begin() as session:
+        _check(session, lease)
+        old = session.scalars(
+            select(Artifact).where(
+                Artifact.job_id == lease.job_id,
+                Artifact.kind == ArtifactKind.STATE,
+                Artifact.storage_key != keep,
+            )
+        ).all()
+        for row in old:
+            session.delete(row)
+        return [row.storage_key for row in old]
+
+
 def _check(session: Session, lease: Lease) -> None:
     held = session.scalar(select(TrainingJob.id).where(fenced(lease)).with_for_update())
     if held is None:

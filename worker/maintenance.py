@@ -24,11 +24,14 @@ from worker.runtime import Runtime
 log = logging.getLogger(__name__)
 # What a broker that is away raises here (the maintenance loop tries again next tick).
 BROKER_ERRORS = (OSError, KombuError, redis.RedisError)
+# A worker silent for this many leases is gone: its jobs were re-queued long ago.
+GONE_AFTER_LEASES = 3
 
 
 def reap_and_dispatch(rt: Runtime, app: Celery) -> reaper.ReapResult:
-    """Re-queue expired jobs, re-send queued jobs whose message the broker lost, then
-    send every pending task row (ours and the bot's) through `app`."""
+    """Re-queue expired jobs, forget dead workers, re-send queued jobs whose message
+    the broker lost, then send every pending task row (ours and the bot's) through
+    `app`."""
     result = reaper.reap_expired(
         rt.factory, rt.settings.rules, max_attempts=rt.settings.max_attempts
     )

@@ -144,6 +144,27 @@ class JobReporter:
         key = f"jobs/{self.lease.job_id}/state-e{epoch:04d}-s{step:07d}.tar"
         self._upload(ArtifactKind.STATE, key, archive, epoch)
         archive.unlink(missing_ok=True)
+        if not self.lost:
+            self._prune_states(keep=key)
+
+    def _prune_states(self, keep: str) -> None:
+        """Delete the job's older states from storage once the newest is recorded (a
+        long run saves one every `state_every_minutes`; only the newest is resumed)."""
+        try:
+            old = retry_db(
+                lambda: jobs.prune_states(self.rt.factory, self.lease, keep), what="prune states"
+            )
+        except jobs.LeaseLost:
+            self.lost = True
+            return
+        try:
+            # Also the files no row names any more: a state replaced for the same
+            # epoch, or one a killed attempt uploaded but never recorded.
+            stored = self.rt.storage.list(f"jobs/{self.lease.job_id}/state-")
+            for key in sorted((set(old) | set(stored)) - {keep}):
+                self.rt.storage.delete(key)
+        except Exception as exc:  # an orphaned file costs space, never the run
+            log.warning("job %s: could not prune old states: %s", self.lease.job_id, exc)
 
     def on_sample(self, paths: list[Path], epoch: int, step: int) -> None:
         if self.lost:

@@ -44,6 +44,7 @@ def run_training_job(rt: Runtime, job_id: int, attempt: int) -> JobStatus | None
         return None
 
     set_current_job(rt, job_id)
+    _remove_earlier_attempts(rt, job_id, attempt)
     work = rt.settings.work_dir / f"job-{job_id}-a{attempt}"
     try:
         try:
@@ -100,6 +101,16 @@ def _hand_back(rt: Runtime, lease: jobs.Lease, reason: str) -> JobStatus | None:
         ),
         what="hand the job back",
     )
+
+
+def _remove_earlier_attempts(rt: Runtime, job_id: int, attempt: int) -> None:
+    """A killed attempt on this machine left its work folder (dataset copy, outputs);
+    its lease is fenced off now that we hold the job, so nothing will use it again."""
+    for folder in rt.settings.work_dir.glob(f"job-{job_id}-a*"):
+        earlier = folder.name.rpartition("-a")[2]
+        if earlier.isdigit() and int(earlier) < attempt:
+            log.info("job %s: removing attempt %s's work folder", job_id, earlier)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def jobs_reporter(rt: Runtime, lease: jobs.Lease, prompts: list[str]) -> Any:

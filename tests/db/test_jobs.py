@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from db import jobs, reaper
-from db import training as training_service
 from db import repositories as repo
+from db import training as training_service
 from db.base import utcnow
 from db.models import (
     Artifact,
