@@ -9,16 +9,16 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
 from db.base import utcnow
 from db.jobs import Lease, fenced, finish
-from db.models import JobStatus, TrainingJob
+from db.models import JobStatus, OutboxMessage, TrainingJob
 from db.outbox import enqueue_task
 from lab.settings import LabRules
-from lab.tasks import OutboxKind, TaskName
+from lab.tasks import OutboxKind, TaskName, task_id
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,52 @@ def requeue(
             ),
         )
     return JobStatus.QUEUED
+
+
+def release(factory: sessionmaker[Session], lease: Lease, why: str) -> bool:
+    """Give the job back to the queue as the *same* attempt (a shutdown is not the
+    job's failure and costs it no attempt): QUEUED at once, its task sent again (a
+    numbered re-send of the same task id), the thread told `why`."""
+    with factory.begin() as session:
+        moved = session.execute(
+            update(TrainingJob)
+            .where(fenced(lease))
+            .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None)
+            .returning(TrainingJob.ticket_id)
+        ).scalar_one_or_none()
+        if moved is None:
+            return False
+        job_id, attempt = lease.job_id, lease.attempt
+        sends = session.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(
+                OutboxMessage.idempotency_key.startswith(
+                    f"{task_id(TaskName.TRAIN, job_id, attempt)}:"
+                )
+            )
+        )
+        enqueue_task(
+            session,
+            TaskName.TRAIN,
+            {"job_id": job_id, "attempt": attempt},
+            job_id,
+            attempt,
+            resend=(sends or 0) + 1,
+        )
+        repo.add_outbox(
+            session,
+            repo.OutboxItem(
+                OutboxKind.NOTICE.value,
+                {
+                    "ticket_id": moved,
+                    "text": f"{why} Job {job_id} is queued again and resumes from the "
+                    "state it saved just now.",
+                },
+                f"release:{job_id}:{lease.token}",
+            ),
+        )
+    return True
 
 
 def reap_expired(

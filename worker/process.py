@@ -10,11 +10,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from lab.tasks import Queue
-from worker import preload
+from worker import preload, shutdown
 from worker.maintenance import Maintenance
 from worker.registry import unregister
 from worker.runtime import runtime, settings
@@ -33,6 +38,13 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
     _maintenance = Maintenance(rt, sender.app, queues)
     _maintenance.start()
     log.info("worker %s ready on queues %s", rt.name, queues)
+
+
+@worker_shutting_down.connect
+def _on_shutting_down(**_: Any) -> None:
+    # The warm shutdown has begun (SIGTERM): a training job saves and goes back to
+    # the queue now rather than at its end or after its lease.
+    shutdown.forward_to_children()
 
 
 @worker_shutdown.connect

@@ -24,6 +24,7 @@ from db import jobs
 from db.models import ArtifactKind
 from lab.apps import compat_filename
 from lab.render import sample_grid
+from worker import shutdown
 from worker.runtime import Runtime, retry_db
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class JobReporter:
     # -- Commands ---------------------------------------------------------------------
 
     def should_stop(self) -> bool:
-        return self.lost or self.stop_requested
+        return self.lost or self.stop_requested or shutdown.requested()
 
     def should_save_state(self) -> bool:
         """A periodic resumable state, besides the per-epoch ones."""

@@ -21,7 +21,7 @@ from lab.families import BaseFamily
 from lab.render import loss_curve
 from lab.training import build_config
 from lab.training.job import split_job_config
-from worker import preload
+from worker import preload, shutdown
 from worker.failures import JobFailure, classify
 from worker.registry import gpu_description, set_current_job
 from worker.reporting import JobReporter
@@ -29,6 +29,7 @@ from worker.runtime import Runtime, retry_db
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN = "The worker training this job was shut down (a restart or an upgrade)."
 DEFAULT_PROMPTS = ("{trigger}, {cls}", "{trigger}, {cls}, portrait, looking at viewer")
 
 
@@ -48,7 +49,8 @@ def run_training_job(rt: Runtime, job_id: int, attempt: int) -> JobStatus | None
     work = rt.settings.work_dir / f"job-{job_id}-a{attempt}"
     try:
         try:
-            outcome = _run(rt, lease, work)
+            with shutdown.while_training():
+                outcome = _run(rt, lease, work)
         except jobs.LeaseLost:
             return None
         except Exception as exc:
@@ -60,6 +62,8 @@ def run_training_job(rt: Runtime, job_id: int, attempt: int) -> JobStatus | None
         if outcome is None:
             return None
         status, error = outcome
+        if status is JobStatus.QUEUED:  # handed back (a shutdown): nothing to finish
+            return status
         ended = retry_db(
             lambda: jobs.finish(rt.factory, lease, rt.settings.rules, status=status, error=error),
             what="finish job",
@@ -81,6 +85,10 @@ def _run(rt: Runtime, lease: jobs.Lease, work: Path) -> tuple[JobStatus, str | N
         reporter.flush()  # the last progress, which the heartbeat may not have written
         if reporter.lost:
             return None
+        if status is JobStatus.CANCELLED and shutdown.requested() and not reporter.stop_requested:
+            # Stopped for a shutdown, not on request: the state is saved; queue it again.
+            retry_db(lambda: reaper.release(rt.factory, lease, SHUTDOWN), what="release job")
+            return JobStatus.QUEUED, None
         if status is JobStatus.SUCCEEDED:
             _store_loss_curve(rt, lease, reporter)
     return status, error
