@@ -22,10 +22,10 @@ from sqlalchemy import func, or_, select, true, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from db.base import utcnow
-from db.models import OutboxMessage, Ticket
+from db.models import OutboxMessage, Ticket, TrainingJob
 from db.repositories import OutboxItem, add_outbox
 from lab.errors import LabError
-from lab.tasks import QUEUE_OF, OutboxKind, TaskName, task_id
+from lab.tasks import QUEUE_OF, OutboxKind, TaskName, family_queue, task_id
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,9 @@ def enqueue_task(
     """Record a Celery task to send once the caller's transaction commits; `resend`
     numbers a re-send of the same task (same task id, its own outbox row)."""
     tid = task_id(name, *ids)
+    queue = QUEUE_OF[name].value
+    if name is TaskName.TRAIN:  # routed to the workers that have the job's base model
+        queue = train_queue_of(session, int(str(payload["job_id"])))
     return add_outbox(
         session,
         OutboxItem(
@@ -91,11 +94,21 @@ def enqueue_task(
                 "name": name.value,
                 "payload": payload,
                 "task_id": tid,
-                "queue": QUEUE_OF[name].value,
+                "queue": queue,
             },
             idempotency_key=tid if resend is None else f"{tid}:resend-{resend}",
         ),
     )
+
+
+def train_queue_of(session: Session, job_id: int) -> str:
+    """The queue a training job's task goes to: its base family's (`family_queue`)."""
+    family = session.scalar(
+        select(Ticket.base_family)
+        .join(TrainingJob, TrainingJob.ticket_id == Ticket.id)
+        .where(TrainingJob.id == job_id)
+    )
+    return family_queue(family.value) if family is not None else QUEUE_OF[TaskName.TRAIN].value
 
 
 def deliver_pending(

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.base import utcnow
 from db.models import JobStatus, OutboxMessage, TrainingJob
-from db.outbox import enqueue_task
-from lab.tasks import QUEUE_OF, OutboxKind, TaskName, task_id
+from db.outbox import enqueue_task, train_queue_of
+from lab.tasks import OutboxKind, TaskName, task_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,8 @@ def stale_queued(
             if (last_sent or created_at) > cutoff:
                 continue
             tid = task_id(TaskName.TRAIN, job_id, attempt)
-            stale.append(QueuedTask(job_id, attempt, tid, QUEUE_OF[TaskName.TRAIN].value, sends))
+            queue = train_queue_of(session, job_id)
+            stale.append(QueuedTask(job_id, attempt, tid, queue, sends))
     return stale
 
 
