@@ -19,6 +19,7 @@ from db import jobs, migrate, reaper
 from db.models import JobStatus, OutboxMessage, TrainingJob, Worker
 from db.outbox import deliver_pending, enqueue_task
 from db.session import make_engine, make_session_factory
+from lab.families import BaseFamily
 from lab.settings import WorkerSettings
 from lab.tasks import OutboxKind, TaskName
 from tests.conftest import fresh_postgres_database
@@ -57,7 +58,7 @@ def _task_rows(factory) -> list[OutboxMessage]:
         return list(s.scalars(query.order_by(OutboxMessage.id)))
 
 
-def _queued_task_ids(redis: RedisServer, queue: str = "gpu") -> list[str]:
+def _queued_task_ids(redis: RedisServer, queue: str = "gpu.sd15") -> list[str]:
     import json
 
     client = redis_lib.Redis.from_url(redis.url)
@@ -184,3 +185,23 @@ def test_reaper_leaves_a_lease_renewed_between_its_select_and_update(lab):
     with factory() as s:
         job = s.get(TrainingJob, seeded.job_id)
         assert (job.status, job.attempt, job.lease_owner) == (JobStatus.RUNNING, 1, "slow@host")
+
+
+def test_a_worker_without_the_jobs_base_model_leaves_it_queued(lab, tmp_path):
+    """Point 7: an SDXL-only worker is idle while an SD1.5 job is queued: the job waits
+    on the sd15 queue for a worker that has that model, instead of being claimed and
+    failed."""
+    redis, make_settings, factory = lab
+    redis.start()
+    settings = make_settings(base_models={BaseFamily.SDXL: str(tmp_path / "sdxl")})
+    seeded = seed_started_job(settings)
+    with worker_process(settings, "xl", tmp_path / "w.log") as worker:
+        wait_for(lambda: _task_rows(factory)[0].sent_at, timeout=60, what="the relay to send")
+        wait_for(lambda: "ready" in worker.output(), timeout=60, what="the worker to start")
+        time.sleep(3)  # an idle worker consuming that queue would have taken it by now
+        with factory() as s:
+            job = s.get(TrainingJob, seeded.job_id)
+            queues = s.scalar(select(Worker.queues).where(Worker.name.startswith("xl@")))
+    assert (job.status, job.fencing_token, job.error) == (JobStatus.QUEUED, 0, None)
+    assert "gpu.sdxl" in queues and "gpu.sd15" not in queues
+    assert _queued_task_ids(redis, "gpu.sd15") == [f"loralab.train:{seeded.job_id}:1"]
