@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
+from kombu import Connection
 from sqlalchemy import event, select
 from sqlalchemy.engine import make_url
 
@@ -107,6 +108,11 @@ def test_a_lost_message_is_sent_again_and_a_held_one_is_not(lab):
     time.sleep(1.2)
     reap_and_dispatch(rt, app)  # past the bound, but Redis holds it: no second copy
     assert _queued_task_ids(redis) == [task]
+    with Connection(redis.url) as conn:  # a worker reserves it (taken, not yet acked)
+        reserved = conn.SimpleQueue("gpu.sd15", no_ack=False).get(timeout=5)
+        assert reserved.headers["id"] == task and _queued_task_ids(redis) == []
+        reap_and_dispatch(rt, app)
+        assert _queued_task_ids(redis) == []  # reserved by a live worker: not re-sent
 
     redis.kill()
     redis.start()  # no AOF, no RDB: the message is gone
