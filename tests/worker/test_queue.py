@@ -211,3 +211,29 @@ def test_a_worker_without_the_jobs_base_model_leaves_it_queued(lab, tmp_path):
     assert (job.status, job.fencing_token, job.error) == (JobStatus.QUEUED, 0, None)
     assert "gpu.sdxl" in queues and "gpu.sd15" not in queues
     assert _queued_task_ids(redis, "gpu.sd15") == [f"loralab.train:{seeded.job_id}:1"]
+
+
+def test_a_worker_runs_a_job_whose_message_redis_lost(lab, tmp_path):
+    """Point 2 end to end: the task was sent, Redis restarted empty, then a worker
+    starts; its maintenance re-sends the task and it claims the job."""
+    redis, make_settings, factory = lab
+    settings = make_settings(resend_queued_after_seconds=2)
+    seeded = seed_started_job(settings)
+    redis.start()
+    rt = build_runtime(settings)
+    reap_and_dispatch(rt, client_app(settings))  # sent by the bot's relay, say
+    rt.engine.dispose()
+    redis.kill()
+    redis.start()  # the message is gone
+    lost_at = time.monotonic()
+    with worker_process(settings, "w", tmp_path / "w.log"):
+
+        def claimed() -> bool:
+            with factory() as s:
+                return s.get(TrainingJob, seeded.job_id).fencing_token >= 1
+
+        wait_for(claimed, timeout=60, what="a worker to claim the job")
+        log.warning("message lost: job claimed %.1fs later", time.monotonic() - lost_at)
+    with factory() as s:
+        keys = s.scalars(select(OutboxMessage.idempotency_key).order_by(OutboxMessage.id))
+        assert f"loralab.train:{seeded.job_id}:1:resend-1" in list(keys)
