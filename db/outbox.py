@@ -145,6 +145,8 @@ def deliver_pending(
                 if row.ticket_id is not None:
                     held.add(row.ticket_id)
                 log.warning("outbox %s retry %d in %.1fs: %s", row.id, attempts, wait, exc)
+            if exc.outage:  # the receiver is down: the other rows would only wait on it too
+                break
         except Exception as exc:  # a permanent failure: keep the row, stop retrying it
             mark_failed(
                 factory, row.id, attempts=policy.max_attempts, error=repr(exc), wait=0, dead=True

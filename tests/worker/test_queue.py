@@ -72,6 +72,8 @@ def test_broker_down_is_retried_not_dead_lettered(lab):
     redis, make_settings, factory = lab
     settings = make_settings()
     seeded = seed_started_job(settings)
+    with factory.begin() as s:  # a second row: a pass stops at the first outage
+        enqueue_task(s, TaskName.REAP, {}, 1)
     sender = CelerySender(client_app(settings))
     for _ in range(
         10
@@ -82,14 +84,15 @@ def test_broker_down_is_retried_not_dead_lettered(lab):
             )
         report = deliver_pending(factory, OutboxKind.TASK.value, sender.deliver)
         assert (report.retried, report.dead) == (1, 0)
-    (row,) = _task_rows(factory)
+    row, waiting = _task_rows(factory)
     assert row.sent_at is None and row.attempts < 8 and "broker unavailable" in row.last_error
+    assert waiting.attempts == 0  # never tried while the broker was down
     redis.start()
     back_at = time.monotonic()
     with factory.begin() as s:
         s.execute(OutboxMessage.__table__.update().values(available_at=OutboxMessage.created_at))
-    assert deliver_pending(factory, OutboxKind.TASK.value, sender.deliver).sent == 1
-    log.warning("broker back: task sent %.2fs later", time.monotonic() - back_at)
+    assert deliver_pending(factory, OutboxKind.TASK.value, sender.deliver).sent == 2
+    log.warning("broker back: tasks sent %.2fs later", time.monotonic() - back_at)
     assert _queued_task_ids(redis) == [f"loralab.train:{seeded.job_id}:1"]
 
 
