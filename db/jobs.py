@@ -324,6 +324,17 @@ def loras(session: Session, job_id: int) -> dict[int, Artifact]:
     return dict(sorted({a.epoch: a for a in rows if a.epoch is not None}.items()))
 
 
+def resumed_job_running(factory: sessionmaker[Session], job_id: int) -> bool:
+    """Whether the job that `job_id` resumes is still RUNNING (a stop still saving its
+    last state): the retried job waits for it before it is claimed."""
+    with factory() as session:
+        source = session.scalar(select(TrainingJob.resumes_job_id).where(TrainingJob.id == job_id))
+        if source is None:
+            return False
+        status = session.scalar(select(TrainingJob.status).where(TrainingJob.id == source))
+        return status is JobStatus.RUNNING
+
+
 def newest_state(session: Session, job: TrainingJob) -> str | None:
     """The state a claimed job resumes from: its own newest (a re-queued attempt), else
     the newest of the job it resumes, read now, after a stop's last save, not when

@@ -149,11 +149,26 @@ def reap_expired(
     failed: list[int] = []
     with factory() as session:
         expired = session.execute(
-            select(TrainingJob.id, TrainingJob.fencing_token, TrainingJob.attempt).where(
-                TrainingJob.status == JobStatus.RUNNING, TrainingJob.lease_expires_at < now
-            )
+            select(
+                TrainingJob.id,
+                TrainingJob.fencing_token,
+                TrainingJob.attempt,
+                TrainingJob.stop_requested,
+            ).where(TrainingJob.status == JobStatus.RUNNING, TrainingJob.lease_expires_at < now)
         ).all()
-    for job_id, token, attempt in expired:
+    for job_id, token, attempt, stop_requested in expired:
+        if stop_requested:  # asked to stop, then its worker died: it ends, never re-runs
+            lease = Lease(job_id, attempt, token, owner="reaper")
+            reason = "Stopped on request; its worker stopped answering while it saved."
+            finish(
+                factory,
+                lease,
+                rules,
+                status=JobStatus.CANCELLED,
+                error=reason,
+                expired_before=now,
+            )
+            continue
         outcome = requeue(
             factory,
             Lease(job_id, attempt, token, owner="reaper"),

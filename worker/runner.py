@@ -11,6 +11,7 @@ import logging
 import re
 import shutil
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ def run_training_job(rt: Runtime, job_id: int, attempt: int) -> JobStatus | None
     """Run attempt `attempt` of job `job_id`; ``None`` when there was nothing to claim
     (a duplicate or late delivery) or the lease was lost midway. A retryable failure
     hands the job back to the queue at once (QUEUED, its next attempt)."""
+    _wait_for_resumed_job(rt, job_id)
     lease = retry_db(
         lambda: jobs.claim(rt.factory, job_id, attempt, rt.name, rt.settings.lease_seconds),
         what="claim job",
@@ -109,6 +111,18 @@ def _hand_back(rt: Runtime, lease: jobs.Lease, reason: str) -> JobStatus | None:
         ),
         what="hand the job back",
     )
+
+
+def _wait_for_resumed_job(rt: Runtime, job_id: int) -> None:
+    """A `/train retry` right after `/train stop` reaches an idle worker while the
+    stopped job may still be saving its last state: wait (up to a lease) for it to
+    end, so the retried job resumes from that state."""
+    deadline = time.monotonic() + rt.settings.lease_seconds
+    while retry_db(lambda: jobs.resumed_job_running(rt.factory, job_id), what="read job"):
+        if time.monotonic() >= deadline:
+            log.warning("job %s: the job it resumes is still running; starting anyway", job_id)
+            return
+        time.sleep(0.5)
 
 
 def _remove_earlier_attempts(rt: Runtime, job_id: int, attempt: int) -> None:

@@ -205,3 +205,17 @@ def test_stop_then_retry_resumes_from_the_stops_state_and_keeps_its_epochs(
     session.commit()
     release = training_service.release_view(factory, ticket_id)
     assert release.lora_key == f"jobs/{job_id}/e2.safetensors"  # trained by the first job
+
+
+def test_a_stopping_job_whose_worker_died_is_cancelled_not_run_again(factory, session, training):
+    ticket_id, job_id, actor = training
+    jobs.claim(factory, job_id, 1, "w1", 60)
+    transition(factory, ticket_id, Action.STOP_TRAINING, actor, RULES)
+    result = reaper.reap_expired(
+        factory, RULES, max_attempts=3, now=utcnow() + timedelta(minutes=5)
+    )
+    assert (result.requeued, result.failed) == ([], [])
+    session.expire_all()
+    job = session.get(TrainingJob, job_id)
+    assert (job.status, job.attempt) == (JobStatus.CANCELLED, 1)
+    assert _outbox(session, "loralab.train:", job_id) == [f"loralab.train:{job_id}:1"]

@@ -172,3 +172,36 @@ def test_a_storage_error_hands_the_job_back_with_the_reason(sqlite_settings, mon
     assert job.error.startswith("The job failed 2 times; the last error: The file store failed")
     with rt.factory() as session:
         assert session.get(Ticket, seeded.ticket_id).status is TicketState.FAILED
+
+
+def test_a_retried_job_waits_for_the_stopped_job_to_finish_saving(sqlite_settings):
+    """Issue 13.6: an idle worker gets the retried job while the stopped one still
+    saves its last state; it claims only after that job ended (within a lease)."""
+    import threading
+
+    from db import jobs
+    from db.models import Member
+    from db.repositories import latest_job
+    from db.services import transition
+    from lab.lifecycle import Action
+    from tests.worker.conftest import trainer_actor
+
+    settings = sqlite_settings.model_copy(update={"base_models": {}, "lease_seconds": 10})
+    seeded = seed_started_job(settings)
+    rt = build_runtime(settings)
+    stopping = jobs.claim(rt.factory, seeded.job_id, 1, "other@host", 60)
+    with rt.factory() as session:
+        actor = trainer_actor(session.get(Member, seeded.trainer_id))
+    for action in (Action.STOP_TRAINING, Action.RETRY, Action.START_TRAINING):
+        transition(rt.factory, seeded.ticket_id, action, actor, settings.rules)
+    with rt.factory() as session:
+        retried = latest_job(session, seeded.ticket_id).id
+    saver = threading.Timer(
+        1.5, lambda: jobs.finish(rt.factory, stopping, settings.rules, status=JobStatus.CANCELLED)
+    )
+    saver.start()
+    assert run_training_job(rt, retried, 1) is JobStatus.FAILED  # no base model here
+    saver.join()
+    with rt.factory() as session:
+        stopped, job = session.get(TrainingJob, seeded.job_id), session.get(TrainingJob, retried)
+        assert job.started_at >= stopped.finished_at
