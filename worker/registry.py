@@ -87,7 +87,7 @@ def set_current_job(rt: Runtime, job_id: int | None) -> None:
 
 def forget_gone(rt: Runtime, silent_for: float) -> list[str]:
     """Remove workers whose heartbeat is older than `silent_for` seconds (killed, the
-    machine lost) from the registry, so /lab workers stops listing them with a job.
+    machine lost) from the registry, so /train workers stops listing them with a job.
     A worker that was only cut off registers again with its next heartbeat."""
     cutoff = utcnow() - timedelta(seconds=silent_for)
     with rt.factory.begin() as session:
