@@ -53,7 +53,10 @@ def stale_queued(
             sends, unsent, last_sent = session.execute(
                 select(
                     func.count(),
-                    func.count().filter(OutboxMessage.sent_at.is_(None)),
+                    # pending rows: the relay will send them (a dead letter will not)
+                    func.count().filter(
+                        OutboxMessage.sent_at.is_(None), OutboxMessage.dead_at.is_(None)
+                    ),
                     func.max(OutboxMessage.sent_at),
                 ).where(_rows_of(job_id, attempt))
             ).one()
