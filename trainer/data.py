@@ -17,13 +17,14 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image, ImageOps
 
 from lab.buckets import BucketAssignment, BucketSpec
 from lab.captions import join_tags, shuffle_caption, split_fixed, split_tags, tag_frequency
-from lab.training.config import SubsetConfig, TrainConfig
+from lab.training.config import DatasetSection, SubsetConfig, TrainConfig
 from trainer.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ class ImageRecord:
     assignment: BucketAssignment
     original_size: tuple[int, int] = (0, 0)
     """(width, height) of the image file: SDXL's ``original_size`` conditioning."""
+    dataset: int = 0
+    """Which ``[[datasets]]`` entry it came from: batches never mix datasets (kohya)."""
 
     @property
     def bucket(self) -> tuple[int, int]:
@@ -119,6 +122,19 @@ class TrainingData:
     """Record indices drawn once per epoch: training images × repeats, then reg images."""
     batch_size: int
     subsets: list[SubsetSummary] = field(default_factory=list)
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+    """Per dataset (``[[datasets]]`` ``batch_size``); default ``batch_size``."""
+
+    def _groups(self) -> dict[tuple[int, tuple[int, int]], list[int]]:
+        """The sample indices per (dataset, bucket): what one batch may hold."""
+        groups: dict[tuple[int, tuple[int, int]], list[int]] = {}
+        for index in self.samples:
+            record = self.records[index]
+            groups.setdefault((record.dataset, record.bucket), []).append(index)
+        return groups
+
+    def _size(self, dataset: int) -> int:
+        return self.batch_sizes.get(dataset, self.batch_size)
 
     @property
     def num_train_images(self) -> int:
@@ -134,22 +150,19 @@ class TrainingData:
         return all(r.rules.is_static for r in self.records)
 
     def batches_per_epoch(self) -> int:
-        per_bucket = Counter(self.records[i].bucket for i in self.samples)
-        return sum(-(-count // self.batch_size) for count in per_bucket.values())
+        return sum(
+            -(-len(members) // self._size(key[0])) for key, members in self._groups().items()
+        )
 
     def epoch_batches(self, seed: int, epoch: int) -> list[list[int]]:
         """The batches (record indices) of ``epoch``; one bucket per batch, shuffled."""
         rng = random.Random(f"batches:{seed}:{epoch}")
-        by_bucket: dict[tuple[int, int], list[int]] = {}
-        for index in self.samples:
-            by_bucket.setdefault(self.records[index].bucket, []).append(index)
+        groups = self._groups()
         batches: list[list[int]] = []
-        for bucket in sorted(by_bucket):
-            members = by_bucket[bucket]
+        for key in sorted(groups):
+            members, size = groups[key], self._size(key[0])
             rng.shuffle(members)
-            batches.extend(
-                members[i : i + self.batch_size] for i in range(0, len(members), self.batch_size)
-            )
+            batches.extend(members[i : i + size] for i in range(0, len(members), size))
         rng.shuffle(batches)
         return batches
 
@@ -164,16 +177,30 @@ class TrainingData:
         return dict(sorted(Counter(self.records[i].bucket for i in self.samples).items()))
 
 
+@dataclass(frozen=True, slots=True)
+class SubsetSource:
+    """One image folder with every option resolved (subset > dataset > general > config)."""
+
+    subset: SubsetConfig
+    dataset: int
+    spec: BucketSpec | None
+    resolution: tuple[int, int]
+    rules: CaptionRules
+    flip_aug: bool
+    caption_extension: str
+    repeats: int
+
+
 def load_training_data(config: TrainConfig) -> TrainingData:
     """Scan the configured folders, assign buckets, and build the per-epoch sample list."""
-    subsets = _subset_configs(config)
-    spec = _bucket_spec(config)
+    sources, batch_sizes = _subset_sources(config)
     records: list[ImageRecord] = []
     summaries: list[SubsetSummary] = []
     train_samples: list[int] = []
     reg_indices: list[int] = []
-    for subset in subsets:
-        found = _scan_subset(subset, config, spec)
+    for source in sources:
+        subset = source.subset
+        found = _scan_subset(source)
         if not found:
             logger.warning("no images in %s", subset.image_dir)
             continue
@@ -181,19 +208,19 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         records.extend(found)
         indices = list(range(start, len(records)))
         summaries.append(
-            SubsetSummary(subset.image_dir.name, subset.num_repeats, len(found), subset.is_reg)
+            SubsetSummary(subset.image_dir.name, source.repeats, len(found), subset.is_reg)
         )
         if subset.is_reg:
-            reg_indices.extend(i for _ in range(subset.num_repeats) for i in indices)
+            reg_indices.extend(i for _ in range(source.repeats) for i in indices)
         else:
-            train_samples.extend(i for _ in range(subset.num_repeats) for i in indices)
+            train_samples.extend(i for _ in range(source.repeats) for i in indices)
     if not train_samples:
         raise DatasetError("the dataset has no training images (only regularisation or none)")
     samples = list(train_samples)
     if reg_indices:
         # kohya: reg images are cycled or cut to the number of training images.
         samples.extend(reg_indices[i % len(reg_indices)] for i in range(len(train_samples)))
-    data = TrainingData(records, samples, config.train_batch_size, summaries)
+    data = TrainingData(records, samples, config.train_batch_size, summaries, batch_sizes)
     logger.info(
         "dataset: %d images (%d training samples per epoch), buckets %s",
         len(records),
@@ -203,8 +230,66 @@ def load_training_data(config: TrainConfig) -> TrainingData:
     return data
 
 
-def _subset_configs(config: TrainConfig) -> list[SubsetConfig]:
-    subsets: list[SubsetConfig] = [s for d in config.datasets for s in d.subsets]
+def _subset_sources(config: TrainConfig) -> tuple[list[SubsetSource], dict[int, int]]:
+    """Every subset with its options resolved, and each dataset's batch size."""
+    sources: list[SubsetSource] = []
+    batch_sizes: dict[int, int] = {}
+    for index, dataset in enumerate(config.datasets):
+        batch_sizes[index] = dataset.batch_size or config.train_batch_size
+        sources.extend(_resolve(config, dataset, s, index) for s in dataset.subsets)
+    folders = _folder_subsets(config)
+    if folders:
+        plain = DatasetSection(subsets=tuple(folders))
+        index = len(config.datasets)
+        sources.extend(_resolve(config, plain, s, index) for s in folders)
+    return sources, batch_sizes
+
+
+def _resolve(
+    config: TrainConfig, dataset: DatasetSection, subset: SubsetConfig, index: int
+) -> SubsetSource:
+    def pick(key: str) -> Any:
+        return dataset.option(subset, key, getattr(config, key))
+
+    def own(key: str) -> Any:
+        value = getattr(dataset, key)
+        return getattr(config, key) if value is None else value
+
+    resolution = own("resolution")
+    spec = None
+    if own("enable_bucket"):
+        spec = BucketSpec(
+            resolution=resolution,
+            min_bucket_reso=own("min_bucket_reso"),
+            max_bucket_reso=own("max_bucket_reso"),
+            bucket_reso_steps=own("bucket_reso_steps"),
+            bucket_no_upscale=own("bucket_no_upscale"),
+        )
+    rules = CaptionRules(
+        shuffle=bool(pick("shuffle_caption")),
+        keep_tokens=int(pick("keep_tokens")),
+        keep_tokens_separator=str(pick("keep_tokens_separator")),
+        prefix=pick("caption_prefix"),
+        suffix=pick("caption_suffix"),
+        dropout_rate=float(pick("caption_dropout_rate")),
+        tag_dropout_rate=float(pick("caption_tag_dropout_rate")),
+    )
+    extension = str(pick("caption_extension"))
+    return SubsetSource(
+        subset=subset,
+        dataset=index,
+        spec=spec,
+        resolution=resolution,
+        rules=rules,
+        flip_aug=bool(pick("flip_aug")),
+        caption_extension=extension if extension.startswith(".") else f".{extension}",
+        repeats=dataset.option(subset, "num_repeats", 1),
+    )
+
+
+def _folder_subsets(config: TrainConfig) -> list[SubsetConfig]:
+    """kohya's ``train_data_dir``/``reg_data_dir`` layout: one subset per ``N_name`` folder."""
+    subsets: list[SubsetConfig] = []
     for root, is_reg in ((config.train_data_dir, False), (config.reg_data_dir, True)):
         if root is None:
             continue
@@ -227,18 +312,6 @@ def _subset_configs(config: TrainConfig) -> list[SubsetConfig]:
     return subsets
 
 
-def _bucket_spec(config: TrainConfig) -> BucketSpec | None:
-    if not config.enable_bucket:
-        return None
-    return BucketSpec(
-        resolution=config.resolution,
-        min_bucket_reso=config.min_bucket_reso,
-        max_bucket_reso=config.max_bucket_reso,
-        bucket_reso_steps=config.bucket_reso_steps,
-        bucket_no_upscale=config.bucket_no_upscale,
-    )
-
-
 def _fixed_assignment(size: tuple[int, int], target: tuple[int, int]) -> BucketAssignment:
     """Without bucketing: scale to cover the training resolution, then centre-crop."""
     scale = max(target[0] / size[0], target[1] / size[1])
@@ -247,35 +320,15 @@ def _fixed_assignment(size: tuple[int, int], target: tuple[int, int]) -> BucketA
     return BucketAssignment(target, resized, crop)
 
 
-def _scan_subset(
-    subset: SubsetConfig, config: TrainConfig, spec: BucketSpec | None
-) -> list[ImageRecord]:
+def _scan_subset(source: SubsetSource) -> list[ImageRecord]:
+    subset = source.subset
     if not subset.image_dir.is_dir():
         raise DatasetError(f"image folder not found: {subset.image_dir}")
-    extension = subset.caption_extension or config.caption_extension
-    if not extension.startswith("."):
-        extension = f".{extension}"
-
-    def pick(value: object, default: object) -> object:
-        return default if value is None else value
-
-    rules = CaptionRules(
-        shuffle=bool(pick(subset.shuffle_caption, config.shuffle_caption)),
-        keep_tokens=int(pick(subset.keep_tokens, config.keep_tokens)),  # type: ignore[call-overload]
-        keep_tokens_separator=config.keep_tokens_separator,
-        prefix=subset.caption_prefix or config.caption_prefix,
-        suffix=subset.caption_suffix or config.caption_suffix,
-        dropout_rate=float(pick(subset.caption_dropout_rate, config.caption_dropout_rate)),  # type: ignore[arg-type]
-        tag_dropout_rate=float(
-            pick(subset.caption_tag_dropout_rate, config.caption_tag_dropout_rate)  # type: ignore[arg-type]
-        ),
-    )
-    flip = bool(pick(subset.flip_aug, config.flip_aug))
     records = []
     for path in sorted(subset.image_dir.iterdir()):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        caption_file = path.with_suffix(extension)
+        caption_file = path.with_suffix(source.caption_extension)
         if caption_file.exists():
             caption = caption_file.read_text(encoding="utf-8").strip().splitlines()[0:1]
             text = caption[0].strip() if caption else ""
@@ -286,10 +339,19 @@ def _scan_subset(
                 size = ImageOps.exif_transpose(image).size
         except OSError as error:
             raise DatasetError(f"cannot read image {path}: {error}") from error
-        assignment = spec.assign(*size) if spec else _fixed_assignment(size, config.resolution)
+        spec = source.spec
+        assignment = spec.assign(*size) if spec else _fixed_assignment(size, source.resolution)
         records.append(
             ImageRecord(
-                path, text, subset.image_dir.name, subset.is_reg, rules, flip, assignment, size
+                path,
+                text,
+                subset.image_dir.name,
+                subset.is_reg,
+                source.rules,
+                source.flip_aug,
+                assignment,
+                size,
+                source.dataset,
             )
         )
     return records

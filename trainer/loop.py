@@ -21,10 +21,16 @@ from lab.training.config import TrainConfig
 from trainer.callbacks import Callbacks, Checkpoint, Commands, NeverStop, NullCallbacks, Progress
 from trainer.data import ImageRecord
 from trainer.formats import SD15_PREFIXES, SDXL_PREFIXES
+from trainer.kohya_terms import (
+    adaptive_offset_noise,
+    apply_max_norm,
+    huber_thresholds,
+    per_sample_loss,
+    sample_timesteps,
+)
 from trainer.loss import (
     debiased_weights,
     min_snr_weights,
-    per_sample_mse,
     target_for,
     training_noise,
 )
@@ -151,10 +157,11 @@ class Trainer:
         latents = self.latents(records, flips)
         with s.accelerator.autocast():  # a trained TE holds fp32 LoRA on half weights
             hidden, pooled = s.encode_text(captions)
-        noise = training_noise(latents.shape, config, generator)
+        noise = self.noise(latents, generator)
         scheduler = s.base.noise_scheduler
         steps = scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, steps, (len(records),), generator=generator)
+        low, high = config.min_timestep or 0, config.max_timestep or steps
+        timesteps = sample_timesteps(len(records), low, high, generator=generator)
         noise, timesteps = noise.to(s.device), timesteps.to(s.device)
         noisy = scheduler.add_noise(latents, noise, timesteps)
 
@@ -168,7 +175,18 @@ class Trainer:
             extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids.to(s.device)}
         with s.accelerator.autocast():
             prediction = s.unet(noisy.to(s.weight_dtype), timesteps, hidden, **extra).sample
-        losses = per_sample_mse(prediction, target_for(scheduler, latents, noise, timesteps))
+        thresholds = None
+        if config.loss_type in ("huber", "smooth_l1"):
+            thresholds = huber_thresholds(
+                timesteps,
+                scheduler.alphas_cumprod,
+                schedule=config.huber_schedule,
+                huber_c=config.huber_c,
+                huber_scale=config.huber_scale,
+                num_train_timesteps=steps,
+            )
+        target = target_for(scheduler, latents, noise, timesteps)
+        losses = per_sample_loss(prediction, target, config.loss_type, thresholds)
         weights = torch.tensor(
             [config.prior_loss_weight if r.is_reg else 1.0 for r in records], device=s.device
         )
@@ -194,10 +212,28 @@ class Trainer:
         s.optimizer.step()
         s.lr_scheduler.step()
         s.optimizer.zero_grad(set_to_none=True)
+        if self.config.scale_weight_norms:
+            apply_max_norm(s.network.components().values(), self.config.scale_weight_norms)
         self._session_steps += 1
         self._advance(global_step=self.position.global_step + 1)
         if self._session_steps == 1:
             self.check_memory()
+
+    def noise(self, latents: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The training noise; with ``adaptive_noise_scale`` the offset follows the
+        latents (sd-scripts), so it is drawn here rather than in ``training_noise``."""
+        config = self.config
+        if not config.adaptive_noise_scale or not config.noise_offset:
+            return training_noise(latents.shape, config, generator)
+        plain = training_noise(
+            latents.shape, config.model_copy(update={"noise_offset": None}), generator
+        )
+        strength = config.noise_offset
+        if config.noise_offset_random_strength:  # one draw per batch, as sd-scripts
+            strength *= float(torch.rand(1, generator=generator))
+        return adaptive_offset_noise(
+            plain, latents, strength, config.adaptive_noise_scale, generator=generator
+        )
 
     def check_memory(self) -> None:
         """Warn once, after the first step, when the GPU is (nearly) out of memory."""

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from diffusers.optimization import get_scheduler
 
-from lab.training.config import TrainConfig
+from lab.training.config import TrainConfig, parse_key_values
 from trainer.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -51,10 +51,16 @@ def build_optimizer(
     elif name == "Adafactor":
         from transformers.optimization import Adafactor
 
-        kwargs.setdefault("scale_parameter", False)
-        kwargs.setdefault("relative_step", False)
-        kwargs.setdefault("warmup_init", False)
-        optimizer = Adafactor(param_groups, lr=config.learning_rate, **kwargs)
+        # kohya's defaults: Adafactor's own relative step size (which warmup_init needs);
+        # scale_parameter is transformers' default (True).
+        kwargs.setdefault("relative_step", True)
+        if kwargs.get("warmup_init"):
+            kwargs["relative_step"] = True
+        lr: float | None = config.learning_rate
+        if kwargs["relative_step"]:
+            lr = None  # Adafactor refuses a manual lr with relative_step; groups drop theirs
+            param_groups = [{k: v for k, v in g.items() if k != "lr"} for g in param_groups]
+        optimizer = Adafactor(param_groups, lr=lr, **kwargs)
         label = "transformers.optimization.Adafactor"
     else:  # pragma: no cover - the config's Literal rules this out
         raise ConfigError(f"unknown optimizer_type {name!r}")
@@ -104,13 +110,35 @@ def build_scheduler(
     ``constant_with_warmup`` (kohya does the same)."""
     name = config.lr_scheduler
     warmup = warmup_steps(config, total_steps)
+    extra = parse_key_values(config.lr_scheduler_args, "lr_scheduler_args")
+    # kohya: Adafactor with relative_step always gets the adafactor schedule.
+    if name == "adafactor" or optimizer.defaults.get("relative_step"):
+        return adafactor_schedule(optimizer, config.learning_rate, warmup)
     if name == "constant" and warmup > 0:
         name = "constant_with_warmup"
-    return get_scheduler(
-        name,
-        optimizer,
-        num_warmup_steps=warmup,
-        num_training_steps=total_steps,
-        num_cycles=config.lr_scheduler_num_cycles,
-        power=config.lr_scheduler_power,
-    )
+    try:
+        return get_scheduler(
+            name,
+            optimizer,
+            num_warmup_steps=warmup,
+            num_training_steps=total_steps,
+            num_cycles=config.lr_scheduler_num_cycles,
+            power=config.lr_scheduler_power,
+            scheduler_specific_kwargs=extra or None,
+        )
+    except TypeError as error:
+        raise ConfigError(f"lr_scheduler_args {config.lr_scheduler_args}: {error}") from None
+
+
+def adafactor_schedule(
+    optimizer: torch.optim.Optimizer, learning_rate: float, warmup: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """kohya's ``lr_scheduler = "adafactor"``: with ``relative_step=True`` Adafactor
+    computes its own step size (transformers' ``AdafactorSchedule`` only reports it);
+    otherwise the learning rate stays constant after the warmup."""
+    from transformers.optimization import AdafactorSchedule
+
+    if optimizer.defaults.get("relative_step"):
+        return AdafactorSchedule(optimizer, learning_rate)
+    name = "constant_with_warmup" if warmup > 0 else "constant"
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup)

@@ -25,7 +25,7 @@ from trainer.cache import LatentCache, TextEncoderCache, VaeEncoder
 from trainer.callbacks import Callbacks
 from trainer.data import TrainingData, load_training_data
 from trainer.models import BaseModel, load_base_model, vae_fingerprint
-from trainer.network import LoraNetwork, apply_lora
+from trainer.network import LoraNetwork, apply_lora, is_adapter_parameter
 from trainer.optim import (
     build_optimizer,
     build_scheduler,
@@ -141,9 +141,7 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
 
     groups = [{"params": network.unet_parameters(), "lr": config.effective_unet_lr}]
     if config.train_text_encoder:
-        groups.append(
-            {"params": network.text_encoder_parameters(), "lr": config.effective_text_encoder_lr}
-        )
+        groups.extend(text_encoder_groups(network, config.text_encoder_lrs))
     trainable = [p for g in groups for p in g["params"]]
     optimizer, optimizer_label = build_optimizer(config, groups)
     batches_per_epoch = data.batches_per_epoch()
@@ -311,3 +309,20 @@ def _run_info(
         session_id=uuid.uuid4().hex,
         comment=config.training_comment,
     )
+
+
+def text_encoder_groups(
+    network: LoraNetwork, learning_rates: tuple[float, float]
+) -> list[dict[str, object]]:
+    """One optimizer group per trained text encoder, each with its own learning rate
+    (kohya's ``text_encoder_lr = [TE1, TE2]``); one group when both rates agree."""
+    encoders = [m for n, m in network.components().items() if n != "unet"]
+    if len(encoders) < 2 or learning_rates[0] == learning_rates[1]:
+        return [{"params": network.text_encoder_parameters(), "lr": learning_rates[0]}]
+    return [
+        {
+            "params": [p for n, p in encoder.named_parameters() if is_adapter_parameter(n)],
+            "lr": lr,
+        }
+        for encoder, lr in zip(encoders, learning_rates, strict=False)
+    ]

@@ -34,4 +34,4 @@ def test_notes_under_fields_are_shown():
     text = trainer_options_markdown()
     line = next(row for row in text.splitlines() if row.startswith("| `lr_warmup_steps`"))
     assert "fraction of the total steps" in line
-    assert "| `network_dim` | `int` | `32` | ≥ 1 |" in text
+    assert "| `network_dim` | `int` | `4` | ≥ 1 |" in text
