@@ -26,7 +26,7 @@ from lab.training.datasets import (
 from lab.training.errors import ConfigError
 from lab.training.keys import check_keys
 from lab.training.kohya import translate_kohya_keys
-from lab.training.networks import check_network
+from lab.training.networks import active_network_args, check_network
 from lab.training.presets import preset_values
 
 CONFIG_VERSION = 1
@@ -223,6 +223,8 @@ class TrainConfig(BaseModel):
         low, high = self.min_timestep or 0, self.max_timestep or 1000
         if low >= high:
             raise ValueError(f"min_timestep ({low}) must be below max_timestep ({high})")
+        if self.scale_weight_norms and self.use_dora:
+            raise ValueError("scale_weight_norms does not apply to DoRA; use max_grad_norm")
         if self.lr_scheduler == "adafactor" and self.optimizer_type != "Adafactor":
             raise ValueError("lr_scheduler = 'adafactor' needs optimizer_type = 'Adafactor'")
         if self.v2:
@@ -267,7 +269,8 @@ class TrainConfig(BaseModel):
 
     @property
     def network_arg_values(self) -> dict[str, Any]:
-        return parse_key_values(self.network_args, "network_args")
+        """``network_args`` as values, without the LyCORIS options that are off."""
+        return active_network_args(parse_key_values(self.network_args, "network_args"))
 
     @property
     def effective_unet_lr(self) -> float:
@@ -391,8 +394,8 @@ def build_config_with_sources(
             raise ConfigError("set dataset_config or [[datasets]], not both")
         merged["datasets"] = read_dataset_config(Path(merged["dataset_config"]), base_dir)
     sources = {key: f"preset {preset}" for key in preset_part}
-    sources.update({key: "file" for key in file_part})
-    sources.update({key: "override" for key in override_part})
+    sources.update({key: "config file" for key in file_part})
+    sources.update({key: "command line" for key in override_part})
     try:
         return TrainConfig.model_validate(merged), sources
     except ValidationError as error:

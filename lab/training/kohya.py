@@ -64,8 +64,8 @@ NO_EFFECT_KEYS: Mapping[str, str] = {
 # Keys accepted while they are off. Besides the values listed, an empty value (false,
 # 0, "", [] — what kohya treats as unset) is off. The text says what to use instead.
 OFF_ONLY_KEYS: Mapping[str, tuple[tuple[Any, ...], str]] = {
-    "full_fp16": ((), "use mixed_precision = 'fp16' (LoRA weights stay fp32)"),
-    "full_bf16": ((), "use mixed_precision = 'bf16' (LoRA weights stay fp32)"),
+    "full_fp16": ((), "it needs mixed_precision = 'fp16' (LoRA weights stay fp32)"),
+    "full_bf16": ((), "it needs mixed_precision = 'bf16' (LoRA weights stay fp32)"),
     "fp8_base": ((), "fp8 base weights are not supported; use mixed_precision"),
     "fp8_base_unet": ((), "fp8 base weights are not supported; use mixed_precision"),
     "color_aug": ((), "colour augmentation is not supported (the guides advise against it)"),
@@ -163,6 +163,12 @@ def translate_kohya_keys(values: Mapping[str, Any]) -> dict[str, Any]:
     if not is_off(epoch) and all(is_off(v) for v in lengths):
         # The GUI turns `epoch` into max_train_steps itself; epochs are the same length.
         flat["max_train_epochs"] = epoch
+    for key, precision in (("full_bf16", "bf16"), ("full_fp16", "fp16")):
+        if not is_off(flat.get(key)) and flat.get("mixed_precision") == precision:
+            # Asks for bf16/fp16 compute, which mixed_precision gives; the LoRA weights
+            # stay float32 here (kohya would keep them in half precision too).
+            logger.info("%s: training in %s with float32 LoRA weights", key, precision)
+            flat.pop(key)
     kind = flat.pop("noise_offset_type", None)
     if kind is not None:
         _apply_noise_offset_type(flat, str(kind))
@@ -236,3 +242,46 @@ def _same_number(value: Any, accepted: tuple[Any, ...]) -> bool:
     except (TypeError, ValueError):
         return False
     return any(isinstance(a, int | float) and float(a) == number for a in accepted)
+
+
+# The defaults that change what a run learns, shown when a config leaves them out.
+SHOWN_DEFAULTS = (
+    "network_dim",
+    "network_alpha",
+    "learning_rate",
+    "unet_lr",
+    "text_encoder_lr",
+    "train_batch_size",
+    "max_train_steps",
+    "resolution",
+    "enable_bucket",
+    "caption_extension",
+    "optimizer_type",
+    "lr_scheduler",
+    "mixed_precision",
+    "loss_type",
+)
+
+
+def source_lines(values: Mapping[str, Any], sources: Mapping[str, str]) -> list[str]:
+    """The first lines of a run: which keys came from the file, a preset or the command
+    line, and the kohya defaults that apply to what was left out."""
+    by_source: dict[str, list[str]] = {}
+    for key, source in sources.items():
+        by_source.setdefault(source, []).append(key)
+    lines = [
+        f"from {source}: {', '.join(sorted(keys))}" for source, keys in sorted(by_source.items())
+    ]
+    missing = [key for key in SHOWN_DEFAULTS if key not in sources]
+    if "max_train_epochs" in sources and "max_train_steps" in missing:
+        missing.remove("max_train_steps")  # epochs win; the step default does not apply
+    if missing:
+        shown = ", ".join(f"{key}={_show(values.get(key))}" for key in missing)
+        lines.append(f"kohya defaults (not set): {shown}")
+    return lines
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return f"{value[0]},{value[1]}"
+    return "none" if value is None else str(value)
