@@ -16,9 +16,12 @@ from lab.training.kohya import NO_EFFECT_KEYS, OFF_ONLY_KEYS, source_lines
 HERE = Path(__file__).parent / "kohya"
 MINIMAL = {"pretrained_model_name_or_path": "/m", "train_data_dir": "/d", "output_dir": "/o"}
 
-# sd-scripts' train_network.py / sdxl_train_network.py options (from the argument
-# definitions in library/train_util.py and train_network.py), by name.
-SD_SCRIPTS_KEYS = ["adaptive_noise_scale", "alpha_mask", "async_upload", "base_weights", "base_weights_multiplier", "blocks_to_swap", "bucket_no_upscale", "bucket_reso_steps", "cache_info", "cache_latents", "cache_latents_to_disk", "cache_text_encoder_outputs", "caption_dropout_every_n_epochs", "caption_dropout_rate", "caption_extension", "caption_extention", "caption_prefix", "caption_separator", "caption_suffix", "caption_tag_dropout_rate", "clip_skip", "color_aug", "conditioning_data_dir", "cpu_offload_checkpointing", "dataset_class", "dataset_config", "dataset_repeats", "ddp_gradient_as_bucket_view", "ddp_static_graph", "ddp_timeout", "debiased_estimation_loss", "debug_dataset", "deepspeed", "dim_from_weights", "disable_mmap_load_safetensors", "dynamo_backend", "enable_bucket", "enable_wildcard", "face_crop_aug_range", "flip_aug", "fp8_base", "fp8_base_unet", "full_bf16", "full_fp16", "fused_backward_pass", "gradient_accumulation_steps", "gradient_checkpointing", "highvram", "huber_c", "huber_scale", "huber_schedule", "huggingface_path_in_repo", "huggingface_repo_id", "huggingface_repo_type", "huggingface_repo_visibility", "huggingface_token", "in_json", "initial_epoch", "initial_step", "ip_noise_gamma", "ip_noise_gamma_random_strength", "keep_tokens", "keep_tokens_separator", "learning_rate", "log_config", "log_prefix", "log_tracker_config", "log_tracker_name", "log_with", "logging_dir", "logit_mean", "logit_std", "loss_type", "lowram", "lr_decay_steps", "lr_scheduler", "lr_scheduler_args", "lr_scheduler_min_lr_ratio", "lr_scheduler_num_cycles", "lr_scheduler_power", "lr_scheduler_timescale", "lr_scheduler_type", "lr_warmup_steps", "masked_loss", "max_bucket_reso", "max_data_loader_n_workers", "max_grad_norm", "max_timestep", "max_token_length", "max_train_epochs", "max_train_steps", "max_validation_steps", "mem_eff_attn", "min_bucket_reso", "min_snr_gamma", "min_timestep", "mixed_precision", "mode_scale", "multires_noise_discount", "multires_noise_iterations", "network_alpha", "network_args", "network_dim", "network_dropout", "network_module", "network_train_text_encoder_only", "network_train_unet_only", "network_weights", "no_half_vae", "no_metadata", "noise_offset", "noise_offset_random_strength", "optimizer_args", "optimizer_type", "output_dir", "output_name", "persistent_data_loader_workers", "pretrained_model_name_or_path", "prior_loss_weight", "random_crop", "reg_data_dir", "resize_interpolation", "resolution", "resume", "resume_from_huggingface", "sample_at_first", "sample_every_n_epochs", "sample_every_n_steps", "sample_prompts", "sample_sampler", "save_every_n_epochs", "save_every_n_steps", "save_last_n_epochs", "save_last_n_epochs_state", "save_last_n_steps", "save_last_n_steps_state", "save_model_as", "save_n_epoch_ratio", "save_precision", "save_state", "save_state_on_train_end", "save_state_to_huggingface", "scale_v_pred_loss_like_noise_pred", "scale_weight_norms", "sdpa", "secondary_separator", "seed", "shuffle_caption", "skip_cache_check", "skip_until_initial_step", "text_encoder_batch_size", "text_encoder_lr", "token_warmup_min", "token_warmup_step", "tokenizer_cache_dir", "torch_compile", "train_batch_size", "train_data_dir", "training_comment", "unet_lr", "use_8bit_adam", "use_lion_optimizer", "use_safetensors", "v2", "v_parameterization", "v_pred_like_loss", "vae", "vae_batch_size", "validate_every_n_epochs", "validate_every_n_steps", "validation_seed", "validation_split", "wandb_api_key", "wandb_run_name", "weighted_captions", "weighting_scheme", "xformers", "zero_stage", "zero_terminal_snr"]
+# sd-scripts' option names, one a line.
+SD_SCRIPTS_KEYS = [
+    line
+    for line in (HERE / "sd_scripts_keys.txt").read_text("utf-8").splitlines()
+    if line and not line.startswith("#")
+]
 
 
 def test_a_gui_lora_config_loads_unchanged_and_means_what_it_says() -> None:
@@ -160,7 +163,7 @@ def test_missing_keys_mean_kohyas_defaults() -> None:
 
 
 def test_the_first_lines_say_where_each_value_came_from() -> None:
-    config, sources = build_config_with_sources(
+    _, sources = build_config_with_sources(
         {**MINIMAL, "network_dim": 8},
         preset="sd15-character",
         overrides={"learning_rate": 5e-5},
@@ -184,7 +187,7 @@ def test_loss_and_timestep_values_are_checked() -> None:
 
 
 def test_lora_rank_and_module_dropout_name_the_alternative() -> None:
-    with pytest.raises(ConfigError, match="use network_dropout .* or algo=loha"):
+    with pytest.raises(ConfigError, match=r"use network_dropout .* or algo=loha"):
         build_config({**MINIMAL, "network_args": ["conv_dim=4", "rank_dropout=0.1"]})
 
 
