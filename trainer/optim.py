@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 import torch
-from diffusers.optimization import get_scheduler
+from diffusers.optimization import TYPE_TO_SCHEDULER_FUNCTION, SchedulerType, get_scheduler
 
 from lab.training.config import TrainConfig, parse_key_values
 from trainer.errors import ConfigError
@@ -116,7 +116,12 @@ def build_scheduler(
         return adafactor_schedule(optimizer, config.learning_rate, warmup)
     if name == "constant" and warmup > 0:
         name = "constant_with_warmup"
-    try:
+    if config.lr_scheduler_type:
+        # kohya's custom schedule: a torch.optim.lr_scheduler class given lr_scheduler_args.
+        name = config.lr_scheduler_type.removeprefix("torch.optim.lr_scheduler.")
+        schedule_class = getattr(torch.optim.lr_scheduler, name)
+        return _with_args(schedule_class, config, optimizer, extra)
+    if not extra:
         return get_scheduler(
             name,
             optimizer,
@@ -124,10 +129,28 @@ def build_scheduler(
             num_training_steps=total_steps,
             num_cycles=config.lr_scheduler_num_cycles,
             power=config.lr_scheduler_power,
-            scheduler_specific_kwargs=extra or None,
         )
+    kwargs: dict[str, Any] = {"num_warmup_steps": warmup}
+    if name not in ("constant", "constant_with_warmup"):
+        kwargs["num_training_steps"] = total_steps
+    if name == "cosine_with_restarts":
+        kwargs["num_cycles"] = config.lr_scheduler_num_cycles
+    if name == "polynomial":
+        kwargs["power"] = config.lr_scheduler_power
+    if name == "constant":
+        kwargs.clear()
+    function = TYPE_TO_SCHEDULER_FUNCTION[SchedulerType(name)]
+    return _with_args(function, config, optimizer, {**kwargs, **extra})
+
+
+def _with_args(
+    factory: Any, config: TrainConfig, optimizer: torch.optim.Optimizer, kwargs: dict[str, Any]
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The schedule built with ``lr_scheduler_args``; a wrong argument is a config error."""
+    try:
+        return factory(optimizer, **kwargs)
     except TypeError as error:
-        raise ConfigError(f"lr_scheduler_args {config.lr_scheduler_args}: {error}") from None
+        raise ConfigError(f"lr_scheduler_args {list(config.lr_scheduler_args)}: {error}") from None
 
 
 def adafactor_schedule(

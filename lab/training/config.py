@@ -31,6 +31,20 @@ from lab.training.presets import preset_values
 
 CONFIG_VERSION = 1
 KOHYA_DEFAULT_STEPS = 1600
+# torch.optim.lr_scheduler's classes that need only the optimizer and keyword arguments.
+TORCH_SCHEDULES = frozenset(
+    {
+        "CosineAnnealingLR",
+        "CosineAnnealingWarmRestarts",
+        "ExponentialLR",
+        "LinearLR",
+        "StepLR",
+        "MultiStepLR",
+        "ConstantLR",
+        "PolynomialLR",
+        "OneCycleLR",
+    }
+)
 
 NetworkType = Literal["lora", "loha", "lokr"]
 OptimizerName = Literal[
@@ -128,6 +142,9 @@ class TrainConfig(BaseModel):
     """Steps, or a fraction of the total steps when below 1 (``0.1`` = 10 %)."""
     lr_scheduler_num_cycles: int = Field(1, ge=1)
     lr_scheduler_power: float = 1.0
+    lr_scheduler_type: str | None = None
+    """A ``torch.optim.lr_scheduler`` class (e.g. ``CosineAnnealingLR``) built with
+    lr_scheduler_args, instead of lr_scheduler (kohya's custom schedule)."""
     lr_scheduler_args: tuple[str, ...] = ()
     """``key=value`` strings passed to the schedule (e.g. ``["min_lr_rate=0.1"]``)."""
     max_grad_norm: float = Field(1.0, ge=0)
@@ -223,6 +240,11 @@ class TrainConfig(BaseModel):
         low, high = self.min_timestep or 0, self.max_timestep or 1000
         if low >= high:
             raise ValueError(f"min_timestep ({low}) must be below max_timestep ({high})")
+        if self.lr_scheduler_type and not _is_torch_schedule(self.lr_scheduler_type):
+            raise ValueError(
+                f"lr_scheduler_type {self.lr_scheduler_type!r} is not a torch.optim.lr_scheduler "
+                "class (e.g. CosineAnnealingLR); or use lr_scheduler"
+            )
         if self.scale_weight_norms and self.use_dora:
             raise ValueError("scale_weight_norms does not apply to DoRA; use max_grad_norm")
         if self.lr_scheduler == "adafactor" and self.optimizer_type != "Adafactor":
@@ -299,6 +321,12 @@ class TrainConfig(BaseModel):
     def optimizer_kwargs(self) -> dict[str, Any]:
         """``optimizer_args`` (kohya's ``key=value`` strings) as keyword arguments."""
         return parse_key_values(self.optimizer_args, "optimizer_args")
+
+
+def _is_torch_schedule(name: str) -> bool:
+    """Names of torch's schedule classes, read without importing torch."""
+    short = name.removeprefix("torch.optim.lr_scheduler.")
+    return short in TORCH_SCHEDULES
 
 
 def parse_key_values(items: Iterable[str], what: str) -> dict[str, Any]:

@@ -122,7 +122,7 @@ class DatasetSection(SubsetOptions):
 
 def with_general(datasets: Any, general: Mapping[str, Any]) -> list[dict[str, Any]]:
     """``[[datasets]]`` with the ``[general]`` keys filled in where a dataset lacks them."""
-    if not isinstance(datasets, list):
+    if not isinstance(datasets, list | tuple):
         raise ConfigError("[[datasets]] must be a list of tables")
     return [{**general, **dataset} for dataset in datasets]
 

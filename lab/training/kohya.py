@@ -103,7 +103,6 @@ OFF_ONLY_KEYS: Mapping[str, tuple[tuple[Any, ...], str]] = {
     "alpha_mask": ((), "alpha masks are not supported (transparency becomes white)"),
     "debug_dataset": ((), "use `loralab dataset check`"),
     "dynamo_backend": (("no", "inductor"), "use torch_compile = true"),
-    "lr_scheduler_type": ((), "custom scheduler classes are not supported; use lr_scheduler"),
     "lr_scheduler_timescale": ((), "only used by custom schedules; use lr_scheduler"),
     "lr_scheduler_min_lr_ratio": ((), "not supported; use lr_scheduler = 'cosine'"),
     "lr_decay_steps": ((), "not supported; use lr_scheduler"),
