@@ -168,6 +168,12 @@ def translate_kohya_keys(values: Mapping[str, Any]) -> dict[str, Any]:
             # stay float32 here (kohya would keep them in half precision too).
             logger.info("%s: training in %s with float32 LoRA weights", key, precision)
             flat.pop(key)
+    steps = _number_or_none(flat.get("bucket_reso_steps"))
+    if steps is not None and steps > 0 and steps % 8:
+        # kohya only warns; latents are 1/8 of the image, so buckets step by 8 here.
+        rounded = int(-(-steps // 8) * 8)
+        logger.warning("bucket_reso_steps %s is not a multiple of 8: using %d", steps, rounded)
+        flat["bucket_reso_steps"] = rounded
     kind = flat.pop("noise_offset_type", None)
     if kind is not None:
         _apply_noise_offset_type(flat, str(kind))
@@ -201,6 +207,13 @@ def translate_kohya_keys(values: Mapping[str, Any]) -> dict[str, Any]:
         if flat.get(key) == "":
             flat.pop(key)
     return flat
+
+
+def _number_or_none(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _apply_noise_offset_type(flat: dict[str, Any], kind: str) -> None:

@@ -83,6 +83,12 @@ def active_network_args(args: Mapping[str, Any]) -> dict[str, Any]:
 def check_network(module: str, args: Mapping[str, Any]) -> None:
     """Accept the kohya/LyCORIS spellings we train; name anything else precisely."""
     args = active_network_args(args)
+    early = str(args.get("algo", "lora")).lower()
+    if early in UNSUPPORTED_ALGOS:
+        raise ValueError(
+            f"network_args algo={early} ({UNSUPPORTED_ALGOS[early]}) is not supported; "
+            f"use one of {', '.join(NETWORK_ALGOS)}"
+        )
     if module in UNSUPPORTED_NETWORK_MODULES:
         raise ValueError(
             f"network_module {module!r} ({UNSUPPORTED_NETWORK_MODULES[module]}) is not "

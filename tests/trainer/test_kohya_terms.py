@@ -149,7 +149,7 @@ max_train_epochs = 1
 
 
 def test_metadata_file_is_refused_clearly(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="metadata_file .* not supported"):
+    with pytest.raises(ConfigError, match=r"metadata_file .* not supported"):
         build_config(
             {
                 "pretrained_model_name_or_path": "/m",
