@@ -203,7 +203,7 @@ def _train(config: Any) -> str:
         train(config.model_copy(update={"max_train_epochs": 1, "max_train_steps": 2}))
     except LabError as error:
         return f"refused: {error}"
-    except Exception as error:  # noqa: BLE001 - a bench row, not a handler: report and go on
+    except Exception as error:
         return f"failed: {type(error).__name__}: {error}"
     return "yes"
 
