@@ -82,17 +82,46 @@ def per_sample_loss(
     return error.mean(dim=list(range(1, error.ndim)))
 
 
+def kohya_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    timesteps: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    *,
+    loss_type: str,
+    huber_schedule: str,
+    huber_c: float,
+    huber_scale: float,
+) -> torch.Tensor:
+    """Each sample's loss for ``loss_type``, with the Huber threshold of its timestep."""
+    thresholds = None
+    if loss_type in ("huber", "smooth_l1"):
+        thresholds = huber_thresholds(
+            timesteps,
+            alphas_cumprod,
+            schedule=huber_schedule,
+            huber_c=huber_c,
+            huber_scale=huber_scale,
+            num_train_timesteps=len(alphas_cumprod),
+        )
+    return per_sample_loss(prediction, target, loss_type, thresholds)
+
+
 def adaptive_offset_noise(
     noise: torch.Tensor,
     latents: torch.Tensor,
     strength: float,
     adaptive_scale: float,
     *,
+    random_strength: bool = False,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Offset noise whose strength grows with each channel's mean latent: sd-scripts'
     ``apply_noise_offset`` with ``adaptive_noise_scale`` (offset = strength +
-    scale·|mean(latent)|, clamped at 0, times N(0, 1) per sample and channel)."""
+    scale·|mean(latent)|, clamped at 0, times N(0, 1) per sample and channel). With
+    ``random_strength`` the base strength is scaled by one U(0, 1) draw per batch."""
+    if random_strength:
+        strength *= float(torch.rand(1, generator=generator))
     batch, channels = noise.shape[:2]
     mean = latents.float().mean(dim=(2, 3), keepdim=True).abs().cpu()
     offset = torch.clamp(strength + adaptive_scale * mean, min=0.0)

@@ -21,13 +21,7 @@ from lab.training.config import TrainConfig
 from trainer.callbacks import Callbacks, Checkpoint, Commands, NeverStop, NullCallbacks, Progress
 from trainer.data import ImageRecord
 from trainer.formats import SD15_PREFIXES, SDXL_PREFIXES
-from trainer.kohya_terms import (
-    adaptive_offset_noise,
-    apply_max_norm,
-    huber_thresholds,
-    per_sample_loss,
-    sample_timesteps,
-)
+from trainer.kohya_terms import adaptive_offset_noise, apply_max_norm, kohya_loss, sample_timesteps
 from trainer.loss import (
     debiased_weights,
     min_snr_weights,
@@ -46,6 +40,7 @@ logger = logging.getLogger(__name__)
 # Above this share of the GPU's memory after one step, spilling is likely (see check_memory).
 SPILL_WARNING_FRACTION = 0.95
 CUDA_REPORT_EVERY = 10
+LOSS_OPTIONS = {"loss_type", "huber_schedule", "huber_c", "huber_scale"}
 
 
 @dataclass
@@ -175,18 +170,9 @@ class Trainer:
             extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids.to(s.device)}
         with s.accelerator.autocast():
             prediction = s.unet(noisy.to(s.weight_dtype), timesteps, hidden, **extra).sample
-        thresholds = None
-        if config.loss_type in ("huber", "smooth_l1"):
-            thresholds = huber_thresholds(
-                timesteps,
-                scheduler.alphas_cumprod,
-                schedule=config.huber_schedule,
-                huber_c=config.huber_c,
-                huber_scale=config.huber_scale,
-                num_train_timesteps=steps,
-            )
         target = target_for(scheduler, latents, noise, timesteps)
-        losses = per_sample_loss(prediction, target, config.loss_type, thresholds)
+        loss_options = config.model_dump(include=LOSS_OPTIONS)
+        losses = kohya_loss(prediction, target, timesteps, scheduler.alphas_cumprod, **loss_options)
         weights = torch.tensor(
             [config.prior_loss_weight if r.is_reg else 1.0 for r in records], device=s.device
         )
@@ -220,19 +206,20 @@ class Trainer:
             self.check_memory()
 
     def noise(self, latents: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The training noise; with ``adaptive_noise_scale`` the offset follows the
-        latents (sd-scripts), so it is drawn here rather than in ``training_noise``."""
+        """The training noise; with ``adaptive_noise_scale`` the offset follows the latents."""
         config = self.config
         if not config.adaptive_noise_scale or not config.noise_offset:
             return training_noise(latents.shape, config, generator)
         plain = training_noise(
             latents.shape, config.model_copy(update={"noise_offset": None}), generator
         )
-        strength = config.noise_offset
-        if config.noise_offset_random_strength:  # one draw per batch, as sd-scripts
-            strength *= float(torch.rand(1, generator=generator))
         return adaptive_offset_noise(
-            plain, latents, strength, config.adaptive_noise_scale, generator=generator
+            plain,
+            latents,
+            config.noise_offset,
+            config.adaptive_noise_scale,
+            random_strength=config.noise_offset_random_strength,
+            generator=generator,
         )
 
     def check_memory(self) -> None:

@@ -10,7 +10,7 @@ use instead where we know one: silently ignoring ``learning_rte`` costs a night 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -28,23 +28,10 @@ from lab.training.keys import check_keys
 from lab.training.kohya import translate_kohya_keys
 from lab.training.networks import active_network_args, check_network
 from lab.training.presets import preset_values
+from lab.training.values import is_torch_schedule, parse_key_values, parse_override
 
 CONFIG_VERSION = 1
 KOHYA_DEFAULT_STEPS = 1600
-# torch.optim.lr_scheduler's classes that need only the optimizer and keyword arguments.
-TORCH_SCHEDULES = frozenset(
-    {
-        "CosineAnnealingLR",
-        "CosineAnnealingWarmRestarts",
-        "ExponentialLR",
-        "LinearLR",
-        "StepLR",
-        "MultiStepLR",
-        "ConstantLR",
-        "PolynomialLR",
-        "OneCycleLR",
-    }
-)
 
 NetworkType = Literal["lora", "loha", "lokr"]
 OptimizerName = Literal[
@@ -61,7 +48,15 @@ SchedulerName = Literal[
 ]
 LossType = Literal["l1", "l2", "huber", "smooth_l1"]
 
-__all__ = ["DatasetSection", "SubsetConfig", "TrainConfig", "build_config", "load_config"]
+__all__ = [
+    "DatasetSection",
+    "SubsetConfig",
+    "TrainConfig",
+    "build_config",
+    "load_config",
+    "parse_key_values",
+    "parse_override",
+]
 
 
 class TrainConfig(BaseModel):
@@ -240,7 +235,7 @@ class TrainConfig(BaseModel):
         low, high = self.min_timestep or 0, self.max_timestep or 1000
         if low >= high:
             raise ValueError(f"min_timestep ({low}) must be below max_timestep ({high})")
-        if self.lr_scheduler_type and not _is_torch_schedule(self.lr_scheduler_type):
+        if self.lr_scheduler_type and not is_torch_schedule(self.lr_scheduler_type):
             raise ValueError(
                 f"lr_scheduler_type {self.lr_scheduler_type!r} is not a torch.optim.lr_scheduler "
                 "class (e.g. CosineAnnealingLR); or use lr_scheduler"
@@ -321,50 +316,6 @@ class TrainConfig(BaseModel):
     def optimizer_kwargs(self) -> dict[str, Any]:
         """``optimizer_args`` (kohya's ``key=value`` strings) as keyword arguments."""
         return parse_key_values(self.optimizer_args, "optimizer_args")
-
-
-def _is_torch_schedule(name: str) -> bool:
-    """Names of torch's schedule classes, read without importing torch."""
-    short = name.removeprefix("torch.optim.lr_scheduler.")
-    return short in TORCH_SCHEDULES
-
-
-def parse_key_values(items: Iterable[str], what: str) -> dict[str, Any]:
-    """kohya's ``["weight_decay=0.1", "betas=0.9,0.99"]`` → ``{"weight_decay": 0.1, …}``."""
-    parsed: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{what}: expected key=value, got {item!r}")
-        parsed[key.strip()] = _parse_scalar_or_tuple(raw.strip())
-    return parsed
-
-
-def _parse_scalar_or_tuple(raw: str) -> Any:
-    if "," in raw:
-        return tuple(_parse_scalar_or_tuple(part.strip()) for part in raw.split(","))
-    lowered = raw.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return raw
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """A CLI override ``key=value``; the value is read as TOML (``1e-4``, ``true``,
-    ``[1, 2]``) and falls back to a plain string (``output_name=my lora``)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"an override must look like key=value, got {text!r}")
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key.strip(), value
 
 
 def flatten_sections(raw: Mapping[str, Any]) -> dict[str, Any]:
