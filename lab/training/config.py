@@ -174,6 +174,8 @@ class TrainConfig(BaseModel):
     multires_noise_discount: float = Field(0.3, gt=0, le=1)
     zero_terminal_snr: bool = False
     clip_skip: int | None = Field(None, ge=1)
+    max_token_length: Literal[75, 150, 225] | None = None
+    """Caption length in tokens: 75 (one CLIP window), or kohya's 150/225 (2–3 windows)."""
 
     # -- saving, resume, samples --------------------------------------------------------
     save_every_n_epochs: int | None = Field(None, ge=1)
@@ -207,6 +209,14 @@ class TrainConfig(BaseModel):
         if isinstance(value, int | float) and value < 0:
             raise ValueError("text_encoder_lr must be ≥ 0")
         return value
+
+    @field_validator("max_token_length", mode="before")
+    @classmethod
+    def _token_length(cls, value: Any) -> Any:
+        """kohya: 75 (or unset) is one window; the GUI writes it as a string too."""
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        return None if value in (75, None) else value
 
     @field_validator("optimizer_type", mode="before")
     @classmethod

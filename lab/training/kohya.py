@@ -71,7 +71,6 @@ OFF_ONLY_KEYS: Mapping[str, tuple[tuple[Any, ...], str]] = {
     "color_aug": ((), "colour augmentation is not supported (the guides advise against it)"),
     "random_crop": ((), "images are centre-cropped to their bucket; use flip_aug to vary them"),
     "face_crop_aug_range": ((), "face-crop augmentation is not supported"),
-    "max_token_length": ((75,), "only 75-token captions (one CLIP window) are supported"),
     "caption_dropout_every_n_epochs": ((), "use caption_dropout_rate"),
     "caption_separator": ((",",), "captions are always split on ',' (lab.captions)"),
     "secondary_separator": ((), "use keep_tokens_separator"),

@@ -114,7 +114,7 @@ def test_lycoris_network_args_at_their_off_value_are_accepted(arg: str) -> None:
     ("key", "value", "reason"),
     [
         ("color_aug", True, "colour augmentation"),
-        ("max_token_length", 225, "75-token"),
+        ("max_token_length", 300, "max_token_length"),
         ("full_fp16", True, "mixed_precision = 'fp16'"),
         ("lr_scheduler_type", "MySchedule", "torch.optim.lr_scheduler class"),
         ("token_warmup_step", 5, "token warm-up"),

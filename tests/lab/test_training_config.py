@@ -182,7 +182,7 @@ def test_kohya_and_lycoris_network_spellings_map(
         ("lycoris.kohya", ["algo=loha", "use_tucker=True"], r"use_tucker \(Tucker"),
         ("lycoris.kohya", ["algo=loha", "dora_wd=True"], "dora_wd=True works with algo=lora"),
         ("networks.lora", ["factor=4"], "factor is a LoKr option"),
-        ("networks.lora", ["rank_dropout=0.1"], "rank_dropout is supported for algo=loha"),
+        ("networks.lora", ["rank_dropout=0.1"], "rank_dropout is not supported for LoRA/LoCon"),
         ("networks.lora", ["wibble=1"], r"\['wibble'\] are not supported"),
     ],
 )

@@ -183,7 +183,7 @@ GUI_SHAPED = {
     "huber_schedule": "snr",
     "min_timestep": 100,
     "max_timestep": 900,
-    "max_token_length": 75,
+    "max_token_length": 225,
     "noise_offset": 0.05,
     "adaptive_noise_scale": 0.01,
     "noise_offset_type": "Original",
@@ -255,3 +255,32 @@ def test_lr_scheduler_type_and_args_build_torchs_schedule() -> None:
             optimizer,
             10,
         )
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_long_captions_are_encoded_in_75_token_windows(
+    tiny_model: Path, tiny_sdxl_model: Path, dataset: Path, tmp_path: Path, family: str
+) -> None:
+    from trainer.models import load_base_model
+    from trainer.text import text_encoder_fn
+
+    model = tiny_model if family == "sd15" else tiny_sdxl_model
+    short = build_config(base_values(model, dataset, tmp_path))
+    long = build_config(base_values(model, dataset, tmp_path, max_token_length="225"))
+    assert (
+        build_config(base_values(model, dataset, tmp_path, max_token_length=75)).max_token_length
+        is None
+    )
+    base = load_base_model(short)
+    device = torch.device("cpu")
+    captions = ["sks dog, red ball", ", ".join(f"tag{i}" for i in range(120))]
+    one = text_encoder_fn(base, short, device)(captions)
+    three = text_encoder_fn(base, long, device)(captions)
+    assert three.hidden.shape[1] == 227 and one.hidden.shape[1] == 77
+    # A short caption's first window is its ordinary encoding.
+    torch.testing.assert_close(three.hidden[0, :76], one.hidden[0, :76])
+    # A long caption's later windows carry the text beyond the first 75 tokens.
+    assert not torch.allclose(three.hidden[1, 76:151], three.hidden[0, 76:151])
+    if family == "sdxl":
+        assert three.pooled is not None and three.pooled.shape == one.pooled.shape
+        torch.testing.assert_close(three.pooled[0], one.pooled[0])
