@@ -210,6 +210,12 @@ class TrainConfig(BaseModel):
             raise ValueError("text_encoder_lr must be ≥ 0")
         return value
 
+    @field_validator("optimizer_args", "network_args", "lr_scheduler_args", mode="before")
+    @classmethod
+    def _args_list(cls, value: Any) -> Any:
+        """kohya's command line form: one string of space-separated ``key=value`` items."""
+        return value.replace('"', "").split() if isinstance(value, str) else value
+
     @field_validator("max_token_length", mode="before")
     @classmethod
     def _token_length(cls, value: Any) -> Any:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lab.training.errors import ConfigError
-from lab.training.kohya import NO_EFFECT_KEYS, OFF_ONLY_KEYS, check_off_only
+from lab.training.kohya import NO_EFFECT_KEYS, OFF_ONLY_KEYS, OTHER_FAMILY_KEYS, check_off_only
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,10 @@ def check_keys(values: Mapping[str, Any], known: set[str]) -> dict[str, Any]:
             problem = check_off_only(key, value)
             if problem:
                 problems.append(problem)
+        elif key in OTHER_FAMILY_KEYS and key not in OFF_ONLY_KEYS:
+            problems.append(
+                f"{key!r} is an option for FLUX/SD3 bases; this trainer trains SD1.5 and SDXL"
+            )
         elif key in RENAMED_KEYS:
             problems.append(f"unknown key {key!r}: use {RENAMED_KEYS[key]} instead")
         elif key in UNSUPPORTED_KEYS:

@@ -140,6 +140,19 @@ OFF_ONLY_KEYS: Mapping[str, tuple[tuple[Any, ...], str]] = {
     "train_t5xxl": ((), "FLUX is not supported"),
 }
 
+# Options of other model families (FLUX, SD3, …) that the kohya_ss GUI may write.
+OTHER_FAMILY_KEYS = frozenset(
+    {
+        "ae", "apply_t5_attn_mask", "clip_l", "clip_g", "t5xxl", "t5xxl_max_token_length",
+        "discrete_flow_shift", "guidance_scale", "mem_eff_save", "model_prediction_type",
+        "timestep_sampling", "sigmoid_scale", "split_mode", "clip_l_dropout_rate",
+        "clip_g_dropout_rate", "t5_dropout_rate", "t5xxl_device", "t5xxl_dtype",
+        "enable_scaled_pos_embed", "pos_emb_random_crop_rate", "save_clip", "save_t5xxl",
+        "single_blocks_to_swap", "double_blocks_to_swap", "model_type", "train_blocks",
+        "split_qkv",
+    }
+)  # fmt: skip
+
 # sd-scripts' defaults where they are not "unset": an explicit default is never refused.
 _KOHYA_DEFAULT_SCALARS = {"zero_stage": 2, "token_warmup_min": 1, "dataset_repeats": 1}
 
@@ -173,6 +186,15 @@ def translate_kohya_keys(values: Mapping[str, Any]) -> dict[str, Any]:
         rounded = int(-(-steps // 8) * 8)
         logger.warning("bucket_reso_steps %s is not a multiple of 8: using %d", steps, rounded)
         flat["bucket_reso_steps"] = rounded
+    # Options of an option that is off ask for nothing (kohya reads them only with it).
+    for key, parent in (
+        ("save_last_n_steps", "save_every_n_steps"),
+        ("save_last_n_steps_state", "save_every_n_steps"),
+        ("save_last_n_epochs_state", "save_state"),
+    ):
+        if key in flat and is_off(flat.get(parent)):
+            logger.info("%s has no effect without %s", key, parent)
+            flat.pop(key)
     kind = flat.pop("noise_offset_type", None)
     if kind is not None:
         _apply_noise_offset_type(flat, str(kind))

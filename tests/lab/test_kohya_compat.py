@@ -195,3 +195,26 @@ def test_adafactor_schedule_needs_adafactor() -> None:
     build_config({**MINIMAL, "optimizer_type": "Adafactor", "lr_scheduler": "adafactor"})
     with pytest.raises(ConfigError, match="optimizer_type = 'Adafactor'"):
         build_config({**MINIMAL, "lr_scheduler": "adafactor"})
+
+
+def test_a_flux_key_is_named_as_such_not_hinted() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_config({**MINIMAL, "t5xxl_max_token_length": 512})
+    assert "FLUX/SD3" in str(caught.value) and "use max_token_length" not in str(caught.value)
+
+
+def test_options_of_an_option_that_is_off_are_accepted() -> None:
+    build_config({**MINIMAL, "save_last_n_steps_state": 1, "save_every_n_steps": 0})
+    build_config({**MINIMAL, "save_last_n_epochs_state": 2})
+    with pytest.raises(ConfigError, match="save_last_n_epochs_state"):
+        build_config({**MINIMAL, "save_last_n_epochs_state": 2, "save_state": True})
+
+
+def test_args_in_kohyas_command_line_form() -> None:
+    config = build_config({**MINIMAL, "optimizer_args": '"weight_decay=0.1" "betas=0.9,0.99"'})
+    assert config.optimizer_kwargs() == {"weight_decay": 0.1, "betas": (0.9, 0.99)}
+
+
+def test_bucket_steps_below_8_are_rounded_up() -> None:
+    assert build_config({**MINIMAL, "bucket_reso_steps": 1}).bucket_reso_steps == 8
+    assert build_config({**MINIMAL, "bucket_reso_steps": 64.0}).bucket_reso_steps == 64
