@@ -87,6 +87,7 @@ class Trainer:
         self.position = Position(epoch=0, batch=0, global_step=0, seed=self.session.seed)
         self.result = TrainResult(output_dir=config.output_dir, final_path=None)
         self._epoch_losses: list[torch.Tensor] = []
+        self._step_saves: dict[int, Path] = {}
         # Reading the loss waits for the GPU; on CUDA report every few steps so the
         # host keeps queueing work ahead of the device.
         self._report_every = 1 if self.session.device.type == "cpu" else CUDA_REPORT_EVERY
@@ -115,6 +116,7 @@ class Trainer:
                         self.write_state(f"{self.config.output_name}-state")
                 self.step(batches[index], index, last_in_epoch=index == len(batches) - 1)
                 self._advance(batch=index + 1)
+                self.maybe_save_step()
                 if self.position.global_step >= s.total_steps:
                     break
             if self.position.batch >= len(batches):
@@ -272,7 +274,8 @@ class Trainer:
         path = self.save(
             self.config.output_dir / f"{self.config.output_name}-{epoch:06d}.safetensors"
         )
-        epoch_files = [p for p in self.result.saved if p != path and p.exists()]
+        steps = set(self._step_saves.values())
+        epoch_files = [p for p in self.result.saved if p != path and p.exists() and p not in steps]
         keep = self.config.save_last_n_epochs
         if keep is not None:
             for old in epoch_files[: max(0, len(epoch_files) + 1 - keep)]:
@@ -281,6 +284,22 @@ class Trainer:
             self.result.saved = [p for p in self.result.saved if p.exists()]
         if self.config.save_state:
             self.write_state(f"{self.config.output_name}-{epoch:06d}-state")
+
+    def maybe_save_step(self) -> None:
+        """kohya's ``save_every_n_steps``: ``<name>-step<N>.safetensors`` (and a state with
+        ``save_state``), keeping those of the last ``save_last_n_steps`` steps."""
+        every, step = self.config.save_every_n_steps, self.position.global_step
+        if not every or step % every or step in self._step_saves or self.finished():
+            return
+        name = f"{self.config.output_name}-step{step:08d}"
+        self._step_saves[step] = self.save(self.config.output_dir / f"{name}.safetensors")
+        if self.config.save_state:
+            self.write_state(f"{name}-state")
+        keep = self.config.save_last_n_steps
+        for old in [s for s in self._step_saves if keep and s < step - keep]:
+            self._step_saves.pop(old).unlink(missing_ok=True)
+            logger.info("removed the step-%d LoRA (save_last_n_steps=%d)", old, keep)
+        self.result.saved = [p for p in self.result.saved if p.exists()]
 
     def maybe_sample(self) -> None:
         every, prompts = self.config.sample_every_n_epochs, self.session.sample_prompts

@@ -180,6 +180,10 @@ class TrainConfig(BaseModel):
     # -- saving, resume, samples --------------------------------------------------------
     save_every_n_epochs: int | None = Field(None, ge=1)
     save_last_n_epochs: int | None = Field(None, ge=1)
+    save_every_n_steps: int | None = Field(None, ge=1)
+    """Also save ``<name>-step<N>.safetensors`` every N steps (kohya)."""
+    save_last_n_steps: int | None = Field(None, ge=1)
+    """Keep only the step saves of the last N steps."""
     save_state: bool = False
     save_state_on_train_end: bool = False
     resume: Path | None = None

@@ -84,8 +84,6 @@ OFF_ONLY_KEYS: Mapping[str, tuple[tuple[Any, ...], str]] = {
     "base_weights": ((), "merging LoRAs into the base before training is not supported"),
     "base_weights_multiplier": ((), "merging LoRAs into the base is not supported"),
     "vae": ((), "a separate VAE is not supported; the base model's VAE is used"),
-    "save_every_n_steps": ((), "use save_every_n_epochs"),
-    "save_last_n_steps": ((), "use save_last_n_epochs"),
     "save_last_n_steps_state": ((), "use save_last_n_epochs"),
     "save_last_n_epochs_state": ((), "use save_last_n_epochs"),
     "save_n_epoch_ratio": ((), "use save_every_n_epochs"),
@@ -220,6 +218,8 @@ def translate_kohya_keys(values: Mapping[str, Any]) -> dict[str, Any]:
         "network_dropout",
         "sample_every_n_epochs",
         "save_every_n_epochs",
+        "save_every_n_steps",
+        "save_last_n_steps",
         "save_last_n_epochs",
     ):
         if key in flat and is_off(flat[key]):

@@ -284,3 +284,13 @@ def test_long_captions_are_encoded_in_75_token_windows(
     if family == "sdxl":
         assert three.pooled is not None and three.pooled.shape == one.pooled.shape
         torch.testing.assert_close(three.pooled[0], one.pooled[0])
+
+
+def test_save_every_n_steps_keeps_the_last_n_steps(
+    tiny_model: Path, dataset: Path, tmp_path: Path
+) -> None:
+    extra = {"save_every_n_steps": 3, "save_last_n_steps": 2}
+    result = train(build_config(base_values(tiny_model, dataset, tmp_path / "o", **extra)))
+    assert result.global_step == 8
+    names = sorted(p.name for p in (tmp_path / "o").glob("*.safetensors"))
+    assert names == ["tiny-step00000006.safetensors", "tiny.safetensors"]
