@@ -24,6 +24,8 @@ from PIL import Image, ImageOps
 
 from lab.buckets import BucketAssignment, BucketSpec
 from lab.captions import join_tags, shuffle_caption, split_fixed, split_tags, tag_frequency
+from lab.dataset.archive import is_system_file
+from lab.dataset.image import file_is_cut_short
 from lab.training.config import DatasetSection, SubsetConfig, TrainConfig
 from trainer.errors import DatasetError
 
@@ -198,9 +200,10 @@ def load_training_data(config: TrainConfig) -> TrainingData:
     summaries: list[SubsetSummary] = []
     train_samples: list[int] = []
     reg_indices: list[int] = []
+    problems: list[str] = []
     for source in sources:
         subset = source.subset
-        found = _scan_subset(source)
+        found = _scan_subset(source, problems)
         if not found:
             logger.warning("no images in %s", subset.image_dir)
             continue
@@ -214,6 +217,12 @@ def load_training_data(config: TrainConfig) -> TrainingData:
             reg_indices.extend(i for _ in range(source.repeats) for i in indices)
         else:
             train_samples.extend(i for _ in range(source.repeats) for i in indices)
+    if problems:
+        # Before any training: every bad file at once, so one fix covers them all.
+        raise DatasetError(
+            f"{len(problems)} image(s) cannot be trained on; fix or remove them: "
+            + "; ".join(problems)
+        )
     if not train_samples:
         raise DatasetError("the dataset has no training images (only regularisation or none)")
     samples = list(train_samples)
@@ -320,14 +329,17 @@ def _fixed_assignment(size: tuple[int, int], target: tuple[int, int]) -> BucketA
     return BucketAssignment(target, resized, crop)
 
 
-def _scan_subset(source: SubsetSource) -> list[ImageRecord]:
+def _scan_subset(source: SubsetSource, problems: list[str]) -> list[ImageRecord]:
+    """The subset's images; a file that cannot be trained on is added to ``problems``."""
     subset = source.subset
     if not subset.image_dir.is_dir():
         raise DatasetError(f"image folder not found: {subset.image_dir}")
     records = []
     for path in sorted(subset.image_dir.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
             continue
+        if path.name.startswith(".") or is_system_file(path.name):
+            continue  # macOS AppleDouble (._x.jpg), hidden files: skipped as kohya does
         caption_file = path.with_suffix(source.caption_extension)
         if caption_file.exists():
             caption = caption_file.read_text(encoding="utf-8").strip().splitlines()[0:1]
@@ -336,11 +348,24 @@ def _scan_subset(source: SubsetSource) -> list[ImageRecord]:
             text = subset.class_tokens or ""
         try:
             with Image.open(path) as image:
-                size = ImageOps.exif_transpose(image).size
+                size, label = ImageOps.exif_transpose(image).size, image.format or ""
         except OSError as error:
-            raise DatasetError(f"cannot read image {path}: {error}") from error
+            cut = "truncated" in str(error).lower()
+            problems.append(
+                f"{path}: the file is cut short (an incomplete copy?)"
+                if cut
+                else f"{path}: not a readable image ({error})"
+            )
+            continue
+        if file_is_cut_short(path, label):
+            problems.append(f"{path}: the file is cut short (an incomplete copy?)")
+            continue
         spec = source.spec
-        assignment = spec.assign(*size) if spec else _fixed_assignment(size, source.resolution)
+        try:
+            assignment = spec.assign(*size) if spec else _fixed_assignment(size, source.resolution)
+        except ValueError as error:
+            problems.append(f"{path} ({size[0]}×{size[1]}): {error}")
+            continue
         records.append(
             ImageRecord(
                 path,

@@ -1,0 +1,57 @@
+"""The trainer's folder scan: macOS side files, cut-short images and images that fit no
+bucket are handled before training starts, naming each file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab.training.config import build_config
+from tests.trainer.conftest import base_values
+from trainer.data import load_training_data
+from trainer.errors import DatasetError
+from trainer.tiny import make_image
+
+
+def _folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "data" / "2_sks"
+    folder.mkdir(parents=True)
+    for index in range(2):
+        make_image(folder / f"IMG_{index}.jpg", (64, 64), seed=index)
+    return folder
+
+
+def _load(tmp_path: Path, **extra: object):
+    return load_training_data(
+        build_config(base_values(Path("/m"), tmp_path / "data", tmp_path / "o", **extra))
+    )
+
+
+def test_macos_appledouble_files_are_skipped(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    (folder / "._IMG_0.jpg").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 200)
+    (folder / ".DS_Store").write_bytes(b"\x00" * 10)
+    data = _load(tmp_path)
+    assert sorted(r.path.name for r in data.records) == ["IMG_0.jpg", "IMG_1.jpg"]
+
+
+def test_cut_short_and_unreadable_images_are_all_listed_before_training(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    make_image(folder / "IMG_0.jpg", (256, 256), seed=3)
+    whole = (folder / "IMG_0.jpg").read_bytes()
+    (folder / "IMG_0.jpg").write_bytes(whole[: len(whole) * 3 // 5])  # header intact
+    (folder / "IMG_9.png").write_bytes(b"not an image at all" * 10)
+    with pytest.raises(DatasetError) as caught:
+        _load(tmp_path)
+    message = str(caught.value)
+    assert message.startswith("2 image(s) cannot be trained on")
+    assert "IMG_0.jpg: the file is cut short" in message
+    assert "IMG_9.png: not a readable image" in message
+
+
+def test_an_image_that_fits_no_bucket_is_named(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    make_image(folder / "wide.png", (128, 64), seed=5)
+    with pytest.raises(DatasetError, match=r"wide\.png \(128×64\)"):
+        _load(tmp_path, bucket_no_upscale=True, min_bucket_reso=64, bucket_reso_steps=64)
