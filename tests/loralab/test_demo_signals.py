@@ -37,4 +37,5 @@ def test_sigterm_runs_the_demos_cleanup(tmp_path):
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["worker stopped", "143 demo stopped (SIGTERM) True"]
+    # CliRunner captures the command's output: the cleanup's line, then the exit message.
+    assert out.stdout.splitlines() == ["143 worker stopped", "demo stopped (SIGTERM) True"]
