@@ -24,14 +24,14 @@ from PIL import Image, ImageOps
 
 from lab.buckets import BucketAssignment, BucketSpec
 from lab.captions import join_tags, shuffle_caption, split_fixed, split_tags, tag_frequency
-from lab.dataset.archive import is_system_file
 from lab.dataset.image import file_is_cut_short
+from lab.dataset.rules import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, is_skipped, oriented_size
+from lab.dataset.settings import IngestSettings
 from lab.training.config import DatasetSection, SubsetConfig, TrainConfig
 from trainer.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 _SUBSET_DIR = re.compile(r"^(\d+)_(.*)$")
 
 
@@ -335,11 +335,18 @@ def _scan_subset(source: SubsetSource, problems: list[str]) -> list[ImageRecord]
     if not subset.image_dir.is_dir():
         raise DatasetError(f"image folder not found: {subset.image_dir}")
     records = []
+    floor = IngestSettings().absolute_min_side
     for path in sorted(subset.image_dir.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
-            continue
-        if path.name.startswith(".") or is_system_file(path.name):
+        if not path.is_file() or is_skipped(path.name):
             continue  # macOS AppleDouble (._x.jpg), hidden files: skipped as kohya does
+        suffix = path.suffix.lower()
+        if suffix in OTHER_IMAGE_SUFFIXES:
+            problems.append(
+                f"{path}: {suffix[1:].upper()} is not a training format; use PNG/JPEG/WebP"
+            )
+            continue
+        if suffix not in IMAGE_SUFFIXES:
+            continue
         caption_file = path.with_suffix(source.caption_extension)
         if caption_file.exists():
             caption = caption_file.read_text(encoding="utf-8").strip().splitlines()[0:1]
@@ -348,7 +355,7 @@ def _scan_subset(source: SubsetSource, problems: list[str]) -> list[ImageRecord]
             text = subset.class_tokens or ""
         try:
             with Image.open(path) as image:
-                size, label = ImageOps.exif_transpose(image).size, image.format or ""
+                size, label = oriented_size(image), image.format or ""
         except OSError as error:
             cut = "truncated" in str(error).lower()
             problems.append(
@@ -359,6 +366,9 @@ def _scan_subset(source: SubsetSource, problems: list[str]) -> list[ImageRecord]
             continue
         if file_is_cut_short(path, label):
             problems.append(f"{path}: the file is cut short (an incomplete copy?)")
+            continue
+        if min(size) < floor:
+            problems.append(f"{path}: {size[0]}×{size[1]} is under {floor} px (import refuses it)")
             continue
         spec = source.spec
         try:

@@ -27,8 +27,9 @@ from PIL import Image, UnidentifiedImageError
 
 from lab.buckets import BucketSpec
 from lab.captions import check_trigger, split_tags, tag_frequency
-from lab.dataset.archive import display_name, is_system_file
+from lab.dataset.archive import display_name
 from lab.dataset.image import ALLOWED_FORMATS, perceptual_hash
+from lab.dataset.rules import CAPTION_SUFFIXES, is_skipped, oriented_size
 from lab.dataset.settings import IngestSettings
 from lab.dataset.similar import near_duplicate_pairs
 from lab.families import FAMILIES, BaseFamily, FamilyDefaults
@@ -248,11 +249,9 @@ def _walk(directory: Path) -> tuple[list[Path], dict[Path, Path]]:
     captions: dict[Path, Path] = {}
     for path in sorted(directory.rglob("*")):
         rel = path.relative_to(directory).as_posix()
-        if path.is_symlink() or not path.is_file() or is_system_file(rel):
-            continue
-        if any(part.startswith(".") for part in path.relative_to(directory).parts):
-            continue  # temp files of an interrupted import, hidden folders
-        if path.suffix.casefold() == ".txt":
+        if path.is_symlink() or not path.is_file() or is_skipped(rel):
+            continue  # side files, temp files of an interrupted import, hidden folders
+        if path.suffix.casefold() in CAPTION_SUFFIXES:
             captions[path.with_suffix("")] = path
         elif path.suffix.casefold() not in (".json", ".toml", ".md", ".npz", ".safetensors"):
             images.append(path)
@@ -268,7 +267,7 @@ def _inspect(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
-                width, height = image.size
+                width, height = oriented_size(image)  # as the trainer buckets it
                 phash = None
                 if width * height <= settings.max_pixels:
                     image.draft("L", (256, 256))  # JPEG: reduced-scale decode, as in ingest

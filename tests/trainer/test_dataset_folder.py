@@ -55,3 +55,44 @@ def test_an_image_that_fits_no_bucket_is_named(tmp_path: Path) -> None:
     make_image(folder / "wide.png", (128, 64), seed=5)
     with pytest.raises(DatasetError, match=r"wide\.png \(128×64\)"):
         _load(tmp_path, bucket_no_upscale=True, min_bucket_reso=64, bucket_reso_steps=64)
+
+
+def _rotated_jpeg(path: Path) -> None:
+    """Stored 128×64, shown 64×128 (EXIF orientation 6: rotate 90° clockwise)."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (128, 64), (200, 30, 30)).save(path, exif=exif)
+
+
+def test_check_and_trainer_agree_on_rotation_formats_and_caption_files(tmp_path: Path) -> None:
+    from lab.buckets import BucketSpec
+    from lab.dataset.report import build_report
+
+    folder = _folder(tmp_path)
+    _rotated_jpeg(folder / "rotated.jpg")
+    (folder / "rotated.caption").write_text("sks, standing", encoding="utf-8")
+    spec = BucketSpec(
+        resolution=(64, 64), min_bucket_reso=32, max_bucket_reso=128, bucket_reso_steps=32
+    )
+    report = build_report(tmp_path / "data", spec=spec)
+    assert report.unreadable == []  # a .caption file is a caption, not a broken image
+    checked = {f.path.rsplit("/", 1)[-1]: f for f in report.images}
+    assert checked["rotated.jpg"].caption == "sks, standing"
+    data = _load(tmp_path, caption_extension=".caption")
+    trained = {r.path.name: r for r in data.records}
+    assert trained["rotated.jpg"].bucket == checked["rotated.jpg"].bucket
+    assert trained["rotated.jpg"].bucket[1] > trained["rotated.jpg"].bucket[0]  # portrait
+
+
+def test_formats_and_sizes_import_refuses_are_refused_by_the_trainer(tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = _folder(tmp_path)
+    Image.new("RGB", (64, 64)).save(folder / "old.bmp")
+    make_image(folder / "tiny.png", (48, 48), seed=2)
+    with pytest.raises(DatasetError) as caught:
+        _load(tmp_path)
+    assert "old.bmp: BMP is not a training format" in str(caught.value)
+    assert "tiny.png: 48×48 is under 64 px" in str(caught.value)
