@@ -367,9 +367,10 @@ def _scan_subset(source: SubsetSource, problems: list[str]) -> list[ImageRecord]
         if file_is_cut_short(path, label):
             problems.append(f"{path}: the file is cut short (an incomplete copy?)")
             continue
-        if min(size) < floor:
-            problems.append(f"{path}: {size[0]}×{size[1]} is under {floor} px (import refuses it)")
-            continue
+        if min(size) < floor:  # trained (kohya would), but named: import refuses these
+            logger.warning(
+                "%s: %d×%d is under %d px; dataset import refuses it", path, *size, floor
+            )
         spec = source.spec
         try:
             assignment = spec.assign(*size) if spec else _fixed_assignment(size, source.resolution)
