@@ -11,6 +11,7 @@ resumed run replays exactly the batches an uninterrupted one would have seen.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -205,14 +206,12 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         subset = source.subset
         found = _scan_subset(source, problems)
         if not found:
-            logger.warning("no images in %s", subset.image_dir)
+            logger.warning("no images in %s", subset.image_dir or subset.metadata_file)
             continue
         start = len(records)
         records.extend(found)
         indices = list(range(start, len(records)))
-        summaries.append(
-            SubsetSummary(subset.image_dir.name, source.repeats, len(found), subset.is_reg)
-        )
+        summaries.append(SubsetSummary(subset.name, source.repeats, len(found), subset.is_reg))
         if subset.is_reg:
             reg_indices.extend(i for _ in range(source.repeats) for i in indices)
         else:
@@ -321,21 +320,13 @@ def _folder_subsets(config: TrainConfig) -> list[SubsetConfig]:
     return subsets
 
 
-def _fixed_assignment(size: tuple[int, int], target: tuple[int, int]) -> BucketAssignment:
-    """Without bucketing: scale to cover the training resolution, then centre-crop."""
-    scale = max(target[0] / size[0], target[1] / size[1])
-    resized = (max(target[0], round(size[0] * scale)), max(target[1], round(size[1] * scale)))
-    crop = ((resized[0] - target[0]) // 2, (resized[1] - target[1]) // 2)
-    return BucketAssignment(target, resized, crop)
-
-
-def _scan_subset(source: SubsetSource, problems: list[str]) -> list[ImageRecord]:
-    """The subset's images; a file that cannot be trained on is added to ``problems``."""
+def _folder_captions(source: SubsetSource, problems: list[str]) -> list[tuple[Path, str]]:
+    """(image, caption) of a folder subset: same-stem caption files, else class_tokens."""
     subset = source.subset
+    assert subset.image_dir is not None
     if not subset.image_dir.is_dir():
         raise DatasetError(f"image folder not found: {subset.image_dir}")
-    records = []
-    floor = IngestSettings().absolute_min_side
+    found = []
     for path in sorted(subset.image_dir.iterdir()):
         if not path.is_file() or is_skipped(path.name):
             continue  # macOS AppleDouble (._x.jpg), hidden files: skipped as kohya does
@@ -350,9 +341,72 @@ def _scan_subset(source: SubsetSource, problems: list[str]) -> list[ImageRecord]
         caption_file = path.with_suffix(source.caption_extension)
         if caption_file.exists():
             caption = caption_file.read_text(encoding="utf-8").strip().splitlines()[0:1]
-            text = caption[0].strip() if caption else ""
+            found.append((path, caption[0].strip() if caption else ""))
         else:
-            text = subset.class_tokens or ""
+            found.append((path, subset.class_tokens or ""))
+    return found
+
+
+def metadata_captions(
+    metadata_file: Path, image_dir: Path | None, problems: list[str]
+) -> list[tuple[Path, str]]:
+    """kohya's fine-tuning metadata (``metadata_file``): each key is an image path, or a
+    name found in ``image_dir`` with an image suffix; the caption is ``caption``, then
+    ``tags`` after a ``,`` (sd-scripts' ``FineTuningDataset``)."""
+    try:
+        entries = json.loads(Path(metadata_file).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"metadata_file not found: {metadata_file}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DatasetError(f"metadata_file {metadata_file} is not JSON: {error}") from None
+    if not isinstance(entries, dict):
+        raise DatasetError(f"metadata_file {metadata_file}: expected an object of images")
+    found = []
+    for key, meta in entries.items():
+        path = _metadata_image(str(key), image_dir)
+        if path is None:
+            problems.append(f"{metadata_file}: no image for {key!r}")
+            continue
+        meta = meta if isinstance(meta, dict) else {}
+        caption, tags = meta.get("caption"), meta.get("tags")
+        if caption is None:
+            caption = tags
+        elif tags:
+            caption = f"{caption},{tags}"
+        found.append((path, str(caption or "").strip()))
+    return found
+
+
+def _metadata_image(key: str, image_dir: Path | None) -> Path | None:
+    direct = Path(key)
+    if direct.is_file():
+        return direct
+    if image_dir is not None:
+        for suffix in sorted(IMAGE_SUFFIXES):
+            candidate = image_dir / f"{key}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _fixed_assignment(size: tuple[int, int], target: tuple[int, int]) -> BucketAssignment:
+    """Without bucketing: scale to cover the training resolution, then centre-crop."""
+    scale = max(target[0] / size[0], target[1] / size[1])
+    resized = (max(target[0], round(size[0] * scale)), max(target[1], round(size[1] * scale)))
+    crop = ((resized[0] - target[0]) // 2, (resized[1] - target[1]) // 2)
+    return BucketAssignment(target, resized, crop)
+
+
+def _scan_subset(source: SubsetSource, problems: list[str]) -> list[ImageRecord]:
+    """The subset's images; a file that cannot be trained on is added to ``problems``."""
+    subset = source.subset
+    if subset.metadata_file is not None:
+        found = metadata_captions(subset.metadata_file, subset.image_dir, problems)
+    else:
+        found = _folder_captions(source, problems)
+    records = []
+    floor = IngestSettings().absolute_min_side
+    for path, text in found:
         try:
             with Image.open(path) as image:
                 size, label = oriented_size(image), image.format or ""
@@ -381,7 +435,7 @@ def _scan_subset(source: SubsetSource, problems: list[str]) -> list[ImageRecord]
             ImageRecord(
                 path,
                 text,
-                subset.image_dir.name,
+                subset.name,
                 subset.is_reg,
                 source.rules,
                 source.flip_aug,

@@ -74,11 +74,6 @@ class SubsetOptions(BaseModel):
             problem = check_off_only(key, kept.pop(key))
             if problem:
                 raise ValueError(problem)
-        if "metadata_file" in kept:
-            raise ValueError(
-                "metadata_file (kohya's fine-tuning JSON captions) is not supported; "
-                "write one caption file per image (image_dir with caption_extension)"
-            )
         return kept
 
     @field_validator("caption_extension")
@@ -90,8 +85,27 @@ class SubsetOptions(BaseModel):
 class SubsetConfig(SubsetOptions):
     """One image folder of a kohya dataset definition (``[[datasets.subsets]]``)."""
 
-    image_dir: Path
+    image_dir: Path | None = None
     is_reg: bool = False
+    metadata_file: Path | None = None
+    """kohya's fine-tuning captions: a JSON file ``{"image": {"caption": …, "tags": …}}``;
+    an image key is a path, or a name looked up in image_dir."""
+
+    @model_validator(mode="after")
+    def _has_images(self) -> SubsetConfig:
+        if self.image_dir is None and self.metadata_file is None:
+            raise ValueError("a subset needs image_dir (or metadata_file)")
+        if self.metadata_file is not None and self.is_reg:
+            raise ValueError("a metadata_file subset cannot be a regularisation subset (kohya)")
+        return self
+
+    @property
+    def name(self) -> str:
+        """The subset's name in the metadata (``ss_tag_frequency``): its folder or file."""
+        if self.image_dir is not None:
+            return self.image_dir.name
+        assert self.metadata_file is not None
+        return self.metadata_file.stem
 
 
 class DatasetSection(SubsetOptions):

@@ -16,6 +16,7 @@ from lab.training.errors import ConfigError
 from tests.trainer.conftest import base_values
 from trainer.callbacks import NullCallbacks, Progress
 from trainer.data import load_training_data
+from trainer.errors import DatasetError
 from trainer.kohya_terms import (
     adaptive_offset_noise,
     apply_max_norm,
@@ -148,15 +149,35 @@ max_train_epochs = 1
     )
 
 
-def test_metadata_file_is_refused_clearly(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"metadata_file .* not supported"):
-        build_config(
-            {
-                "pretrained_model_name_or_path": "/m",
-                "output_dir": "/o",
-                "datasets": [{"subsets": [{"image_dir": "/x", "metadata_file": "m.json"}]}],
-            }
-        )
+def test_metadata_file_captions_as_kohyas_fine_tuning_json(tmp_path: Path) -> None:
+    import json
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    make_image(folder / "a.png", (64, 64), seed=0)
+    make_image(folder / "b.jpg", (64, 64), seed=1)
+    meta = tmp_path / "meta.json"
+    entries = {
+        "a": {"caption": "a red ball", "tags": "ball, red"},
+        str(folder / "b.jpg"): {"tags": "dog"},
+        "missing": {"caption": "nothing"},
+    }
+    meta.write_text(json.dumps(entries), encoding="utf-8")
+    values = {
+        "pretrained_model_name_or_path": "/m",
+        "output_dir": "/o",
+        "datasets": [{"subsets": [{"image_dir": str(folder), "metadata_file": str(meta)}]}],
+    }
+    with pytest.raises(DatasetError, match=r"meta\.json: no image for 'missing'"):
+        load_training_data(build_config(values))
+    del entries["missing"]
+    meta.write_text(json.dumps(entries), encoding="utf-8")
+    data = load_training_data(build_config(values))
+    assert {r.path.name: r.caption for r in data.records} == {
+        "a.png": "a red ball,ball, red",
+        "b.jpg": "dog",
+    }
+    assert data.subsets[0].name == "images"
     with pytest.raises(ConfigError, match="dataset_config file not found"):
         build_config(
             {
