@@ -9,7 +9,7 @@ clone; none is shipped here)::
 Each preset is turned into the config ``train_network.py --config_file`` reads, the way
 the GUI's TOML writer does it (network_args per LoRA type, ``text_encoder_lr`` as a
 list, ``noise_offset_type`` choosing the noise keys, ``additional_parameters`` as keys),
-changing only paths, resolution and epochs; nothing else is edited. The script prints
+changing only paths, resolution (128 px, buckets 64–256) and epochs; nothing else is edited. The script prints
 one row per preset: accepted, or the refusal.
 """
 
@@ -147,10 +147,10 @@ def gui_to_config(preset: dict[str, Any], data: Path, model: Path, out: Path) ->
         train_data_dir=str(data),
         output_dir=str(out),
         output_name="preset",
-        resolution="64,64",
+        resolution="128,128",
         epoch=1,
-        max_bucket_reso=128,
-        min_bucket_reso=32,
+        max_bucket_reso=256,
+        min_bucket_reso=64,
     )
     for key in ("max_train_epochs", "max_train_steps", "sample_prompts", "logging_dir"):
         config.pop(key, None)
@@ -167,10 +167,10 @@ def run(folder: Path, *, train: bool) -> int:
         root = Path(tmp)
         model = data = root / "none"
         if train:
-            from trainer.tiny import build_dataset, build_tiny_sd15, build_tiny_sdxl
+            from trainer.tiny import build_tiny_sd15, build_tiny_sdxl
 
             sd15, sdxl = build_tiny_sd15(root / "sd15"), build_tiny_sdxl(root / "sdxl")
-            data = build_dataset(root / "data")
+            data = _dataset(root / "data")
         print(f"| preset | loads unchanged | {'trains (tiny) |' if train else ''}")
         print(f"|---|---|{'---|' if train else ''}")
         for path in presets:
@@ -193,6 +193,19 @@ def run(folder: Path, *, train: bool) -> int:
     if train:
         print(f"trained on the tiny model: {trained}/{len(presets)}")
     return 0
+
+
+def _dataset(root: Path) -> Path:
+    """Four captioned images whose buckets exist at 128 px with every preset's bucket
+    step (64) and ``bucket_no_upscale``: two square, two 3:2."""
+    from trainer.tiny import make_image
+
+    folder = root / "2_sks dog"
+    folder.mkdir(parents=True)
+    for index, size in enumerate([(128, 128), (192, 128), (128, 128), (192, 128)]):
+        make_image(folder / f"img{index}.png", size, seed=index)
+        (folder / f"img{index}.txt").write_text(f"sks dog, picture {index}", encoding="utf-8")
+    return root
 
 
 def _train(config: Any) -> str:
