@@ -9,8 +9,8 @@ clone; none is shipped here)::
 Each preset is turned into the config ``train_network.py --config_file`` reads, the way
 the GUI's TOML writer does it (network_args per LoRA type, ``text_encoder_lr`` as a
 list, ``noise_offset_type`` choosing the noise keys, ``additional_parameters`` as keys),
-changing only paths, resolution (128 px, buckets 64–256) and epochs; nothing else is edited. The script prints
-one row per preset: accepted, or the refusal.
+changing only paths, resolution (128 px, buckets 64–256) and epochs; nothing else is
+edited. The script prints one row per preset: accepted, or the refusal.
 """
 
 from __future__ import annotations
