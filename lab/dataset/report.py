@@ -31,6 +31,7 @@ from lab.dataset.archive import display_name
 from lab.dataset.image import ALLOWED_FORMATS, perceptual_hash
 from lab.dataset.rules import CAPTION_SUFFIXES, is_skipped, oriented_size
 from lab.dataset.settings import IngestSettings
+from lab.dataset.sniff import sniff
 from lab.dataset.similar import near_duplicate_pairs
 from lab.families import FAMILIES, BaseFamily, FamilyDefaults
 
@@ -103,6 +104,23 @@ class HealthReport:
             label = next(lbl for lbl, low in reversed(_BINS) if short >= low)
             counts[label] += 1
         return counts
+
+    def warning_files(self, settings: IngestSettings | None = None) -> dict[str, list[str]]:
+        """Per warning code, the files behind it (for the text output to name them)."""
+        min_side = (settings or IngestSettings()).min_side_for(self.family)
+        return {
+            "many_small_images": [
+                f"{f.path} ({f.width}×{f.height})"
+                for f in self.images
+                if min(f.width, f.height) < min_side
+            ],
+            "many_upscaled": [f.path for f in self.images if f.upscaled],
+            "duplicates": [f"{a} = {b}" for a, b in self.duplicates],
+            "near_duplicates": [f"{a} ~ {b} (distance {d})" for a, b, d in self.near_duplicates],
+            "captions_missing": self.missing_captions(),
+            "trigger_missing": self.without_trigger(),
+            "unreadable_files": [f"{path}: {why}" for path, why in self.unreadable],
+        }
 
     def missing_captions(self) -> list[str]:
         return [f.path for f in self.images if f.caption is None]
@@ -273,7 +291,12 @@ def _inspect(
                     image.draft("L", (256, 256))  # JPEG: reduced-scale decode, as in ingest
                     phash = perceptual_hash(image)
         assignment = spec.assign(width, height)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+    except UnidentifiedImageError:
+        # Pillow's own text names a BytesIO object, not the file: say what the bytes are.
+        kind = sniff(data).label
+        what = "unknown data" if kind == "other" else kind
+        return f"not a JPEG, PNG or WebP image ({what})"
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
         return str(error) or type(error).__name__
     return ImageFacts(
         path=_rel(path, root),
