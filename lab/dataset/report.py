@@ -31,8 +31,8 @@ from lab.dataset.archive import display_name
 from lab.dataset.image import ALLOWED_FORMATS, perceptual_hash
 from lab.dataset.rules import CAPTION_SUFFIXES, is_skipped, oriented_size
 from lab.dataset.settings import IngestSettings
-from lab.dataset.sniff import sniff
 from lab.dataset.similar import near_duplicate_pairs
+from lab.dataset.sniff import sniff
 from lab.families import FAMILIES, BaseFamily, FamilyDefaults
 
 __all__ = ["HealthReport", "ImageFacts", "build_report", "parse_kohya_folder"]
