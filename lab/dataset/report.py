@@ -29,7 +29,7 @@ from lab.buckets import BucketSpec
 from lab.captions import check_trigger, split_tags, tag_frequency
 from lab.dataset.archive import display_name
 from lab.dataset.image import ALLOWED_FORMATS, perceptual_hash
-from lab.dataset.rules import CAPTION_SUFFIXES, is_skipped, oriented_size
+from lab.dataset.rules import CAPTION_SUFFIXES, is_skipped, oriented_size, trained_folders
 from lab.dataset.settings import IngestSettings
 from lab.dataset.similar import near_duplicate_pairs
 from lab.dataset.sniff import sniff
@@ -90,6 +90,8 @@ class HealthReport:
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     near_duplicates: list[tuple[str, str, int]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    not_trained: list[str] = field(default_factory=list)
+    """Images the trainer would not read (outside the ``N_name`` folders, nested)."""
 
     def buckets(self) -> dict[str, int]:
         """``"WxH"`` → image count, largest first."""
@@ -120,6 +122,7 @@ class HealthReport:
             "captions_missing": self.missing_captions(),
             "trigger_missing": self.without_trigger(),
             "unreadable_files": [f"{path}: {why}" for path, why in self.unreadable],
+            "images_not_trained": self.not_trained,
         }
 
     def missing_captions(self) -> list[str]:
@@ -226,6 +229,8 @@ def build_report(
         trigger, class_token = _infer_trigger(directory, class_token)
     report = HealthReport(str(directory), family, spec, trigger, class_token)
     image_paths, caption_paths = _walk(directory)
+    trained = set(trained_folders(directory))
+    report.not_trained = [_rel(p, directory) for p in image_paths if p.parent not in trained]
     workers = max(1, min(settings.workers or os.cpu_count() or 1, len(image_paths)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="report") as pool:
         inspect = partial(_inspect, root=directory, spec=spec, settings=settings)
@@ -395,4 +400,12 @@ def _warnings(
         )
     if report.unreadable:
         out.append(("unreadable_files", f"{len(report.unreadable)} file(s) could not be read."))
+    if report.not_trained:
+        out.append(
+            (
+                "images_not_trained",
+                f"{len(report.not_trained)} image(s) are outside the folders the trainer "
+                "reads (the N_name folders, or this folder itself) and are not trained.",
+            )
+        )
     return out

@@ -9,7 +9,8 @@ size is the size it is shown at: EXIF orientation 5–8 swaps width and height.
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+import re
+from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
@@ -21,6 +22,19 @@ OTHER_IMAGE_SUFFIXES = frozenset({".bmp", ".gif", ".tif", ".tiff", ".avif", ".he
 """Images in formats we do not train on: named, never silently used or skipped."""
 CAPTION_SUFFIXES = frozenset({".txt", ".caption"})
 _EXIF_ORIENTATION = 0x0112
+_KOHYA_FOLDER = re.compile(r"^\d+_")
+
+
+def trained_folders(root: Path) -> list[Path]:
+    """The folders whose images the trainer reads from ``root``: its ``N_name``
+    subfolders when it has any (a kohya ``train_data_dir``), else ``root`` itself. Images
+    deeper down (``raw/``, nested folders) are not trained."""
+    kohya = sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and _KOHYA_FOLDER.match(p.name) and not is_skipped(p.name)
+    )
+    return kohya or [root]
 
 
 def is_skipped(relative: str) -> bool:

@@ -103,3 +103,17 @@ def test_an_image_under_imports_floor_is_named(tmp_path: Path, caplog) -> None:
         data = _load(tmp_path)
     assert "tiny.png" in {r.path.name for r in data.records}  # trained, as kohya would
     assert "tiny.png: 48×48 is under 64 px; dataset import refuses it" in caplog.text
+
+
+def test_check_names_the_images_the_trainer_does_not_read(tmp_path: Path) -> None:
+    from lab.dataset.report import build_report
+
+    folder = _folder(tmp_path)
+    (folder / "raw").mkdir()
+    make_image(folder / "raw" / "original.png", (64, 64), seed=7)
+    make_image(tmp_path / "data" / "loose.png", (64, 64), seed=8)
+    report = build_report(tmp_path / "data")
+    trained = {r.path.name for r in _load(tmp_path).records}
+    assert trained == {"IMG_0.jpg", "IMG_1.jpg"}
+    assert sorted(report.not_trained) == ["2_sks/raw/original.png", "loose.png"]
+    assert "images_not_trained" in {code for code, _ in report.warnings}
