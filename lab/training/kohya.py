@@ -80,7 +80,10 @@ OFF_ONLY_KEYS: Mapping[str, tuple[tuple[Any, ...], str]] = {
     "token_warmup_min": ((1,), "caption token warm-up is not supported; train on full captions"),
     "network_train_text_encoder_only": ((), "train both (text_encoder_lr) or set unet_lr"),
     "network_weights": ((), "use resume (a state directory) to continue a run"),
-    "dim_from_weights": ((), "set network_dim"),
+    "dim_from_weights": (
+        (),
+        "it reads network_dim from network_weights (not set here); set network_dim",
+    ),
     "base_weights": ((), "merging LoRAs into the base before training is not supported"),
     "base_weights_multiplier": ((), "merging LoRAs into the base is not supported"),
     "vae": ((), "a separate VAE is not supported; the base model's VAE is used"),
