@@ -76,8 +76,16 @@ OFF_NETWORK_ARGS: Mapping[str, tuple[Any, ...]] = {
 
 
 def active_network_args(args: Mapping[str, Any]) -> dict[str, Any]:
-    """``network_args`` without the options that are off (see ``OFF_NETWORK_ARGS``)."""
-    return {k: v for k, v in args.items() if v not in OFF_NETWORK_ARGS.get(k, ())}
+    """``network_args`` without the options that are off (see ``OFF_NETWORK_ARGS``), and
+    without options of an option that is off: ``rank_dropout_scale`` without rank
+    dropout, Tucker (``use_tucker``/``use_cp``, for convs only) without ``conv_dim``."""
+    active = {k: v for k, v in args.items() if v not in OFF_NETWORK_ARGS.get(k, ())}
+    if "rank_dropout" not in active:
+        active.pop("rank_dropout_scale", None)
+    if not active.get("conv_dim"):
+        active.pop("use_tucker", None)
+        active.pop("use_cp", None)
+    return active
 
 
 def check_network(module: str, args: Mapping[str, Any]) -> None:

@@ -218,3 +218,11 @@ def test_args_in_kohyas_command_line_form() -> None:
 def test_bucket_steps_below_8_are_rounded_up() -> None:
     assert build_config({**MINIMAL, "bucket_reso_steps": 1}).bucket_reso_steps == 8
     assert build_config({**MINIMAL, "bucket_reso_steps": 64.0}).bucket_reso_steps == 64
+
+
+def test_lycoris_options_of_an_option_that_is_off_are_accepted() -> None:
+    lycoris = {**MINIMAL, "network_module": "lycoris.kohya"}
+    build_config({**lycoris, "network_args": ["algo=lokr", "rank_dropout_scale=True"]})
+    build_config({**lycoris, "network_args": ["algo=loha", "use_tucker=True"]})
+    with pytest.raises(ConfigError, match="use_tucker"):
+        build_config({**lycoris, "network_args": ["algo=loha", "conv_dim=8", "use_tucker=True"]})
