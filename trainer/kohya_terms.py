@@ -15,6 +15,9 @@ from collections.abc import Iterable
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+# The config keys :func:`kohya_loss` takes, by name.
+LOSS_OPTIONS = frozenset({"loss_type", "huber_schedule", "huber_c", "huber_scale"})
+
 
 def sample_timesteps(
     batch: int, low: int, high: int, *, generator: torch.Generator | None = None

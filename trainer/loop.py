@@ -19,15 +19,12 @@ import torch
 
 from lab.training.config import TrainConfig
 from trainer.callbacks import Callbacks, Checkpoint, Commands, NeverStop, NullCallbacks, Progress
+from trainer.checkpoints import SaveSchedule
 from trainer.data import ImageRecord
 from trainer.formats import SD15_PREFIXES, SDXL_PREFIXES
-from trainer.kohya_terms import adaptive_offset_noise, apply_max_norm, kohya_loss, sample_timesteps
-from trainer.loss import (
-    debiased_weights,
-    min_snr_weights,
-    target_for,
-    training_noise,
-)
+from trainer.kohya_terms import LOSS_OPTIONS, apply_max_norm, kohya_loss, sample_timesteps
+from trainer.loss import debiased_weights, min_snr_weights, target_for
+from trainer.noise import adaptive_training_noise
 from trainer.sampling import generate_samples, weight_grid, write_grid
 from trainer.saving import save_lora
 from trainer.setup import Session, prepare_session
@@ -40,7 +37,6 @@ logger = logging.getLogger(__name__)
 # Above this share of the GPU's memory after one step, spilling is likely (see check_memory).
 SPILL_WARNING_FRACTION = 0.95
 CUDA_REPORT_EVERY = 10
-LOSS_OPTIONS = {"loss_type", "huber_schedule", "huber_c", "huber_scale"}
 
 
 @dataclass
@@ -87,7 +83,7 @@ class Trainer:
         self.position = Position(epoch=0, batch=0, global_step=0, seed=self.session.seed)
         self.result = TrainResult(output_dir=config.output_dir, final_path=None)
         self._epoch_losses: list[torch.Tensor] = []
-        self._step_saves: dict[int, Path] = {}
+        self.saves = SaveSchedule(config)
         # Reading the loss waits for the GPU; on CUDA report every few steps so the
         # host keeps queueing work ahead of the device.
         self._report_every = 1 if self.session.device.type == "cpu" else CUDA_REPORT_EVERY
@@ -154,7 +150,7 @@ class Trainer:
         latents = self.latents(records, flips)
         with s.accelerator.autocast():  # a trained TE holds fp32 LoRA on half weights
             hidden, pooled = s.encode_text(captions)
-        noise = self.noise(latents, generator)
+        noise = adaptive_training_noise(latents, config, generator)
         scheduler = s.base.noise_scheduler
         steps = scheduler.config.num_train_timesteps
         low, high = config.min_timestep or 0, config.max_timestep or steps
@@ -207,23 +203,6 @@ class Trainer:
         if self._session_steps == 1:
             self.check_memory()
 
-    def noise(self, latents: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The training noise; with ``adaptive_noise_scale`` the offset follows the latents."""
-        config = self.config
-        if not config.adaptive_noise_scale or not config.noise_offset:
-            return training_noise(latents.shape, config, generator)
-        plain = training_noise(
-            latents.shape, config.model_copy(update={"noise_offset": None}), generator
-        )
-        return adaptive_offset_noise(
-            plain,
-            latents,
-            config.noise_offset,
-            config.adaptive_noise_scale,
-            random_strength=config.noise_offset_random_strength,
-            generator=generator,
-        )
-
     def check_memory(self) -> None:
         """Warn once, after the first step, when the GPU is (nearly) out of memory."""
         message = spill_warning(self.session.device, SPILL_WARNING_FRACTION)
@@ -266,40 +245,23 @@ class Trainer:
     # -- checkpoints, samples, state ---------------------------------------------------
 
     def maybe_save(self) -> None:
-        """Save ``<name>-<epoch>.safetensors`` every N epochs and keep the last N."""
-        every = self.config.save_every_n_epochs
-        epoch = self.position.epoch
-        if not every or epoch % every:
-            return
-        path = self.save(
-            self.config.output_dir / f"{self.config.output_name}-{epoch:06d}.safetensors"
-        )
-        steps = set(self._step_saves.values())
-        epoch_files = [p for p in self.result.saved if p != path and p.exists() and p not in steps]
-        keep = self.config.save_last_n_epochs
-        if keep is not None:
-            for old in epoch_files[: max(0, len(epoch_files) + 1 - keep)]:
-                old.unlink()
-                logger.info("removed %s (save_last_n_epochs=%d)", old, keep)
-            self.result.saved = [p for p in self.result.saved if p.exists()]
-        if self.config.save_state:
-            self.write_state(f"{self.config.output_name}-{epoch:06d}-state")
+        """An epoch's LoRA when one is due (and its state with ``save_state``)."""
+        path = self.saves.epoch_file(self.position.epoch)
+        if path is not None:
+            self.saves.saved_epoch(self.save(path))
+            self._kept_saves(path.stem)
 
     def maybe_save_step(self) -> None:
-        """kohya's ``save_every_n_steps``: ``<name>-step<N>.safetensors`` (and a state with
-        ``save_state``), keeping those of the last ``save_last_n_steps`` steps."""
-        every, step = self.config.save_every_n_steps, self.position.global_step
-        if not every or step % every or step in self._step_saves or self.finished():
-            return
-        name = f"{self.config.output_name}-step{step:08d}"
-        self._step_saves[step] = self.save(self.config.output_dir / f"{name}.safetensors")
-        if self.config.save_state:
-            self.write_state(f"{name}-state")
-        keep = self.config.save_last_n_steps
-        for old in [s for s in self._step_saves if keep and s < step - keep]:
-            self._step_saves.pop(old).unlink(missing_ok=True)
-            logger.info("removed the step-%d LoRA (save_last_n_steps=%d)", old, keep)
+        """kohya's ``save_every_n_steps`` (the last step is the final file instead)."""
+        path = None if self.finished() else self.saves.step_file(self.position.global_step)
+        if path is not None:
+            self.saves.saved_step(self.position.global_step, self.save(path))
+            self._kept_saves(path.stem)
+
+    def _kept_saves(self, stem: str) -> None:
         self.result.saved = [p for p in self.result.saved if p.exists()]
+        if self.config.save_state:
+            self.write_state(f"{stem}-state")
 
     def maybe_sample(self) -> None:
         every, prompts = self.config.sample_every_n_epochs, self.session.sample_prompts
