@@ -427,6 +427,8 @@ def load_config(
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "config"
-        parts.append(f"{where}: {item['msg']}")
+        # A check across keys has no location; its message names the keys itself.
+        message = str(item["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(p) for p in item["loc"])
+        parts.append(f"{where}: {message}" if where else message)
     return "invalid config: " + "; ".join(parts)

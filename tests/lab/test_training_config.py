@@ -179,7 +179,7 @@ def test_kohya_and_lycoris_network_spellings_map(
         ("networks.made_up", [], r"'networks.made_up' is not supported"),
         ("lycoris.kohya", ["algo=ia3"], r"algo=ia3 \(\(IA\)\^3\) is not supported"),
         ("lycoris.kohya", ["algo=glora"], r"algo=glora \(GLoRA\)"),
-        ("lycoris.kohya", ["algo=loha", "use_tucker=True"], r"use_tucker \(Tucker"),
+        ("lycoris.kohya", ["algo=loha", "conv_dim=8", "use_tucker=True"], r"use_tucker \(Tucker"),
         ("lycoris.kohya", ["algo=loha", "dora_wd=True"], "dora_wd=True works with algo=lora"),
         ("networks.lora", ["factor=4"], "factor is a LoKr option"),
         ("networks.lora", ["rank_dropout=0.1"], "rank_dropout is not supported for LoRA/LoCon"),
