@@ -39,7 +39,7 @@ COMMANDS = [
     ("lora list", {}),
     ("dataset status", {}),
     ("caption tags", {}),
-    ("lab stats", {}),
+    ("lora stats", {}),
 ]
 
 latencies: list[float] = []
@@ -106,7 +106,7 @@ async def run(n: int, rounds: int, home: Path, template: Path) -> tuple[list[flo
                     lab.general,
                     name,
                     {**options, "ticket": number}
-                    if name not in ("lora list", "lab stats")
+                    if name not in ("lora list", "lora stats")
                     else options,
                 )
                 if n == 1:

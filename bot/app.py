@@ -3,7 +3,8 @@
 `create_bot(settings, session_factory=…, task_sender=…)` builds it; nothing is read
 from the environment or built at import time. `setup_hook` loads one extension per
 feature, registers the persistent buttons (their state lives in their custom ids, so
-they work after a restart), installs the central error handler and syncs commands.
+they work after a restart) and syncs commands. The command tree is `LabTree`, whose
+`on_error` is the central error handler.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import discord
 from discord.ext import commands
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.context import LabConfig
 from bot.database import Database
-from bot.errors import handle_error
+from bot.errors import LabTree
 from db.outbox import RelayPolicy
 from lab.settings import BotSettings
 from lab.storage import Storage
@@ -39,8 +39,6 @@ EXTENSIONS = (
     "bot.exts.relay",
 )
 
-DISCORD_ATTACHMENT_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
-
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -55,9 +53,7 @@ class LabBot(commands.Bot):
         *,
         db: Database,
         task_sender: TaskSender,
-        http_session: aiohttp.ClientSession | None = None,
         storage: Storage | None = None,
-        attachment_hosts: frozenset[str] = DISCORD_ATTACHMENT_HOSTS,
         clock: Callable[[], datetime] = _utcnow,
         relay_interval: float = 2.0,
         progress_interval: float = 10.0,
@@ -70,14 +66,19 @@ class LabBot(commands.Bot):
         if intents is None:
             intents = discord.Intents.default()
             intents.message_content = settings.message_content_intent
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None)
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            tree_cls=LabTree,
+            max_ratelimit_timeout=settings.rate_limit_max_wait_seconds,
+        )
         self.settings = settings
         self.rules = settings.rules
         self.db = db
         self.task_sender = task_sender
-        self.http_session = http_session
         self.storage = storage
-        self.attachment_hosts = attachment_hosts
+        self.attachment_hosts = settings.attachment_hosts
         self.clock = clock
         self.relay_interval = relay_interval
         self.progress_interval = progress_interval
@@ -88,7 +89,6 @@ class LabBot(commands.Bot):
         self.lab_configs: dict[int, LabConfig] = {}
 
     async def setup_hook(self) -> None:
-        self.tree.on_error = handle_error  # type: ignore[method-assign]
         for name in EXTENSIONS:
             await self.load_extension(name)
         if self.sync_commands:
@@ -108,7 +108,6 @@ def create_bot(
     *,
     session_factory: sessionmaker[Session],
     task_sender: TaskSender,
-    http_session: aiohttp.ClientSession | None = None,
     storage: Storage | None = None,
     **options: Any,
 ) -> LabBot:
@@ -117,7 +116,6 @@ def create_bot(
         settings,
         db=Database(session_factory),
         task_sender=task_sender,
-        http_session=http_session,
         storage=storage,
         **options,
     )

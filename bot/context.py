@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.errors import NotAllowed, NotSetUp
+from db.refs import TicketRef
 from db.tickets import Who, guild_config
 from lab.lifecycle import LabRole
 
@@ -22,6 +23,8 @@ ROLE_NAMES: dict[LabRole, str] = {
     LabRole.TESTER: "Tester",
 }
 SELF_SERVICE_ROLES = (LabRole.CURATOR, LabRole.CAPTIONER, LabRole.TRAINER, LabRole.TESTER)
+TICKET_HELP = "The ticket's number (default: the ticket of the post you are in)"
+"""The description of every command's ``ticket`` option (`ticket_here` resolves it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +110,8 @@ def require_role(who: Who, role: LabRole, doing: str) -> None:
         raise NotAllowed(f"Only a {ROLE_NAMES[role]} may {doing}.")
 
 
-async def ticket_here(bot: LabBot, interaction: discord.Interaction, number: int | None) -> int:
-    """The ticket a command is about: the `ticket` option, else the post it runs in."""
-    from db.tickets import locate_ticket
-
+def ticket_ref(interaction: discord.Interaction, number: int | None) -> TicketRef:
+    """The ticket a command is about: the `ticket` option, else the post it runs in.
+    The service resolves it in its own transaction (no look-up of its own here)."""
     assert interaction.guild_id is not None
-    return await bot.db.run(
-        locate_ticket, interaction.guild_id, channel_id=interaction.channel_id, number=number
-    )
+    return TicketRef(interaction.guild_id, number=number, thread_id=interaction.channel_id)

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import discord
 
+from db.dataset import DatasetStatus
+from db.stats import LeaderLine
 from db.tickets import TicketCard
+from lab.apps import App, dora_note, fit_error
 from lab.lifecycle import TicketState
 
 STATUS_COLOUR: dict[TicketState, int] = {
@@ -56,6 +60,12 @@ def ticket_title(card: TicketCard) -> str:
     return clip(f"#{card.number} {card.name}{version}", 100)
 
 
+def card_marker(ticket_id: int) -> str:
+    """The footer of the card, board offer and release post: how the relay recognises a
+    message it already made for the ticket when Discord's answer was lost."""
+    return f"ticket:{ticket_id}"
+
+
 def ticket_card_embed(card: TicketCard) -> discord.Embed:
     """The starter message of the ticket's forum post, kept current by the relay."""
     embed = discord.Embed(
@@ -75,7 +85,7 @@ def ticket_card_embed(card: TicketCard) -> discord.Embed:
         embed.add_field(name="Trainer", value=clip(card.claimer, 1024))
     embed.add_field(name="People", value=clip(people_text(card), 1024), inline=False)
     embed.add_field(name="Next", value=NEXT_STEP[card.status], inline=False)
-    embed.set_footer(text=f"ticket:{card.id}")
+    embed.set_footer(text=card_marker(card.id))
     return embed
 
 
@@ -104,6 +114,7 @@ def board_embed(card: TicketCard) -> discord.Embed:
     embed.add_field(name="Base", value=f"{card.base_model} ({card.family})")
     embed.add_field(name="Images", value=str(card.image_count))
     embed.add_field(name="Trigger", value=clip(f"`{card.trigger_word}`", 1024))
+    embed.set_footer(text=card_marker(card.id))
     return embed
 
 
@@ -156,7 +167,34 @@ def tally_text(up: int, down: int) -> str:
     return f"👍 {up} · 👎 {down}"
 
 
-def release_embed(card: TicketCard, release: Any, *, link: str | None) -> discord.Embed:
+@dataclass(frozen=True)
+class DoraRelease:
+    """A DoRA model's release: the lab's apps, and the plain-LoRA fit when attached."""
+
+    apps: tuple[App, ...]
+    compat: bytes | None
+    compat_name: str
+
+
+def dora_text(dora: DoraRelease, original: str) -> str:
+    """Which file to load where: the fit for apps that misread DoRA, the original for
+    LyCORIS; one line per app on what it does with the original."""
+    if dora.compat is not None:
+        error = fit_error(dora.compat)
+        fit = f" (fit error {error:.0%} of the weight change)" if error is not None else ""
+        head = (
+            f"`{dora.compat_name}` (attached first) is a plain LoRA fitted to this DoRA "
+            f"model{fit} for the apps below; "
+            f"`{original}` is the DoRA original, for LyCORIS, which applies it right."
+        )
+    else:
+        head = f"`{original}` is a DoRA model. What your app does with it:"
+    return head + "\n" + dora_note(dora.apps)
+
+
+def release_embed(
+    card: TicketCard, release: Any, *, link: str | None, dora: DoraRelease | None = None
+) -> discord.Embed:
     """The #releases post: what was made, how to use it, and who made it."""
     embed = discord.Embed(
         title=clip(f"🎉 Released: {ticket_title(card)}", 256),
@@ -177,7 +215,11 @@ def release_embed(card: TicketCard, release: Any, *, link: str | None) -> discor
         embed.add_field(
             name="Download", value="The file is held by the lab; ask a Lab Admin.", inline=False
         )
+    if dora is not None:
+        embed.add_field(name="DoRA", value=clip(dora_text(dora, release.filename), 1024),
+                        inline=False)  # fmt: skip
     embed.add_field(name="Credits", value=clip(people_text(card), 1024), inline=False)
+    embed.set_footer(text=card_marker(card.id))
     return embed
 
 
@@ -202,4 +244,46 @@ def with_tally(embed: discord.Embed, up: int, down: int) -> discord.Embed:
     for index, field in enumerate(embed.fields):
         if field.name == "Votes":
             embed.set_field_at(index, name="Votes", value=tally_text(up, down), inline=field.inline)
+    return embed
+
+
+def dataset_embed(status: DatasetStatus) -> discord.Embed:
+    """`/dataset status`: counts, shapes, training buckets, sizes, warnings, the list."""
+    embed = discord.Embed(title="Dataset", colour=0x5865F2)
+    embed.add_field(name="Images", value=f"{status.count} ({status.captioned} captioned)")
+    embed.add_field(
+        name="Shapes",
+        value=", ".join(f"{k} {v}" for k, v in sorted(status.shapes.items())) or "—",
+    )
+    embed.add_field(
+        name="Buckets (training)",
+        value=clip(", ".join(f"{k} {v}" for k, v in status.buckets.items()) or "—", 1024),
+    )
+    embed.add_field(
+        name="Sizes",
+        value=", ".join(f"{k} {v}" for k, v in sorted(status.resolutions.items())) or "—",
+    )
+    embed.add_field(
+        name="Warnings", value=clip("\n".join(status.warnings) or "none", 1024), inline=False
+    )
+    listing = "\n".join(f"`{i}` {name} ({w}×{h})" for i, name, w, h in status.images)
+    embed.description = clip(listing or "No images yet.", 4000)
+    return embed
+
+
+def stats_embed(lines: list[LeaderLine], counts: dict[str, int]) -> discord.Embed:
+    """`/lora stats`: the contribution leaderboard and tickets per state."""
+    embed = discord.Embed(title="Lab contributions", colour=0x5865F2)
+    board = "\n".join(
+        f"{i + 1}. **{line.name}** — {line.total} "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(line.by_kind.items()))})"
+        for i, line in enumerate(lines)
+    )
+    embed.description = clip(board or "No contributions yet.", 4000)
+    embed.add_field(
+        name="Tickets",
+        value=clip(
+            ", ".join(f"{k.upper()} {v}" for k, v in sorted(counts.items())) or "none", 1024
+        ),
+    )
     return embed

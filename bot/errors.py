@@ -45,6 +45,11 @@ def describe(error: BaseException) -> tuple[str, bool]:
         error = error.original
     if isinstance(error, LabError):
         return error.user_message, True
+    if isinstance(error, discord.RateLimited):  # longer than the bot waits (30 s default)
+        return (
+            f"Discord is rate limiting the lab for {error.retry_after:.0f} s; try again then.",
+            True,
+        )
     if isinstance(error, app_commands.CheckFailure):
         return str(error) or "You can't use this command here.", True
     if isinstance(error, app_commands.AppCommandError):  # a bad option value, and the like
@@ -80,3 +85,13 @@ async def handle_error(interaction: discord.Interaction, error: BaseException) -
         await reply(interaction, message)
     except discord.HTTPException:
         log.warning("could not tell user %s about an error", interaction.user.id)
+
+
+class LabTree(app_commands.CommandTree["discord.Client"]):
+    """The bot's command tree (installed with ``tree_cls``): every app-command error
+    goes to `handle_error`."""
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        await handle_error(interaction, error)

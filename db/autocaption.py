@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
 from db.captions import CaptionError
-from db.dataset import _ticket, _touch, require
 from db.models import DatasetImage, ImageStatus, OutboxMessage, Ticket
 from db.outbox import enqueue_task
+from db.refs import TicketKey, ticket_id_in
+from db.services import get_ticket, require
 from db.tickets import Who, actor_in
 from lab.autocaption import CaptionerKind, style_for_base
 from lab.lifecycle import Action, TicketState
@@ -70,7 +71,7 @@ class AutoCaptionRequest:
 def request_autocaption(
     factory: Factory,
     who: Who,
-    ticket_id: int,
+    ticket_id: TicketKey,
     rules: LabRules,
     *,
     request_id: int,
@@ -81,7 +82,8 @@ def request_autocaption(
     """Queue auto-captioning of the ticket's images (all with `overwrite`, else those
     without a caption); the kind defaults to the style of the ticket's base model."""
     with factory.begin() as session:
-        ticket = _ticket(session, ticket_id)
+        ticket_id = ticket_id_in(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
         require(session, ticket, Action.EDIT_CAPTIONS, actor_in(session, who), rules)
         chosen = kind or style_for_base(ticket.base_model).kind
         key = task_id(TaskName.CAPTION, ticket_id, request_id)
@@ -122,7 +124,7 @@ def caption_job(factory: Factory, payload: CaptionPayload) -> CaptionJob | None:
     with factory() as session:
         if _is_done(session, payload.ticket_id, payload.request_id):
             return None
-        ticket = _ticket(session, payload.ticket_id)
+        ticket = get_ticket(session, payload.ticket_id)
         targets = _targets(session, ticket.id, payload.overwrite)
         return CaptionJob(
             ticket_id=ticket.id,
@@ -165,7 +167,7 @@ def record_auto_captions(
     with factory.begin() as session:
         if _is_done(session, ticket_id, request_id):
             return None
-        ticket = _ticket(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
         if ticket.status is not TicketState.CAPTIONING:
             _finish(session, ticket, request_id, (
                 f"Auto-captions by {model_name} were not saved: the ticket is "
@@ -187,7 +189,7 @@ def record_auto_captions(
             + ". They are first drafts: check them with /caption show and /caption tags, "
             "fix them with /caption edit or /caption bulk."))  # fmt: skip
         if written:
-            _touch(session, ticket, f"autocaption:{request_id}")
+            repo.touch_ticket(session, ticket, f"autocaption:{request_id}")
         log.info("ticket %s request %s: %d auto captions recorded", ticket_id, request_id, written)
         return written
 
@@ -199,6 +201,6 @@ def record_autocaption_failure(
     with factory.begin() as session:
         if _is_done(session, ticket_id, request_id):
             return False
-        ticket = _ticket(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
         _finish(session, ticket, request_id, f"Auto-captioning failed: {message}")
         return True

@@ -9,9 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
-from db.dataset import _ticket, _touch, require
 from db.models import ContributionKind, DatasetImage, ImageStatus
-from db.services import NotFound
+from db.refs import TicketKey, ticket_id_in
+from db.services import NotFound, get_ticket, require
 from db.tickets import Who, actor_in
 from lab.captions import join_tags, normalise_caption, split_tags, tag_frequency
 from lab.errors import LabError
@@ -32,9 +32,21 @@ def _image(session: Session, ticket_id: int, image_id: int) -> DatasetImage:
     return image
 
 
-def show_caption(factory: Factory, ticket_id: int, image_id: int) -> tuple[str, str]:
-    """(original file name, current caption) of an image."""
-    with factory() as session:
+def show_caption(
+    factory: Factory,
+    ticket_id: TicketKey,
+    image_id: int,
+    who: Who | None = None,
+    rules: LabRules | None = None,
+) -> tuple[str, str]:
+    """(original file name, current caption) of an image; with `who` (and `rules`),
+    first checks they may edit captions now (the edit modal asks before it opens)."""
+    with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
+        if who is not None:
+            ticket = get_ticket(session, ticket_id)
+            assert rules is not None, "checking `who` needs the lab's rules"
+            require(session, ticket, Action.EDIT_CAPTIONS, actor_in(session, who), rules)
         image = _image(session, ticket_id, image_id)
         return image.original_name, repo.current_captions(session, ticket_id).get(image_id, "")
 
@@ -44,25 +56,26 @@ def _write(session: Session, image_id: int, text: str, author_id: int | None) ->
 
 
 def edit_caption(
-    factory: Factory, who: Who, ticket_id: int, image_id: int, text: str, rules: LabRules
+    factory: Factory, who: Who, ticket_id: TicketKey, image_id: int, text: str, rules: LabRules
 ) -> str:
     """Replace an image's caption; returns the normalised text stored."""
     with factory.begin() as session:
-        ticket = _ticket(session, ticket_id)
+        ticket_id = ticket_id_in(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
         actor = actor_in(session, who)
         require(session, ticket, Action.EDIT_CAPTIONS, actor, rules)
         _image(session, ticket_id, image_id)
         _write(session, image_id, text, actor.member_id)
         assert actor.member_id is not None
         repo.record_contribution(session, ticket_id, actor.member_id, ContributionKind.CAPTION)
-        _touch(session, ticket, f"caption:{image_id}:{len(text)}")
+        repo.touch_ticket(session, ticket, f"caption:{image_id}:{len(text)}")
         return normalise_caption(text)
 
 
 def bulk_edit(
     factory: Factory,
     who: Who,
-    ticket_id: int,
+    ticket_id: TicketKey,
     operation: str,
     tag: str,
     rules: LabRules,
@@ -77,7 +90,8 @@ def bulk_edit(
     if operation == "replace" and (not replacement.strip() or "," in replacement):
         raise CaptionError("Give the replacement tag (one tag, without commas).")
     with factory.begin() as session:
-        ticket = _ticket(session, ticket_id)
+        ticket_id = ticket_id_in(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
         actor = actor_in(session, who)
         require(session, ticket, Action.EDIT_CAPTIONS, actor, rules)
         captions = repo.current_captions(session, ticket_id)
@@ -98,7 +112,7 @@ def bulk_edit(
             repo.record_contribution(
                 session, ticket_id, actor.member_id, ContributionKind.CAPTION, changed
             )
-            _touch(session, ticket, f"bulk:{operation}:{tag}:{changed}")
+            repo.touch_ticket(session, ticket, f"bulk:{operation}:{tag}:{changed}")
         return changed
 
 
@@ -116,11 +130,12 @@ def _apply(tags: list[str], operation: str, tag: str, replacement: str, trigger:
 
 
 def upload_captions(
-    factory: Factory, who: Who, ticket_id: int, texts: dict[str, str], rules: LabRules
+    factory: Factory, who: Who, ticket_id: TicketKey, texts: dict[str, str], rules: LabRules
 ) -> tuple[list[str], list[str]]:
     """Captions from .txt files matched to images by file stem; (matched, unmatched)."""
     with factory.begin() as session:
-        ticket = _ticket(session, ticket_id)
+        ticket_id = ticket_id_in(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
         actor = actor_in(session, who)
         require(session, ticket, Action.EDIT_CAPTIONS, actor, rules)
         by_stem = {
@@ -144,13 +159,14 @@ def upload_captions(
             repo.record_contribution(
                 session, ticket_id, actor.member_id, ContributionKind.CAPTION, len(matched)
             )
-            _touch(session, ticket, f"upload:{len(matched)}:{sorted(matched)[0]}")
+            repo.touch_ticket(session, ticket, f"upload:{len(matched)}:{sorted(matched)[0]}")
         return matched, unmatched
 
 
-def tag_counts(factory: Factory, ticket_id: int) -> tuple[int, dict[str, int]]:
+def tag_counts(factory: Factory, ticket_id: TicketKey) -> tuple[int, dict[str, int]]:
     """(captioned images, tag → how many captions use it, most used first)."""
     with factory() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         captions = repo.current_captions(session, ticket_id)
     lists = [split_tags(text) for text in captions.values() if text.strip()]
     return len(lists), tag_frequency(lists)

@@ -11,41 +11,26 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
-from db.base import utcnow
-from db.models import ContributionKind, DatasetImage, ImageStatus, Ticket
-from db.services import NotFound, TransitionRefused
+from db.models import ContributionKind, DatasetImage, ImageStatus
+from db.refs import TicketKey, ticket_id_in
+from db.services import NotFound, get_ticket, require
 from db.tickets import Who, actor_in
 from lab.buckets import BucketSpec
 from lab.dataset.similar import near_duplicate_pairs
 from lab.families import FAMILIES
-from lab.lifecycle import Action, Actor, Allowed, decide
+from lab.lifecycle import Action
 from lab.settings import LabRules
 
 Factory = sessionmaker[Session]
 
 
-def _ticket(session: Session, ticket_id: int) -> Ticket:
-    ticket = session.get(Ticket, ticket_id)
-    if ticket is None:
-        raise NotFound(f"Ticket {ticket_id} does not exist.")
-    return ticket
-
-
-def require(
-    session: Session, ticket: Ticket, action: Action, actor: Actor, rules: LabRules
-) -> None:
-    """Raise `TransitionRefused` unless the policy allows `action` (work inside a state)."""
-    decision = decide(action, actor, repo.ticket_facts(session, ticket), rules)
-    if not isinstance(decision, Allowed):
-        raise TransitionRefused(decision)
-
-
 def check_allowed(
-    factory: Factory, who: Who, ticket_id: int, action: Action, rules: LabRules
+    factory: Factory, who: Who, ticket_id: TicketKey, action: Action, rules: LabRules
 ) -> None:
     """Ask before doing slow work (downloads): may `who` do `action` on the ticket now?"""
     with factory.begin() as session:
-        require(session, _ticket(session, ticket_id), action, actor_in(session, who), rules)
+        ticket_id = ticket_id_in(session, ticket_id)
+        require(session, get_ticket(session, ticket_id), action, actor_in(session, who), rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +42,17 @@ class TicketBasics:
     """sha256 → original name of the ticket's active images (duplicates are refused)."""
 
 
-def ticket_basics(factory: Factory, ticket_id: int) -> TicketBasics:
-    with factory() as session:
-        ticket = _ticket(session, ticket_id)
+def ticket_basics(
+    factory: Factory, ticket_id: TicketKey, who: Who | None = None, rules: LabRules | None = None
+) -> TicketBasics:
+    """What ingest needs to know; with `who` (and `rules`), first checks they may edit
+    the dataset now, so an upload is refused before anything is downloaded."""
+    with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
+        if who is not None:
+            assert rules is not None, "checking `who` needs the lab's rules"
+            require(session, ticket, Action.EDIT_DATASET, actor_in(session, who), rules)
         rows = session.execute(
             select(DatasetImage.sha256, DatasetImage.original_name).where(
                 DatasetImage.ticket_id == ticket_id, DatasetImage.status == ImageStatus.ACTIVE
@@ -86,12 +79,13 @@ class NewImage:
 
 
 def add_images(
-    factory: Factory, who: Who, ticket_id: int, images: list[NewImage], rules: LabRules
+    factory: Factory, who: Who, ticket_id: TicketKey, images: list[NewImage], rules: LabRules
 ) -> dict[str, int]:
     """Record accepted images (and their captions) on the ticket; source name → image id.
     An image already in the dataset (same hash) is skipped, so a retry adds nothing twice."""
     with factory.begin() as session:
-        ticket = _ticket(session, ticket_id)
+        ticket_id = ticket_id_in(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
         actor = actor_in(session, who)
         require(session, ticket, Action.EDIT_DATASET, actor, rules)
         assert actor.member_id is not None
@@ -134,26 +128,23 @@ def add_images(
             repo.record_contribution(
                 session, ticket_id, actor.member_id, ContributionKind.CURATE, len(added)
             )
-            _touch(session, ticket, f"images:{len(existing)}:{min(added.values())}")
+            repo.touch_ticket(session, ticket, f"images:{len(existing)}:{min(added.values())}")
         return added
 
 
-def _touch(session: Session, ticket: Ticket, why: str) -> None:
-    """Activity on the ticket: the card shows new counts."""
-    ticket.last_activity_at = utcnow()
-    repo.queue_card_refresh(session, ticket.id, f"{ticket.id}:{ticket.revision}:{why}")
-
-
-def remove_image(factory: Factory, who: Who, ticket_id: int, image_id: int, rules: LabRules) -> str:
+def remove_image(
+    factory: Factory, who: Who, ticket_id: TicketKey, image_id: int, rules: LabRules
+) -> str:
     """Take an image out of the dataset (kept in storage; re-uploading restores it)."""
     with factory.begin() as session:
-        ticket = _ticket(session, ticket_id)
+        ticket_id = ticket_id_in(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
         require(session, ticket, Action.EDIT_DATASET, actor_in(session, who), rules)
         image = session.get(DatasetImage, image_id)
         if image is None or image.ticket_id != ticket_id or image.status is ImageStatus.REMOVED:
             raise NotFound(f"Image {image_id} is not in this ticket's dataset.", code="no_image")
         image.status = ImageStatus.REMOVED
-        _touch(session, ticket, f"removed:{image_id}")
+        repo.touch_ticket(session, ticket, f"removed:{image_id}")
         return image.original_name
 
 
@@ -180,9 +171,12 @@ def _shape(width: int, height: int) -> str:
     return "square"
 
 
-def dataset_status(factory: Factory, ticket_id: int, phash_distance: int = 6) -> DatasetStatus:
+def dataset_status(
+    factory: Factory, ticket_id: TicketKey, rules: LabRules, phash_distance: int = 6
+) -> DatasetStatus:
     with factory() as session:
-        ticket = _ticket(session, ticket_id)
+        ticket_id = ticket_id_in(session, ticket_id)
+        ticket = get_ticket(session, ticket_id)
         images = session.scalars(
             select(DatasetImage)
             .where(DatasetImage.ticket_id == ticket_id, DatasetImage.status == ImageStatus.ACTIVE)
@@ -204,10 +198,10 @@ def dataset_status(factory: Factory, ticket_id: int, phash_distance: int = 6) ->
         for a, b, _ in near_duplicate_pairs([i.phash for i in images], phash_distance)
     ]
     warnings = []
-    if len(images) < family.min_images:
+    need = rules.min_images[family.family]  # the lab's minimum: the one the gate enforces
+    if len(images) < need:
         warnings.append(
-            f"{family.min_images - len(images)} more images needed (minimum "
-            f"{family.min_images} for {family.family.value})."
+            f"{need - len(images)} more images needed (minimum {need} for {family.family.value})."
         )
     elif len(images) < family.comfortable_images:
         warnings.append(

@@ -249,7 +249,7 @@ def reap_expired(
         if attempt >= max_attempts:
             reason = (
                 f"The worker running this job stopped answering {attempt} times; "
-                "the job was given up. Check /lab workers, then /train retry."
+                "the job was given up. Check /train workers, then /train retry."
             )
             if finish(factory, lease, rules, status=JobStatus.FAILED, error=reason):
                 failed.append(job_id)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, BigIntId, UTCDateTime, utcnow
 from lab.families import BaseFamily
-from lab.lifecycle import LabRole, TicketState
+from lab.lifecycle import TicketState
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
@@ -103,24 +103,6 @@ class Member(Base):
     discord_user_id: Mapped[int] = mapped_column(BigInteger)
     display_name: Mapped[str] = mapped_column(String(100))
     joined_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    roles: Mapped[list[MemberRole]] = relationship(
-        foreign_keys="MemberRole.member_id", lazy="raise", cascade="all, delete-orphan"
-    )
-
-
-class MemberRole(Base):
-    """A lab role a member holds; approval-only roles start pending."""
-
-    __tablename__ = "member_roles"
-
-    member_id: Mapped[int] = mapped_column(
-        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
-    )
-    role: Mapped[LabRole] = mapped_column(_enum(LabRole, "lab_role"), primary_key=True)
-    approved: Mapped[bool] = mapped_column(Boolean, default=True)
-    granted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    granted_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
 
 
 class Ticket(Base):
@@ -283,7 +265,7 @@ class Vote(Base):
 
 
 class Contribution(Base):
-    """Who helped with a ticket, and how much (credits and /lab stats)."""
+    """Who helped with a ticket, and how much (credits and /lora stats)."""
 
     __tablename__ = "contributions"
     __table_args__ = (UniqueConstraint("ticket_id", "member_id", "kind"),)
@@ -315,7 +297,10 @@ class OutboxMessage(Base):
     """A Discord message or Celery task decided in a transaction, delivered after commit."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "sent_at", "available_at"),)
+    __table_args__ = (
+        Index("ix_outbox_pending", "sent_at", "available_at"),
+        Index("ix_outbox_ticket_order", "ticket_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
@@ -327,10 +312,15 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ticket_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The ticket the row belongs to (no foreign key: a dead letter outlives its
+    ticket); a ticket's rows are delivered in order."""
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Set when the row is given up on; ``last_error`` says why. `redrive` clears it."""
 
 
 class Worker(Base):
-    """A running worker process (for /lab workers); it heartbeats while alive."""
+    """A running worker process (for /train workers); it heartbeats while alive."""
 
     __tablename__ = "workers"
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import func, or_, select, true, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from db.base import utcnow
-from db.models import OutboxMessage
+from db.models import OutboxMessage, Ticket
 from db.repositories import OutboxItem, add_outbox
 from lab.errors import LabError
 from lab.tasks import QUEUE_OF, OutboxKind, TaskName, task_id
@@ -93,21 +93,29 @@ def deliver_pending(
     """
     policy = policy or RelayPolicy()
     sent = retried = dead = 0
+    held: set[int] = set()  # tickets whose earlier row was postponed in this pass
     for row in due_rows(factory, kind_prefix, policy, limit=limit):
+        if row.ticket_id in held:
+            continue
         try:
             deliver(row)
         except RetryableDeliveryError as exc:
             attempts = row.attempts + 1
             wait = policy.delay(attempts, exc.retry_after)
-            mark_failed(factory, row.id, attempts=attempts, error=str(exc), wait=wait)
-            if attempts >= policy.max_attempts:
+            gone = attempts >= policy.max_attempts
+            mark_failed(factory, row.id, attempts=attempts, error=str(exc), wait=wait, dead=gone)
+            if gone:
                 dead += 1
                 log.error("outbox %s dead-lettered after %d attempts: %s", row.id, attempts, exc)
             else:
                 retried += 1
+                if row.ticket_id is not None:
+                    held.add(row.ticket_id)
                 log.warning("outbox %s retry %d in %.1fs: %s", row.id, attempts, wait, exc)
         except Exception as exc:  # a permanent failure: keep the row, stop retrying it
-            mark_failed(factory, row.id, attempts=policy.max_attempts, error=repr(exc), wait=0)
+            mark_failed(
+                factory, row.id, attempts=policy.max_attempts, error=repr(exc), wait=0, dead=True
+            )
             dead += 1
             log.exception("outbox %s failed permanently", row.id)
         else:
@@ -123,6 +131,8 @@ class PendingRow:
     payload: dict[str, Any]
     idempotency_key: str
     attempts: int
+    ticket_id: int | None = None
+    created_at: datetime | None = None
 
 
 def due_rows(
@@ -133,21 +143,55 @@ def due_rows(
     now: datetime | None = None,
     limit: int = 50,
 ) -> list[PendingRow]:
-    """Undelivered rows of kinds starting with `kind_prefix` due at `now`, oldest first."""
+    """Undelivered rows of kinds starting with `kind_prefix` due at `now`, oldest first.
+
+    A row waits while an earlier live row of the same ticket (and prefix) is not due:
+    a card edit, notice or grid postponed by a 429 is not passed by the ones written
+    after it. Rows of other tickets are not held up. Dead letters hold nothing up.
+    """
+    now = now or utcnow()
+    live = (
+        OutboxMessage.sent_at.is_(None),
+        OutboxMessage.dead_at.is_(None),
+        OutboxMessage.attempts < policy.max_attempts,
+    )
+    earlier = aliased(OutboxMessage)
+    waiting_before = (
+        select(earlier.id)
+        .where(
+            earlier.ticket_id == OutboxMessage.ticket_id,
+            earlier.id < OutboxMessage.id,
+            earlier.sent_at.is_(None),
+            earlier.dead_at.is_(None),
+            earlier.attempts < policy.max_attempts,
+            earlier.kind.startswith(kind_prefix),
+            earlier.available_at > now,
+        )
+        .exists()
+    )
     with factory() as session:
         rows = session.scalars(
             select(OutboxMessage)
             .where(
-                OutboxMessage.sent_at.is_(None),
+                *live,
                 OutboxMessage.kind.startswith(kind_prefix),
-                OutboxMessage.available_at <= (now or utcnow()),
-                OutboxMessage.attempts < policy.max_attempts,
+                OutboxMessage.available_at <= now,
+                or_(OutboxMessage.ticket_id.is_(None), ~waiting_before),
             )
             .order_by(OutboxMessage.id)
             .limit(limit)
         )
         return [
-            PendingRow(r.id, r.kind, dict(r.payload), r.idempotency_key, r.attempts) for r in rows
+            PendingRow(
+                r.id,
+                r.kind,
+                dict(r.payload),
+                r.idempotency_key,
+                r.attempts,
+                r.ticket_id,
+                r.created_at,
+            )
+            for r in rows
         ]
 
 
@@ -168,9 +212,12 @@ def mark_failed(
     error: str,
     wait: float,
     now: datetime | None = None,
+    dead: bool = False,
 ) -> None:
-    """Count a failed attempt; the row is due again after `wait` seconds (a row at
-    `policy.max_attempts` is a dead letter)."""
+    """Count a failed attempt; the row is due again after `wait` seconds. A dead row
+    (`dead`, or `attempts` at the policy's maximum) is kept with `error` as its reason
+    until an operator re-drives it."""
+    now = now or utcnow()
     with factory.begin() as session:
         session.execute(
             update(OutboxMessage)
@@ -178,13 +225,91 @@ def mark_failed(
             .values(
                 attempts=attempts,
                 last_error=error[:2000],
-                available_at=(now or utcnow()) + timedelta(seconds=wait),
+                available_at=now + timedelta(seconds=wait),
+                dead_at=now if dead else None,
             )
         )
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    kind: str
+    ticket_id: int | None
+    attempts: int
+    reason: str
+    dead_at: datetime | None
+    created_at: datetime
+
+
+def _dead(policy: RelayPolicy) -> Any:
+    return OutboxMessage.sent_at.is_(None) & (
+        OutboxMessage.dead_at.is_not(None) | (OutboxMessage.attempts >= policy.max_attempts)
+    )
+
+
+def _of_guild(guild_id: int | None) -> Any:
+    """All rows, or (a lab admin's view) only those of the guild's tickets."""
+    if guild_id is None:
+        return true()
+    return OutboxMessage.ticket_id.in_(select(Ticket.id).where(Ticket.guild_id == guild_id))
+
+
+def dead_letters(
+    factory: sessionmaker[Session],
+    policy: RelayPolicy | None = None,
+    *,
+    limit: int = 100,
+    guild_id: int | None = None,
+) -> list[DeadLetter]:
+    """Rows given up on, newest first, each with the reason it was given up (only the
+    guild's tickets' rows with `guild_id`)."""
+    policy = policy or RelayPolicy()
+    with factory() as session:
+        rows = session.scalars(
+            select(OutboxMessage)
+            .where(_dead(policy), _of_guild(guild_id))
+            .order_by(OutboxMessage.id.desc())
+            .limit(limit)
+        )
+        return [
+            DeadLetter(
+                r.id, r.kind, r.ticket_id, r.attempts, r.last_error or "", r.dead_at, r.created_at
+            )
+            for r in rows
+        ]
+
+
+def redrive(
+    factory: sessionmaker[Session],
+    row_ids: list[int],
+    policy: RelayPolicy | None = None,
+    *,
+    guild_id: int | None = None,
+) -> list[int]:
+    """Give dead rows a fresh set of attempts, due now; returns the ids re-driven.
+    Ids that are not dead letters (delivered, still pending, unknown, or with
+    `guild_id` another guild's) are left alone."""
+    policy = policy or RelayPolicy()
+    with factory.begin() as session:
+        ids = list(
+            session.scalars(
+                select(OutboxMessage.id).where(
+                    OutboxMessage.id.in_(row_ids), _dead(policy), _of_guild(guild_id)
+                )
+            )
+        )
+        if ids:
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(ids))
+                .values(attempts=0, dead_at=None, available_at=utcnow())
+            )
+        return ids
+
+
 def pending_count(factory: sessionmaker[Session], kind_prefix: str = "") -> int:
-    """Rows not yet delivered (dead letters included), for tests and /lab workers."""
+    """Rows not yet delivered (dead letters included), for tests and /train workers."""
     with factory() as session:
         return (
             session.scalar(

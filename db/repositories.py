@@ -20,14 +20,13 @@ from db.models import (
     ImageStatus,
     JobStatus,
     Member,
-    MemberRole,
     OutboxMessage,
     SampleSet,
     Ticket,
     TrainingJob,
     Vote,
 )
-from lab.lifecycle import Actor, LabRole, TicketFacts, TicketState
+from lab.lifecycle import TicketFacts, TicketState
 from lab.tasks import OutboxKind
 
 
@@ -55,51 +54,6 @@ def get_or_create_member(
     elif display_name and member.display_name != display_name:
         member.display_name = display_name
     return member
-
-
-def member_roles(session: Session, member_id: int) -> frozenset[LabRole]:
-    """The member's approved lab roles."""
-    rows = session.scalars(
-        select(MemberRole.role).where(MemberRole.member_id == member_id, MemberRole.approved)
-    )
-    return frozenset(rows)
-
-
-def grant_role(
-    session: Session,
-    member_id: int,
-    role: LabRole,
-    *,
-    approved: bool = True,
-    granted_by_id: int | None = None,
-) -> MemberRole:
-    row = session.get(MemberRole, (member_id, role))
-    if row is None:
-        row = MemberRole(
-            member_id=member_id, role=role, approved=approved, granted_by_id=granted_by_id
-        )
-        session.add(row)
-    else:
-        row.approved = row.approved or approved
-    session.flush()
-    return row
-
-
-def revoke_role(session: Session, member_id: int, role: LabRole) -> bool:
-    row = session.get(MemberRole, (member_id, role))
-    if row is None:
-        return False
-    session.delete(row)
-    session.flush()
-    return True
-
-
-def actor_for(session: Session, member: Member) -> Actor:
-    return Actor(
-        member_id=member.id,
-        roles=member_roles(session, member.id),
-        display_name=member.display_name,
-    )
 
 
 def allocate_ticket_number(session: Session, guild_id: int) -> int:
@@ -261,9 +215,28 @@ class OutboxItem:
 
 
 def add_outbox(session: Session, item: OutboxItem) -> OutboxMessage:
-    row = OutboxMessage(kind=item.kind, payload=item.payload, idempotency_key=item.idempotency_key)
+    """Queue `item`; the row remembers its ticket so the relay keeps a ticket's rows in
+    order (the ticket is read from the payload: its ticket, job or sample set)."""
+    row = OutboxMessage(
+        kind=item.kind,
+        payload=item.payload,
+        idempotency_key=item.idempotency_key,
+        ticket_id=_ticket_of(session, item.payload),
+    )
     session.add(row)
     return row
+
+
+def _ticket_of(session: Session, payload: dict[str, Any]) -> int | None:
+    if payload.get("ticket_id") is not None:
+        return int(payload["ticket_id"])
+    if payload.get("job_id") is not None:
+        job = session.get(TrainingJob, int(payload["job_id"]))
+        return job.ticket_id if job else None
+    if payload.get("sample_set_id") is not None:
+        sample = session.get(SampleSet, int(payload["sample_set_id"]))
+        return sample.ticket_id if sample else None
+    return None
 
 
 def record_contribution(
@@ -281,6 +254,13 @@ def record_contribution(
         session.add(Contribution(ticket_id=ticket_id, member_id=member_id, kind=kind, count=amount))
     else:
         row.count += amount
+
+
+def touch_ticket(session: Session, ticket: Ticket, why: str) -> None:
+    """Activity on the ticket (images, captions): the inactivity clock restarts and the
+    card shows the new counts; `why` makes the refresh's key unique to this change."""
+    ticket.last_activity_at = utcnow()
+    queue_card_refresh(session, ticket.id, f"{ticket.id}:{ticket.revision}:{why}")
 
 
 def queue_card_refresh(session: Session, ticket_id: int, tag: str) -> None:

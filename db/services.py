@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
 from db.base import utcnow
-from db.effects import EFFECTS
+from db.effects import TransitionContext, TransitionResult, run_effects
 from db.models import ContributionKind, Member, SubjectKind, Ticket
 from lab.errors import LabError
 from lab.families import family_of
@@ -20,10 +20,12 @@ from lab.lifecycle import (
     Allowed,
     RefusalCode,
     Refused,
+    TicketFacts,
     TicketState,
     decide,
 )
 from lab.settings import LabRules
+from lab.tasks import OutboxKind
 
 
 class DbError(LabError):
@@ -42,14 +44,6 @@ class TransitionRefused(DbError):
     def __init__(self, refusal: Refused) -> None:
         super().__init__(refusal.message, code=refusal.code.value)
         self.refusal = refusal
-
-
-@dataclass(frozen=True, slots=True)
-class TransitionResult:
-    ticket_id: int
-    number: int
-    from_state: TicketState
-    to_state: TicketState | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +101,7 @@ def open_ticket(
     repo.add_outbox(
         session,
         repo.OutboxItem(
-            kind="discord.ticket_post",
+            kind=OutboxKind.TICKET_POST.value,
             payload={"ticket_id": ticket.id},
             idempotency_key=f"ticket-post:{ticket.id}",
         ),
@@ -143,23 +137,21 @@ def apply_transition(
     admin_override: bool = False,
 ) -> TransitionResult:
     """Decide and apply `action` inside the caller's transaction: a compare-and-set on
-    the ticket, an audit row, the card refresh and the action's own effects (outbox).
+    the ticket, an audit row, then every consequence from `db.effects` (jobs, card,
+    job board, release post, notices), the same whoever acts.
 
     Raises `TransitionRefused` with the policy's reason, or with
     ``already_claimed``/``changed_meanwhile`` when another member moved the ticket
     between our read and our write.
     """
-    ticket = session.get(Ticket, ticket_id)
-    if ticket is None:
-        raise NotFound(f"Ticket {ticket_id} does not exist.")
+    ticket = get_ticket(session, ticket_id)
     facts = repo.ticket_facts(session, ticket)
-    decision = decide(action, actor, facts, rules, reason=reason, admin_override=admin_override)
-    if isinstance(decision, Refused):
-        raise TransitionRefused(decision)
-    assert isinstance(decision, Allowed)
-    result = TransitionResult(ticket.id, ticket.number, ticket.status, decision.target)
+    decision = _decide(action, actor, facts, rules, reason=reason, admin_override=admin_override)
+    before = TransitionResult(
+        ticket.id, ticket.number, ticket.status, decision.target, ticket.revision
+    )
     if decision.target is None:
-        return result
+        return before
     won = repo.compare_and_set_status(
         session,
         ticket.id,
@@ -179,11 +171,46 @@ def apply_transition(
         to_status=decision.target,
         reason=reason,
     )
-    repo.queue_card_refresh(session, ticket.id, f"{ticket.id}:{ticket.revision + 1}")
-    effect = EFFECTS.get(action)
-    if effect is not None:
-        effect(session, ticket.id, actor)
+    result = TransitionResult(
+        ticket.id, ticket.number, before.from_state, decision.target, ticket.revision + 1
+    )
+    session.refresh(ticket)  # the compare-and-set wrote past the ORM: effects see the new row
+    run_effects(
+        TransitionContext(session, ticket, action, actor, result, facts, rules, reason=reason)
+    )
     return result
+
+
+def get_ticket(session: Session, ticket_id: int) -> Ticket:
+    """The ticket, or `NotFound`."""
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise NotFound(f"Ticket {ticket_id} does not exist.")
+    return ticket
+
+
+def require(
+    session: Session, ticket: Ticket, action: Action, actor: Actor, rules: LabRules
+) -> None:
+    """Raise `TransitionRefused` unless the policy allows `action` now: the one check of
+    "may this actor do this" for work inside a state (uploads, captions, votes,
+    configuring); transitions ask the same policy through `apply_transition`."""
+    _decide(action, actor, repo.ticket_facts(session, ticket), rules)
+
+
+def _decide(
+    action: Action,
+    actor: Actor,
+    facts: TicketFacts,
+    rules: LabRules,
+    *,
+    reason: str | None = None,
+    admin_override: bool = False,
+) -> Allowed:
+    decision = decide(action, actor, facts, rules, reason=reason, admin_override=admin_override)
+    if isinstance(decision, Refused):
+        raise TransitionRefused(decision)
+    return decision
 
 
 def _side_values(action: Action, actor: Actor) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""`/lab stats`: who contributed what."""
+"""`/lora stats`: who contributed what."""
 
 from __future__ import annotations
 

@@ -18,18 +18,13 @@ from db.models import (
     ImageStatus,
     Member,
     Ticket,
-    TrainingJob,
 )
+from db.refs import TicketKey, TicketRef, ticket_id_in
 from db.services import DbError, NewTicket, NotFound, apply_transition, open_ticket
 from lab.lifecycle import Action, Actor, LabRole, TicketState
 from lab.settings import LabRules
 
 Factory = sessionmaker[Session]
-
-BOARD_KIND = "discord.job_board"
-"""payload: {"ticket_id"} — post, edit or close the ticket's #job-board message."""
-RELEASE_KIND = "discord.release"
-"""payload: {"ticket_id"} — the #releases post of a released ticket."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,34 +64,12 @@ def save_guild_config(factory: Factory, guild_id: int, name: str, config: dict[s
 # --- finding tickets -----------------------------------------------------------------
 
 
-def _locate(
-    session: Session, guild_id: int, *, channel_id: int | None, number: int | None
-) -> Ticket:
-    if number is not None:
-        ticket = session.scalar(
-            select(Ticket).where(Ticket.guild_id == guild_id, Ticket.number == number)
-        )
-        if ticket is None:
-            raise NotFound(f"There is no ticket #{number} in this lab.", code="no_ticket")
-        return ticket
-    ticket = session.scalar(
-        select(Ticket).where(Ticket.guild_id == guild_id, Ticket.forum_thread_id == channel_id)
-    )
-    if ticket is None:
-        raise NotFound(
-            "Run this in a ticket's post in the requests forum, or name the ticket "
-            "with the `ticket` option.",
-            code="no_ticket",
-        )
-    return ticket
-
-
 def locate_ticket(
     factory: Factory, guild_id: int, *, channel_id: int | None = None, number: int | None = None
 ) -> int:
     """The id of ticket #`number`, or of the ticket whose forum post is `channel_id`."""
     with factory() as session:
-        return _locate(session, guild_id, channel_id=channel_id, number=number).id
+        return ticket_id_in(session, TicketRef(guild_id, number=number, thread_id=channel_id))
 
 
 # --- the card ------------------------------------------------------------------------
@@ -187,9 +160,9 @@ def _card(session: Session, ticket: Ticket) -> TicketCard:
     )
 
 
-def ticket_card(factory: Factory, ticket_id: int) -> TicketCard:
+def ticket_card(factory: Factory, ticket_id: TicketKey) -> TicketCard:
     with factory() as session:
-        ticket = session.get(Ticket, ticket_id)
+        ticket = session.get(Ticket, ticket_id_in(session, ticket_id))
         if ticket is None:
             raise NotFound(f"Ticket {ticket_id} does not exist.")
         return _card(session, ticket)
@@ -242,84 +215,51 @@ def request_ticket(factory: Factory, who: Who, new: NewTicket) -> tuple[int, int
         return ticket.id, ticket.number
 
 
-def _board(ticket_id: int, revision: int) -> repo.OutboxItem:
-    return repo.OutboxItem(
-        BOARD_KIND, {"ticket_id": ticket_id}, f"job-board:{ticket_id}:{revision}"
-    )
-
-
-# Transitions after which the job board must change (offer, claimed by, withdrawn).
-_BOARD_ACTIONS = frozenset(
-    {
-        Action.APPROVE,
-        Action.CLAIM,
-        Action.UNCLAIM,
-        Action.START_TRAINING,
-        Action.CANCEL,
-        Action.REJECT,
-    }
-)
-
-
 def act(
     factory: Factory,
     who: Who,
-    ticket_id: int,
+    ticket_id: TicketKey,
     action: Action,
     rules: LabRules,
     *,
     reason: str | None = None,
     admin_override: bool = False,
+    epoch: int | None = None,
 ) -> TicketState | None:
-    """A member moves a ticket (decided by the lifecycle policy, compare-and-set);
-    returns the new state. Raises `TransitionRefused` with the policy's message."""
+    """A member moves a ticket (decided by the lifecycle policy, compare-and-set, its
+    consequences from `db.effects`); returns the new state. Raises `TransitionRefused`
+    with the policy's message. `epoch` (RELEASE) is the epoch to ship, recorded in the
+    same transaction: a refused release rolls it back with everything else."""
     with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
+        if epoch is not None:
+            _choose_epoch(session, ticket_id, epoch)
         actor = actor_in(session, who)
         result = apply_transition(
             session, ticket_id, action, actor, rules, reason=reason, admin_override=admin_override
         )
-        if action is Action.APPROVE and repo.latest_job(session, ticket_id) is None:
-            session.add(TrainingJob(ticket_id=ticket_id, config={}))
-        if action in _BOARD_ACTIONS:
-            ticket = session.get(Ticket, ticket_id)
-            assert ticket is not None
-            session.refresh(ticket)
-            repo.add_outbox(session, _board(ticket_id, ticket.revision))
-        if action is Action.RELEASE:
-            repo.add_outbox(
-                session,
-                repo.OutboxItem(RELEASE_KIND, {"ticket_id": ticket_id}, f"release:{ticket_id}"),
-            )
-        if reason and result.to_state is not None:
-            repo.add_outbox(
-                session,
-                repo.OutboxItem(
-                    "discord.notice",
-                    {
-                        "ticket_id": ticket_id,
-                        "text": f"**{who.name}** moved this ticket to "
-                        f"{result.to_state.value.upper()}: {reason}",
-                    },
-                    f"notice:{ticket_id}:{action.value}:{session.get(Ticket, ticket_id).revision}",
-                ),
-            )
         return result.to_state
 
 
-def choose_epoch(factory: Factory, ticket_id: int, epoch: int) -> None:
-    """Record the epoch a release will ship (checked against the policy by RELEASE)."""
+def _choose_epoch(session: Session, ticket_id: int, epoch: int) -> None:
     if epoch < 1:
         raise DbError("Epochs are numbered from 1.", code="bad_epoch")
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        raise NotFound(f"Ticket {ticket_id} does not exist.")
+    ticket.chosen_epoch = epoch
+
+
+def choose_epoch(factory: Factory, ticket_id: TicketKey, epoch: int) -> None:
+    """Record the epoch a release will ship (checked against the policy by RELEASE)."""
     with factory.begin() as session:
-        ticket = session.get(Ticket, ticket_id)
-        if ticket is None:
-            raise NotFound(f"Ticket {ticket_id} does not exist.")
-        ticket.chosen_epoch = epoch
+        _choose_epoch(session, ticket_id_in(session, ticket_id), epoch)
 
 
-def iterate(factory: Factory, who: Who, ticket_id: int, rules: LabRules) -> tuple[int, int]:
+def iterate(factory: Factory, who: Who, ticket_id: TicketKey, rules: LabRules) -> tuple[int, int]:
     """Open version N+1 of a released ticket, starting from the same dataset."""
     with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         actor = actor_in(session, who)
         apply_transition(session, ticket_id, Action.ITERATE, actor, rules)
         parent = session.get(Ticket, ticket_id)

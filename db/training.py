@@ -3,6 +3,7 @@ the progress message and the release post show. One transaction per function."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,9 +14,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import repositories as repo
 from db.base import utcnow
 from db.models import Artifact, ArtifactKind, JobStatus, Member, Ticket, TrainingJob, Worker
-from db.services import NotFound, TransitionRefused, apply_transition
-from db.tickets import BOARD_KIND, Who, actor_in
-from lab.lifecycle import Action, Actor, Allowed, TicketState, decide
+from db.refs import TicketKey, ticket_id_in
+from db.services import DbError, NotFound, TransitionRefused, apply_transition, get_ticket, require
+from db.tickets import Who, actor_in
+from lab.apps import compat_filename, job_is_dora
+from lab.lifecycle import Action, Actor, TicketState
 from lab.settings import LabRules
 
 Factory = sessionmaker[Session]
@@ -63,8 +66,9 @@ def job_view(factory: Factory, job_id: int) -> JobView:
         return _view(session, job)
 
 
-def latest_job_view(factory: Factory, ticket_id: int) -> JobView | None:
+def latest_job_view(factory: Factory, ticket_id: TicketKey) -> JobView | None:
     with factory() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         job = repo.latest_job(session, ticket_id)
         return _view(session, job) if job else None
 
@@ -76,52 +80,43 @@ def record_progress_message(factory: Factory, job_id: int, message_id: int) -> N
             job.progress_message_id = message_id
 
 
-def ticket_of_job(factory: Factory, job_id: int) -> int:
-    with factory() as session:
-        job = session.get(TrainingJob, job_id)
-        if job is None:
-            raise NotFound("This job no longer exists.", code="no_job")
-        return job.ticket_id
-
-
 def configure(
     factory: Factory,
     who: Who,
-    ticket_id: int,
+    ticket_id: TicketKey,
     rules: LabRules,
     *,
-    preset: str,
-    config: dict[str, Any],
+    preset: str = "",
+    config: dict[str, Any] | None = None,
+    build: Callable[[str], tuple[str, dict[str, Any]]] | None = None,
 ) -> JobView:
-    """Set the next run's preset and configuration (the claimer or a Lab Admin, CLAIMED)."""
+    """Set the next run's preset and configuration (the claimer or a Lab Admin, CLAIMED).
+    `build(family)` makes them from the ticket's base family, in the same transaction
+    (the bot's `/train config` knows the ticket only by its `TicketRef`)."""
     with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         actor = actor_in(session, who)
-        _check(session, ticket_id, Action.CONFIGURE_TRAINING, actor, rules)
+        ticket = get_ticket(session, ticket_id)
+        require(session, ticket, Action.CONFIGURE_TRAINING, actor, rules)
+        if build is not None:
+            preset, config = build(ticket.base_family.value)
+        if not preset or config is None:
+            raise DbError("A training configuration needs a preset.", code="no_preset")
         job = repo.latest_job(session, ticket_id)
         if job is None or job.status is not JobStatus.QUEUED or job.attempt > 0:
             job = TrainingJob(ticket_id=ticket_id)
             session.add(job)
         job.preset = preset
         job.config = config
-        ticket = session.get(Ticket, ticket_id)
-        assert ticket is not None
         ticket.last_activity_at = utcnow()
         session.flush()
         return _view(session, job)
 
 
-def _check(session: Session, ticket_id: int, action: Action, actor: Actor, rules: LabRules) -> None:
-    ticket = session.get(Ticket, ticket_id)
-    if ticket is None:
-        raise NotFound(f"Ticket {ticket_id} does not exist.")
-    decision = decide(action, actor, repo.ticket_facts(session, ticket), rules)
-    if not isinstance(decision, Allowed):
-        raise TransitionRefused(decision)
-
-
 def unclaim_idle(factory: Factory, rules: LabRules, *, now: datetime) -> list[tuple[int, str]]:
-    """Return claimed jobs idle for `claim_inactivity_hours` to READY (the lab acts);
-    returns (ticket id, former claimer's name) for each, to notify them."""
+    """Return claimed jobs idle for `claim_inactivity_hours` to READY (the lab acts; the
+    board and the notice in the thread are the transition's effects); returns (ticket
+    id, former claimer's name) for each, to notify them."""
     cutoff = now - timedelta(hours=rules.claim_inactivity_hours)
     released: list[tuple[int, str]] = []
     with factory() as session:
@@ -143,26 +138,6 @@ def unclaim_idle(factory: Factory, rules: LabRules, *, now: datetime) -> list[tu
                 apply_transition(session, ticket_id, Action.UNCLAIM, Actor.system(), rules)
             except TransitionRefused:
                 continue
-            session.refresh(ticket)
-            repo.add_outbox(
-                session,
-                repo.OutboxItem(
-                    BOARD_KIND, {"ticket_id": ticket_id}, f"job-board:{ticket_id}:{ticket.revision}"
-                ),
-            )
-            repo.add_outbox(
-                session,
-                repo.OutboxItem(
-                    "discord.notice",
-                    {
-                        "ticket_id": ticket_id,
-                        "text": f"⏰ {name or 'The trainer'} had no activity on this job for "
-                        f"{rules.claim_inactivity_hours:g} hours, so it is back on "
-                        "#job-board for any Trainer to claim.",
-                    },
-                    f"auto-unclaim:{ticket_id}:{ticket.revision}",
-                ),
-            )
             released.append((ticket_id, name))
     return released
 
@@ -176,6 +151,9 @@ class ReleaseView:
     steps: int | None
     epochs: int | None
     suggested_weight: float
+    dora: bool = False
+    compat_key: str | None = None
+    """DoRA: where the worker stored the plain-LoRA fit beside the DoRA file."""
 
 
 def release_view(factory: Factory, ticket_id: int) -> ReleaseView:
@@ -200,6 +178,7 @@ def release_view(factory: Factory, ticket_id: int) -> ReleaseView:
                 )
             )
         config = dict(job.config or {}) if job else {}
+        dora = job is not None and job_is_dora(job.preset, config)
         return ReleaseView(
             epoch=ticket.chosen_epoch,
             lora_key=artifact.storage_key if artifact else None,
@@ -209,24 +188,20 @@ def release_view(factory: Factory, ticket_id: int) -> ReleaseView:
             steps=(job.progress or {}).get("total_steps") if job else None,
             epochs=config.get("max_train_epochs"),
             suggested_weight=float(config.get("suggested_weight", 0.8)),
+            dora=dora,
+            compat_key=compat_filename(artifact.storage_key) if dora and artifact else None,
         )
 
 
-def start(factory: Factory, who: Who, ticket_id: int, rules: LabRules) -> JobView:
-    """CLAIMED → TRAINING; the transition's effect queues the training task."""
+def start(factory: Factory, who: Who, ticket_id: TicketKey, rules: LabRules) -> JobView:
+    """CLAIMED → TRAINING; the transition's effects queue the training task and the
+    progress message."""
     with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         actor = actor_in(session, who)
         apply_transition(session, ticket_id, Action.START_TRAINING, actor, rules)
         job = repo.latest_job(session, ticket_id)
         assert job is not None
-        repo.add_outbox(
-            session,
-            repo.OutboxItem(
-                "discord.job_progress",
-                {"job_id": job.id},
-                f"job-progress:{job.id}:{job.attempt}:start",
-            ),
-        )
         return _view(session, job)
 
 

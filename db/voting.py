@@ -10,15 +10,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import repositories as repo
 from db.base import utcnow
 from db.models import Artifact, ContributionKind, SampleSet, Ticket, Vote
-from db.services import NotFound, TransitionRefused
+from db.outbox import enqueue_task
+from db.refs import TicketKey, ticket_id_in
+from db.services import NotFound, get_ticket, require
 from db.tickets import Who, actor_in
-from lab.lifecycle import Action, Allowed, decide
+from lab.lifecycle import Action
 from lab.settings import LabRules
+from lab.tasks import OutboxKind, TaskName
 
 Factory = sessionmaker[Session]
-
-TALLY_KIND = "discord.sample_tally"
-"""payload: {"sample_set_id"} — refresh the tally on both copies of a sample grid."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +99,7 @@ def cast_vote(
             raise NotFound("This sample set no longer exists.", code="no_sample_set")
         ticket = session.get(Ticket, sample.ticket_id)
         assert ticket is not None
-        decision = decide(Action.VOTE, actor, repo.ticket_facts(session, ticket), rules)
-        if not isinstance(decision, Allowed):
-            raise TransitionRefused(decision)
+        require(session, ticket, Action.VOTE, actor, rules)
         assert actor.member_id is not None
         vote = session.get(Vote, (sample.id, actor.member_id))
         changed = vote is not None
@@ -116,26 +114,22 @@ def cast_vote(
         tally = f"{sample.id}:{actor.member_id}:{up}:{down}"
         repo.queue_card_refresh(session, ticket.id, f"vote:{tally}")
         repo.add_outbox(
-            session, repo.OutboxItem(TALLY_KIND, {"sample_set_id": sample.id}, f"tally:{tally}")
+            session,
+            repo.OutboxItem(
+                OutboxKind.SAMPLE_TALLY.value, {"sample_set_id": sample.id}, f"tally:{tally}"
+            ),
         )
         return VoteResult(changed, up, down)
 
 
 def request_samples(
-    factory: Factory, who: Who, ticket_id: int, prompts: list[str], rules: LabRules
+    factory: Factory, who: Who, ticket_id: TicketKey, prompts: list[str], rules: LabRules
 ) -> int:
     """A new sample set with the member's prompts; the SAMPLE task renders it."""
-    from db.outbox import enqueue_task
-    from lab.tasks import TaskName
-
     with factory.begin() as session:
+        ticket_id = ticket_id_in(session, ticket_id)
         actor = actor_in(session, who)
-        ticket = session.get(Ticket, ticket_id)
-        if ticket is None:
-            raise NotFound(f"Ticket {ticket_id} does not exist.")
-        decision = decide(Action.REQUEST_SAMPLES, actor, repo.ticket_facts(session, ticket), rules)
-        if not isinstance(decision, Allowed):
-            raise TransitionRefused(decision)
+        require(session, get_ticket(session, ticket_id), Action.REQUEST_SAMPLES, actor, rules)
         job = repo.latest_job(session, ticket_id)
         sample = SampleSet(ticket_id=ticket_id, job_id=job.id if job else None, prompts=prompts)
         session.add(sample)

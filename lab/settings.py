@@ -28,6 +28,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from lab.apps import DEFAULT_RELEASE_APPS, App
 from lab.autocaption import CaptionSettings
 from lab.dataset.settings import IngestSettings
 from lab.families import FAMILIES, BaseFamily
@@ -47,6 +48,11 @@ class LabRules(BaseModel):
     )
     claim_inactivity_hours: float = Field(
         72, gt=0, description="A claimed job with no activity this long returns to READY."
+    )
+    release_apps: tuple[App, ...] = Field(
+        DEFAULT_RELEASE_APPS,
+        description="The apps the lab's members load LoRAs in; when one of them applies "
+        "DoRA wrongly, a DoRA release attaches the plain-LoRA fit (…-lora-compat).",
     )
 
 
@@ -177,6 +183,9 @@ class CommonSettings(BaseSettings):
         return self.resolved_broker_url.startswith("filesystem://")
 
 
+DISCORD_ATTACHMENT_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
+
+
 class BotSettings(CommonSettings):
     """The Discord bot process."""
 
@@ -188,6 +197,17 @@ class BotSettings(CommonSettings):
     )
     upload_limit_bytes: int = Field(
         10 * 1024 * 1024, description="Files above this are released by link, not attached."
+    )
+    attachment_hosts: frozenset[str] = Field(
+        DISCORD_ATTACHMENT_HOSTS,
+        description="Hosts uploads are fetched from (a JSON list); anything else is refused. "
+        "Discord's by default; an operator behind a media proxy sets theirs.",
+    )
+    rate_limit_max_wait_seconds: float = Field(
+        30.0,
+        ge=30.0,
+        description="A Discord rate limit longer than this is not slept through: the "
+        "outbox row is postponed and other tickets' rows go ahead (discord.py's minimum: 30).",
     )
 
 

@@ -26,7 +26,6 @@ class TaskName(StrEnum):
     TRAIN = "loralab.train"
     SAMPLE = "loralab.sample"
     REAP = "loralab.reap"
-    DELIVER_TASKS = "loralab.deliver_tasks"
     CAPTION = "loralab.caption"
 
 
@@ -34,23 +33,12 @@ QUEUE_OF: dict[TaskName, Queue] = {
     TaskName.TRAIN: Queue.GPU,
     TaskName.SAMPLE: Queue.GPU,
     TaskName.REAP: Queue.CPU,
-    TaskName.DELIVER_TASKS: Queue.CPU,
     TaskName.CAPTION: Queue.CPU,
 }
 
 
 class _Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class TrainPayload(_Payload):
-    job_id: int
-    attempt: int
-
-
-class SamplePayload(_Payload):
-    job_id: int
-    sample_set_id: int
 
 
 class CaptionPayload(_Payload):
@@ -99,3 +87,9 @@ class OutboxKind(StrEnum):
     """payload: {"job_id"} — the job's `error` says what happened and what to change."""
     NOTICE = "discord.notice"
     """payload: {"ticket_id", "text"} — a plain message in the ticket's thread."""
+    JOB_BOARD = "discord.job_board"
+    """payload: {"ticket_id"} — post, edit or close the ticket's #job-board message."""
+    RELEASE = "discord.release"
+    """payload: {"ticket_id"} — the #releases post of a released ticket."""
+    SAMPLE_TALLY = "discord.sample_tally"
+    """payload: {"sample_set_id"} — refresh the tally on both copies of a sample grid."""

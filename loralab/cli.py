@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "demo": "loralab.commands.demo:demo",
     "up": "loralab.commands.up:up",
     "invite-url": "loralab.commands.invite:invite_url",
+    "outbox": "loralab.commands.outbox:outbox",
 }
 
 

@@ -44,6 +44,8 @@ class Checkpoint:
     epoch: int
     step: int
     final: bool
+    compat_path: Path | None = None
+    """DoRA: the plain-LoRA fit saved beside ``path`` for apps that misread DoRA."""
 
 
 @runtime_checkable

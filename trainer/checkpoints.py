@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.apps import compat_filename
 from lab.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class SaveSchedule:
         keep = self.config.save_last_n_epochs
         while keep is not None and len(self.epoch_files) > keep:
             old = self.epoch_files.pop(0)
-            old.unlink(missing_ok=True)
+            _remove(old)
             logger.info("removed %s (save_last_n_epochs=%d)", old, keep)
 
     def saved_step(self, step: int, path: Path) -> None:
@@ -53,5 +54,11 @@ class SaveSchedule:
         self.step_files[step] = path
         keep = self.config.save_last_n_steps
         for old in [s for s in self.step_files if keep and s < step - keep]:
-            self.step_files.pop(old).unlink(missing_ok=True)
+            _remove(self.step_files.pop(old))
             logger.info("removed the step-%d LoRA (save_last_n_steps=%d)", old, keep)
+
+
+def _remove(path: Path) -> None:
+    """An old LoRA file, and the plain-LoRA fit saved beside a DoRA one."""
+    path.unlink(missing_ok=True)
+    path.with_name(compat_filename(path.name)).unlink(missing_ok=True)

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageOps
 
 from lab.captions import split_tags, tag_frequency
-from lab.training.config import TrainConfig
+from lab.training.config import SubsetConfig, TrainConfig
 from trainer.errors import DatasetError
 from trainer.folders import scan_subset, subset_sources
 from trainer.records import CaptionRules, ImageRecord
@@ -36,6 +36,8 @@ class SubsetSummary:
     repeats: int
     image_count: int
     is_reg: bool
+    config: SubsetConfig | None = None
+    """The subset as configured (its caption options; ``ss_datasets``)."""
 
 
 @dataclass
@@ -119,7 +121,9 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         start = len(records)
         records.extend(found)
         indices = list(range(start, len(records)))
-        summaries.append(SubsetSummary(subset.name, source.repeats, len(found), subset.is_reg))
+        summaries.append(
+            SubsetSummary(subset.name, source.repeats, len(found), subset.is_reg, subset)
+        )
         if subset.is_reg:
             reg_indices.extend(i for _ in range(source.repeats) for i in indices)
         else:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from lab.errors import LabError
 from lab.training.errors import ConfigError
 
-__all__ = ["ConfigError", "DatasetError", "ResumeError", "TrainerError", "UnsafeCheckpointError"]
+__all__ = [
+    "CaptionerError",
+    "ConfigError",
+    "DatasetError",
+    "ResumeError",
+    "TrainerError",
+    "UnsafeCheckpointError",
+]
 
 
 class TrainerError(LabError):
@@ -30,3 +37,10 @@ class ResumeError(TrainerError):
     """The resume state directory is missing, incomplete or belongs to another setup."""
 
     code = "trainer_resume"
+
+
+class CaptionerError(TrainerError):
+    """The captioning model is missing, malformed, or cannot run here (here, not in
+    `trainer.captioners`, so the model modules that package loads need not import it back)."""
+
+    code = "captioner_error"

@@ -2,7 +2,9 @@
 
 One module of the base becomes one kohya name (``lora_unet_<path with _>``,
 ``lora_te_…`` for SD1.5, ``lora_te1_…``/``lora_te2_…`` for SDXL's two text encoders) with
-the tensors of its network type:
+the tensors of its network type. SD1.5 UNet paths are diffusers' (kohya trains SD1.5 on
+the diffusers UNet); SDXL UNet paths are the original UNet's, as kohya's SDXL trainer
+writes them (:mod:`trainer.sgm`).
 
 ======  ======================================================================
 LoRA    ``lora_down.weight`` [r, in(,k,k)], ``lora_up.weight`` [out, r(,1,1)], ``alpha``
@@ -22,8 +24,11 @@ into ``lokr_w1`` and ``alpha`` is written as r, so every reader computes the sam
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
+
+from trainer.sgm import SgmLayout, sgm_module_path
 
 SD15_PREFIXES: Mapping[str, str] = {"unet": "lora_unet", "text_encoder": "lora_te"}
 SDXL_PREFIXES: Mapping[str, str] = {
@@ -31,6 +36,15 @@ SDXL_PREFIXES: Mapping[str, str] = {
     "text_encoder": "lora_te1",
     "text_encoder_2": "lora_te2",
 }
+
+
+def file_naming(unet_config: Mapping[str, Any], *, sdxl: bool) -> dict[str, Any]:
+    """The naming keywords (``prefixes``, ``unet_layout``) of :func:`kohya_state_dict`
+    and the savers for a base: SDXL files use the original UNet's names."""
+    if sdxl:
+        return {"prefixes": SDXL_PREFIXES, "unet_layout": SgmLayout.of(unet_config)}
+    return {"prefixes": SD15_PREFIXES, "unet_layout": None}
+
 
 # PEFT parameter suffix → kohya/LyCORIS tensor name.
 _RENAMES: Mapping[str, str] = {
@@ -53,9 +67,14 @@ def split_peft_key(key: str) -> tuple[str, str]:
 
 
 def kohya_module_name(
-    component: str, module_path: str, prefixes: Mapping[str, str] = SD15_PREFIXES
+    component: str,
+    module_path: str,
+    prefixes: Mapping[str, str] = SD15_PREFIXES,
+    *,
+    unet_layout: SgmLayout | None = None,
 ) -> str:
-    """The kohya name of a diffusers/transformers module path.
+    """The kohya name of a diffusers/transformers module path; with ``unet_layout``
+    (SDXL) UNet paths are first renamed to the original UNet's.
 
     transformers ≥ 5 flattened ``CLIPTextModel`` (``encoder.layers.0…`` instead of
     ``text_model.encoder.layers.0…``); kohya names, and every tool reading them, keep the
@@ -63,6 +82,8 @@ def kohya_module_name(
     """
     if component.startswith("text_encoder") and not module_path.startswith("text_model."):
         module_path = f"text_model.{module_path}"
+    if component == "unet" and unet_layout is not None:
+        module_path = sgm_module_path(module_path, unet_layout)
     return f"{prefixes[component]}_{module_path.replace('.', '_')}"
 
 
@@ -73,9 +94,10 @@ def kohya_state_dict(
     *,
     prefixes: Mapping[str, str] = SD15_PREFIXES,
     dtype: torch.dtype = torch.float32,
+    unet_layout: SgmLayout | None = None,
 ) -> dict[str, torch.Tensor]:
     """PEFT state dicts per component → one kohya/LyCORIS state dict with each module's
-    real alpha (``alphas[component][module path]``)."""
+    real alpha (``alphas[component][module path]``); ``unet_layout`` for SDXL."""
     result: dict[str, torch.Tensor] = {}
     for component, state in peft_states.items():
         modules: dict[str, dict[str, torch.Tensor]] = {}
@@ -83,7 +105,7 @@ def kohya_state_dict(
             module, suffix = split_peft_key(key)
             modules.setdefault(module, {})[_RENAMES[suffix]] = tensor.detach().float().cpu()
         for module, tensors in modules.items():
-            name = kohya_module_name(component, module, prefixes)
+            name = kohya_module_name(component, module, prefixes, unet_layout=unet_layout)
             alpha = float(alphas[component][module])
             if "dora_scale" in tensors:
                 tensors["dora_scale"] = _dora_scale(tensors["dora_scale"], tensors)

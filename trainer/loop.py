@@ -20,13 +20,13 @@ import torch
 from lab.training.config import TrainConfig
 from trainer.callbacks import Callbacks, Checkpoint, Commands, NeverStop, NullCallbacks, Progress
 from trainer.checkpoints import SaveSchedule
+from trainer.compat import save_network
 from trainer.data import ImageRecord
-from trainer.formats import SD15_PREFIXES, SDXL_PREFIXES
 from trainer.kohya_terms import LOSS_OPTIONS, apply_max_norm, kohya_loss, sample_timesteps
 from trainer.loss import debiased_weights, min_snr_weights, target_for
+from trainer.metadata import with_kohya_keys
 from trainer.noise import adaptive_training_noise
 from trainer.sampling import generate_samples, weight_grid, write_grid
-from trainer.saving import save_lora
 from trainer.setup import Session, prepare_session
 from trainer.speed import spill_warning
 from trainer.state import Position, check_shape, load_state, restore_rng, save_state
@@ -80,6 +80,7 @@ class Trainer:
         self.callbacks = callbacks
         self.commands = commands
         self.session: Session = prepare_session(config, callbacks)
+        self.session.run_info = with_kohya_keys(self.session.run_info, config, self.session.data)
         self.position = Position(epoch=0, batch=0, global_step=0, seed=self.session.seed)
         self.result = TrainResult(output_dir=config.output_dir, final_path=None)
         self._epoch_losses: list[torch.Tensor] = []
@@ -150,7 +151,7 @@ class Trainer:
         latents = self.latents(records, flips)
         with s.accelerator.autocast():  # a trained TE holds fp32 LoRA on half weights
             hidden, pooled = s.encode_text(captions)
-        noise = adaptive_training_noise(latents, config, generator)
+        noise = adaptive_training_noise(latents, s.noise, generator)
         scheduler = s.base.noise_scheduler
         steps = scheduler.config.num_train_timesteps
         low, high = config.min_timestep or 0, config.max_timestep or steps
@@ -312,19 +313,10 @@ class Trainer:
         s = self.session
         self.callbacks.on_status("saving", path.name)
         epoch = self.position.epoch + (1 if self.position.batch else 0)
-        save_lora(
-            path,
-            s.network.state_dicts(),
-            s.network.alphas,
-            s.run_info,
-            epoch=epoch,
-            step=self.position.global_step,
-            precision=self.config.save_precision,
-            ranks=s.network.ranks,
-            prefixes=SDXL_PREFIXES if s.base.is_sdxl else SD15_PREFIXES,
-        )
+        step = self.position.global_step
+        compat = save_network(path, s.network, s.run_info, self.config, s.base, epoch, step)
         self.result.saved.append(path)
-        self.callbacks.on_checkpoint(Checkpoint(path, epoch, self.position.global_step, final))
+        self.callbacks.on_checkpoint(Checkpoint(path, epoch, step, final, compat_path=compat))
         return path
 
     def write_state(self, name: str) -> Path:

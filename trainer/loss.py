@@ -7,11 +7,11 @@ what the same options learn there.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
-
-from lab.training.config import TrainConfig
 
 
 def offset_noise(
@@ -106,23 +106,37 @@ def per_sample_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return error.mean(dim=list(range(1, error.ndim)))
 
 
+@dataclass(frozen=True)
+class NoiseOptions:
+    """kohya's noise options: ``noise_offset`` (+ ``noise_offset_random_strength``) and
+    ``multires_noise_iterations`` / ``multires_noise_discount``; unset means off."""
+
+    offset: float | None = None
+    offset_random_strength: bool = False
+    multires_iterations: int | None = None
+    multires_discount: float = 0.3
+    adaptive_scale: float | None = None
+    """kohya's ``adaptive_noise_scale``: the offset follows the batch's latents
+    (:func:`trainer.noise.adaptive_training_noise`)."""
+
+
 def training_noise(
-    shape: torch.Size, config: TrainConfig, generator: torch.Generator
+    shape: torch.Size, options: NoiseOptions, generator: torch.Generator
 ) -> torch.Tensor:
-    """Gaussian noise with the configured offset and multi-resolution (pyramid) noise."""
+    """Gaussian noise, plus :func:`offset_noise` and :func:`pyramid_noise` as ``options`` ask."""
     noise = torch.randn(shape, generator=generator)
-    if config.noise_offset:
+    if options.offset:
         noise = offset_noise(
             noise,
-            config.noise_offset,
-            random_strength=config.noise_offset_random_strength,
+            options.offset,
+            random_strength=options.offset_random_strength,
             generator=generator,
         )
-    if config.multires_noise_iterations:
+    if options.multires_iterations:
         noise = pyramid_noise(
             noise,
-            config.multires_noise_iterations,
-            config.multires_noise_discount,
+            options.multires_iterations,
+            options.multires_discount,
             generator=generator,
         )
     return noise

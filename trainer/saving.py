@@ -9,6 +9,7 @@ the SD1.5 text encoder ``lora_te1_``.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import json
 import logging
@@ -21,6 +22,7 @@ import torch
 from safetensors.torch import save, save_file
 
 from trainer.formats import SD15_PREFIXES, kohya_module_name, kohya_state_dict
+from trainer.sgm import SgmLayout
 
 __all__ = ["RunInfo", "build_metadata", "kohya_module_name", "save_lora"]
 
@@ -31,6 +33,17 @@ SAVE_DTYPES: Mapping[str, torch.dtype] = {
     "fp16": torch.float16,
     "bf16": torch.bfloat16,
 }
+
+
+MODELSPEC_VERSION = "1.0.1"
+SGM_IMPLEMENTATION = "https://github.com/Stability-AI/generative-models"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("loralab")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def addnet_hashes(
@@ -96,6 +109,7 @@ def build_metadata(info: RunInfo, *, epoch: int, step: int, title: str) -> dict[
     """The ``ss_*`` and ``modelspec.*`` header A1111, Civitai and kohya tools read."""
     width, height = info.resolution
     v_pred = info.prediction_type == "v_prediction"
+    sdxl = info.base_model_version.startswith("sdxl")
     metadata = {
         "ss_session_id": info.session_id,
         "ss_training_started_at": repr(info.training_started_at),
@@ -134,16 +148,19 @@ def build_metadata(info: RunInfo, *, epoch: int, step: int, title: str) -> dict[
         "ss_dataset_dirs": json.dumps(info.dataset_dirs),
         "ss_reg_dataset_dirs": json.dumps(info.reg_dataset_dirs),
         "ss_bucket_info": json.dumps(info.bucket_info),
-        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.sai_model_spec": MODELSPEC_VERSION,
         "modelspec.architecture": f"{info.architecture}/lora",
-        "modelspec.implementation": "diffusers",
+        # kohya: SDXL LoRAs are for Stability's (original-layout) UNet, SD1.5 ones diffusers'.
+        "modelspec.implementation": SGM_IMPLEMENTATION if sdxl else "diffusers",
+        "modelspec.implementation_version": f"loralab/{_version()}",
         "modelspec.title": title,
         "modelspec.resolution": f"{width}x{height}",
         "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
         "modelspec.prediction_type": "v" if v_pred else "epsilon",
     }
-    if info.comment:
-        metadata["ss_training_comment"] = info.comment
+    metadata["ss_training_comment"] = str(info.comment)
+    if info.clip_skip is not None:
+        metadata["modelspec.encoder_layer"] = str(info.clip_skip)
     metadata.update(info.options)
     return metadata
 
@@ -159,11 +176,18 @@ def save_lora(
     precision: str,
     ranks: Mapping[str, Mapping[str, int]] | None = None,
     prefixes: Mapping[str, str] = SD15_PREFIXES,
+    unet_layout: SgmLayout | None = None,
 ) -> Path:
-    """Write one kohya-format LoRA file (atomically) and return its path."""
+    """Write one kohya-format LoRA file (atomically) and return its path; SDXL files
+    pass ``unet_layout`` so their UNet keys use the original UNet's names."""
     ranks = ranks or {part: {m: 0 for m in values} for part, values in alphas.items()}
     tensors = kohya_state_dict(
-        peft_states, alphas, ranks, prefixes=prefixes, dtype=SAVE_DTYPES[precision]
+        peft_states,
+        alphas,
+        ranks,
+        prefixes=prefixes,
+        dtype=SAVE_DTYPES[precision],
+        unet_layout=unet_layout,
     )
     metadata = build_metadata(info, epoch=epoch, step=step, title=path.stem)
     metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = addnet_hashes(tensors, metadata)

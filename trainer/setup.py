@@ -8,11 +8,11 @@ Order matters: the base is loaded and frozen, the dataset scanned and latents ca
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -24,14 +24,11 @@ from lab.training.config import TrainConfig, parse_key_values
 from trainer.cache import LatentCache, TextEncoderCache, VaeEncoder
 from trainer.callbacks import Callbacks
 from trainer.data import TrainingData, load_training_data
+from trainer.loss import NoiseOptions
 from trainer.models import BaseModel, load_base_model, vae_fingerprint
-from trainer.network import LoraNetwork, apply_lora, is_adapter_parameter
-from trainer.optim import (
-    build_optimizer,
-    build_scheduler,
-    check_optimizer_available,
-    warmup_steps,
-)
+from trainer.network import LoraNetwork, apply_lora
+from trainer.optim import check_optimizer_available, plan_steps, warmup_steps
+from trainer.optimization import build_optimization
 from trainer.sampling import SamplePrompt, read_prompt_file
 from trainer.saving import RunInfo
 from trainer.speed import (
@@ -75,6 +72,7 @@ class Session:
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler
     total_steps: int
     num_epochs: int
+    noise: NoiseOptions
     shape: RunShape
     run_info: RunInfo
     sample_prompts: list[SamplePrompt]
@@ -83,105 +81,59 @@ class Session:
 def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
     """Load, scan, cache and build everything; report each phase through ``callbacks``."""
     started = time.time()
-    check_optimizer_available(config)
-    # A worker process runs many jobs; each may ask for another precision.
-    AcceleratorState._reset_state(reset_partial_state=True)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
-    device, weight_dtype = accelerator.device, _DTYPES[config.mixed_precision]
+    check_optimizer_available(config.optimizer_type)
+    accelerator, device, weight_dtype = start_accelerator(config.mixed_precision)
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
     config.output_dir.mkdir(parents=True, exist_ok=True)
 
     callbacks.on_status("loading", config.pretrained_model_name_or_path)
     base = load_base_model(config)
     data = load_training_data(config)
-    vae = base.vae.to(device, torch.float32)  # the SD1.5 VAE overflows in fp16
-    vae_encoder = VaeEncoder(vae, device)
-
+    # The VAE runs in fp32: SD1.5's overflows in fp16.
+    vae_encoder = VaeEncoder(base.vae.to(device, torch.float32), device)
     latent_cache = None
     if config.cache_latents:
-        callbacks.on_status("caching", f"latents of {len(data.records)} images")
-        latent_cache = LatentCache(
+        latent_cache = cache_latents(
+            data,
             vae_encoder,
-            vae_fingerprint(vae),
+            callbacks,
             disk_dir=(config.latent_cache_dir or config.output_dir / ".latent_cache")
             if config.cache_latents_to_disk
             else None,
             encode_batch_size=max(4, config.train_batch_size),
         )
-        latent_cache.fill(data.records)
-        callbacks.on_status(
-            "caching", f"latents: {vae_encoder.images} encoded, {latent_cache.reused} reused"
-        )
-        if device.type != "cpu":
-            vae.to("cpu")  # cached: free the accelerator's memory for the UNet
-
-    torch.manual_seed(seed)  # LoRA init draws from the global RNG
-    encoders = [e for e in (base.text_encoder, base.text_encoder_2) if e is not None]
-    unet = base.unet.to(device, weight_dtype)
-    trained_encoders = encoders if config.train_text_encoder else []
-    network = apply_lora(
-        unet,
-        trained_encoders[0] if trained_encoders else None,
-        config,
-        text_encoder_2=trained_encoders[1] if len(trained_encoders) > 1 else None,
+    network = inject_network(config, base, device, weight_dtype, seed)
+    plan = plan_steps(
+        data.batches_per_epoch(),
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_train_epochs=config.max_train_epochs,
+        max_train_steps=config.max_train_steps,
     )
-    for encoder in encoders:
-        encoder.to(device, weight_dtype)
-    cast_training_params([unet, *encoders], dtype=torch.float32)  # LoRA weights stay fp32
-    speed_up(unet, device, config)
-    if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        for encoder in trained_encoders:
-            # transformers ≥ 5 renamed it; older versions only have the first name.
-            enable = getattr(encoder, "activation_checkpointing_enable", None)
-            (enable or encoder.gradient_checkpointing_enable)()
-    unet.train()
-    for encoder in trained_encoders:
-        encoder.train()
-
-    groups = [{"params": network.unet_parameters(), "lr": config.effective_unet_lr}]
-    if config.train_text_encoder:
-        groups.extend(text_encoder_groups(network, config.text_encoder_lrs))
-    trainable = [p for g in groups for p in g["params"]]
-    optimizer, optimizer_label = build_optimizer(config, groups)
-    batches_per_epoch = data.batches_per_epoch()
-    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
-    if config.max_train_epochs is not None:  # epochs win over steps, as in kohya
-        total_steps = config.max_train_epochs * steps_per_epoch
-    else:
-        total_steps = config.max_train_steps or 0
-    num_epochs = math.ceil(total_steps / steps_per_epoch)
-    lr_scheduler = build_scheduler(config, optimizer, total_steps)
-    estimate = estimate_peak_memory(
-        base, config, data, trainable_count=sum(p.numel() for p in trainable)
-    )
-    check_memory_budget(estimate, device_budget(device, config), config)
-    forward_unet = compile_unet(unet) if config.torch_compile else unet
+    optimizer, optimizer_label, lr_scheduler, trainable = build_optimization(config, network, plan)
+    trainable_count = sum(p.numel() for p in trainable)
+    estimate = estimate_peak_memory(base, config, data, trainable_count=trainable_count)
+    check_memory_budget(estimate, device_budget(device, config.memory_budget_gb), config)
+    forward_unet = compile_unet(base.unet) if config.torch_compile else base.unet
     forward_unet, optimizer, lr_scheduler = accelerator.prepare(
         forward_unet, optimizer, lr_scheduler
     )
-
-    encode_text = text_encoder_fn(base, config, device)
     sample_prompts = (
         read_prompt_file(config.sample_prompts, seed=seed, default_size=config.resolution)
         if config.sample_prompts
         else []
     )
-    text_cache = None
-    if not config.train_text_encoder and config.cache_text_encoder_outputs and data.captions_static:
-        text_cache = TextEncoderCache(encode_text)
-        rng = random.Random(0)  # static captions: the rng is never drawn from
-        text_cache.fill(r.rules.apply(r.caption, rng) for r in data.records)
-        # Sample prompts are static too: with them cached the encoders are never needed
-        # again, and on a GPU they leave it (SDXL's two: ~1.6 GB in bf16).
-        text_cache.fill(t for p in sample_prompts for t in (p.prompt, p.negative))
-        encode_text = text_cache.get
-        if device.type == "cuda":
-            for encoder in encoders:
-                encoder.to("cpu")
-            torch.cuda.empty_cache()
+    encode_text, text_cache = cache_text(config, base, data, device, sample_prompts)
 
-    session = Session(
+    logger.info(
+        "seed %d, %d steps (%d per epoch), %d epochs, device %s, dtype %s",
+        seed,
+        plan.total_steps,
+        plan.steps_per_epoch,
+        plan.num_epochs,
+        device,
+        weight_dtype,
+    )
+    return Session(
         accelerator=accelerator,
         device=device,
         weight_dtype=weight_dtype,
@@ -197,31 +149,135 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
         trainable=trainable,
         optimizer=optimizer,
         lr_scheduler=lr_scheduler,
-        total_steps=total_steps,
-        num_epochs=num_epochs,
+        total_steps=plan.total_steps,
+        num_epochs=plan.num_epochs,
+        noise=NoiseOptions(
+            offset=config.noise_offset,
+            offset_random_strength=config.noise_offset_random_strength,
+            multires_iterations=config.multires_noise_iterations,
+            multires_discount=config.multires_noise_discount,
+            adaptive_scale=config.adaptive_noise_scale,
+        ),
         shape=RunShape(
             network_dim=config.network_dim,
             network_alpha=config.network_alpha,
             network_args=",".join(config.network_args),
             train_text_encoder=config.train_text_encoder,
             batch_size=config.train_batch_size,
-            batches_per_epoch=batches_per_epoch,
+            batches_per_epoch=plan.batches_per_epoch,
         ),
         run_info=_run_info(
-            config, base, data, seed, optimizer_label, total_steps, num_epochs, started
+            config, base, data, seed, optimizer_label, plan.total_steps, plan.num_epochs, started
         ),
         sample_prompts=sample_prompts,
     )
-    logger.info(
-        "seed %d, %d steps (%d per epoch), %d epochs, device %s, dtype %s",
-        seed,
-        total_steps,
-        steps_per_epoch,
-        num_epochs,
-        device,
-        weight_dtype,
+
+
+# -- the steps, in the order prepare_session takes them -------------------------------------
+
+
+def start_accelerator(mixed_precision: str) -> tuple[Accelerator, torch.device, torch.dtype]:
+    """A fresh :class:`Accelerator`, its device and the dtype of the frozen weights."""
+    # A worker process runs many jobs; each may ask for another precision.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    accelerator = Accelerator(mixed_precision=mixed_precision)
+    return accelerator, accelerator.device, _DTYPES[mixed_precision]
+
+
+def cache_latents(
+    data: TrainingData,
+    vae_encoder: VaeEncoder,
+    callbacks: Callbacks,
+    *,
+    disk_dir: Path | None,
+    encode_batch_size: int,
+) -> LatentCache:
+    """Encode every image once (reusing the disk cache when asked), then move the VAE off
+    the accelerator: steps read the cache and never need it there."""
+    callbacks.on_status("caching", f"latents of {len(data.records)} images")
+    vae = vae_encoder.vae
+    latent_cache = LatentCache(
+        vae_encoder,
+        vae_fingerprint(vae),
+        disk_dir=disk_dir,
+        encode_batch_size=encode_batch_size,
     )
-    return session
+    latent_cache.fill(data.records)
+    callbacks.on_status(
+        "caching", f"latents: {vae_encoder.images} encoded, {latent_cache.reused} reused"
+    )
+    if vae_encoder.device.type != "cpu":
+        vae.to("cpu")  # cached: free the accelerator's memory for the UNet
+    return latent_cache
+
+
+def inject_network(
+    config: TrainConfig,
+    base: BaseModel,
+    device: torch.device,
+    weight_dtype: torch.dtype,
+    seed: int,
+) -> LoraNetwork:
+    """Move the UNet and text encoders to the device, wrap them with the network and make
+    the wrapped models ready to train (fp32 adapters, SDPA, checkpointing, train mode)."""
+    torch.manual_seed(seed)  # LoRA init draws from the global RNG
+    encoders = [e for e in (base.text_encoder, base.text_encoder_2) if e is not None]
+    unet = base.unet.to(device, weight_dtype)
+    trained_encoders = encoders if config.train_text_encoder else []
+    network = apply_lora(
+        unet,
+        trained_encoders[0] if trained_encoders else None,
+        config,
+        text_encoder_2=trained_encoders[1] if len(trained_encoders) > 1 else None,
+    )
+    for encoder in encoders:
+        encoder.to(device, weight_dtype)
+    cast_training_params([unet, *encoders], dtype=torch.float32)  # LoRA weights stay fp32
+    speed_up(unet, device)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        for encoder in trained_encoders:
+            # transformers ≥ 5 renamed it; older versions only have the first name.
+            enable = getattr(encoder, "activation_checkpointing_enable", None)
+            (enable or encoder.gradient_checkpointing_enable)()
+    unet.train()
+    for encoder in trained_encoders:
+        encoder.train()
+    return network
+
+
+def cache_text(
+    config: TrainConfig,
+    base: BaseModel,
+    data: TrainingData,
+    device: torch.device,
+    sample_prompts: list[SamplePrompt],
+) -> tuple[TextEncodeFn, TextEncoderCache | None]:
+    """The caption encoder a step calls: with frozen encoders and static captions, every
+    caption and sample prompt is encoded once here and the encoders leave the GPU."""
+    encode_text = text_encoder_fn(
+        base,
+        device,
+        clip_skip=config.clip_skip,
+        trained=config.train_text_encoder,
+        max_token_length=config.max_token_length,
+    )
+    if not (
+        not config.train_text_encoder and config.cache_text_encoder_outputs and data.captions_static
+    ):
+        return encode_text, None
+    text_cache = TextEncoderCache(encode_text)
+    rng = random.Random(0)  # static captions: the rng is never drawn from
+    text_cache.fill(r.rules.apply(r.caption, rng) for r in data.records)
+    # Sample prompts are static too: with them cached the encoders are never needed
+    # again, and on a GPU they leave it (SDXL's two: ~1.6 GB in bf16).
+    text_cache.fill(t for p in sample_prompts for t in (p.prompt, p.negative))
+    if device.type == "cuda":
+        for encoder in (base.text_encoder, base.text_encoder_2):
+            if encoder is not None:
+                encoder.to("cpu")
+        torch.cuda.empty_cache()
+    return text_cache.get, text_cache
 
 
 def _run_info(
@@ -292,7 +348,7 @@ def _run_info(
         text_encoder_lr=config.effective_text_encoder_lr if config.train_text_encoder else None,
         optimizer=optimizer_label,
         lr_scheduler=config.lr_scheduler,
-        lr_warmup_steps=warmup_steps(config, total_steps),
+        lr_warmup_steps=warmup_steps(config.lr_warmup_steps, total_steps),
         mixed_precision=config.mixed_precision,
         seed=seed,
         tag_frequency=data.tag_frequency(),
@@ -309,20 +365,3 @@ def _run_info(
         session_id=uuid.uuid4().hex,
         comment=config.training_comment,
     )
-
-
-def text_encoder_groups(
-    network: LoraNetwork, learning_rates: tuple[float, float]
-) -> list[dict[str, object]]:
-    """One optimizer group per trained text encoder, each with its own learning rate
-    (kohya's ``text_encoder_lr = [TE1, TE2]``); one group when both rates agree."""
-    encoders = [m for n, m in network.components().items() if n != "unet"]
-    if len(encoders) < 2 or learning_rates[0] == learning_rates[1]:
-        return [{"params": network.text_encoder_parameters(), "lr": learning_rates[0]}]
-    return [
-        {
-            "params": [p for n, p in encoder.named_parameters() if is_adapter_parameter(n)],
-            "lr": lr,
-        }
-        for encoder, lr in zip(encoders, learning_rates, strict=False)
-    ]

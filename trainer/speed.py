@@ -95,11 +95,11 @@ def estimate_peak_memory(
     return MemoryEstimate(weights, trainable_count * 16, activations)
 
 
-def device_budget(device: torch.device, config: TrainConfig) -> int | None:
+def device_budget(device: torch.device, memory_budget_gb: float | None) -> int | None:
     """Bytes the run may use: ``memory_budget_gb`` if set, else the GPU's total memory
     (CUDA only); None means no limit is known (CPU)."""
-    if config.memory_budget_gb is not None:
-        return int(config.memory_budget_gb * 2**30)
+    if memory_budget_gb is not None:
+        return int(memory_budget_gb * 2**30)
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(device).total_memory * BUDGET_FRACTION)
     return None
@@ -150,7 +150,7 @@ def spill_warning(device: torch.device, fraction: float) -> str | None:
     )
 
 
-def speed_up(unet: nn.Module, device: torch.device, config: TrainConfig) -> None:
+def speed_up(unet: nn.Module, device: torch.device) -> None:
     """CUDA-only layout and kernel choices; nothing changes on the CPU."""
     from diffusers.models.attention_processor import AttnProcessor2_0
 

@@ -15,7 +15,6 @@ from typing import NamedTuple
 
 import torch
 
-from lab.training.config import TrainConfig
 from trainer.errors import ConfigError
 from trainer.models import BaseModel
 
@@ -32,11 +31,21 @@ class Encoded(NamedTuple):
 TextEncodeFn = Callable[[list[str]], Encoded]
 
 
-def text_encoder_fn(base: BaseModel, config: TrainConfig, device: torch.device) -> TextEncodeFn:
-    """The function training and sampling both use to encode captions."""
-    if base.is_sdxl:
-        return _sdxl_encoder(base, config, device)
-    return _sd15_encoder(base, config, device)
+def text_encoder_fn(
+    base: BaseModel,
+    device: torch.device,
+    *,
+    clip_skip: int | None,
+    trained: bool,
+    max_token_length: int | None = None,
+) -> TextEncodeFn:
+    """The function training and sampling both use to encode captions; ``trained`` (the
+    text encoders learn) keeps the gradients; ``max_token_length`` (kohya's 150 or 225)
+    encodes long captions in 75-token windows."""
+    build = _sdxl_encoder if base.is_sdxl else _sd15_encoder
+    return build(
+        base, device, clip_skip=clip_skip, trained=trained, max_token_length=max_token_length
+    )
 
 
 def _token_ids(tokenizer: object, captions: list[str], device: torch.device) -> torch.Tensor:
@@ -98,17 +107,23 @@ def _ids(
     return chunked_token_ids(tokenizer, captions, device, max_tokens)
 
 
-def _sd15_encoder(base: BaseModel, config: TrainConfig, device: torch.device) -> TextEncodeFn:
+def _sd15_encoder(
+    base: BaseModel,
+    device: torch.device,
+    *,
+    clip_skip: int | None,
+    trained: bool,
+    max_token_length: int | None,
+) -> TextEncodeFn:
     tokenizer, text_encoder = base.tokenizer, base.text_encoder
-    skip = config.clip_skip or 1
+    skip = clip_skip or 1
     layers = text_encoder.config.num_hidden_layers
     if skip > layers:
         raise ConfigError(f"clip_skip {skip} exceeds the text encoder's {layers} layers")
-    trained = config.train_text_encoder
     # transformers ≥ 5 dropped CLIPTextModel's `text_model` wrapper; older versions have it.
     final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
 
-    long = config.max_token_length
+    long = max_token_length
 
     def encode(captions: list[str]) -> Encoded:
         ids, windows = _ids(tokenizer, captions, text_encoder.device, long)
@@ -124,18 +139,24 @@ def _sd15_encoder(base: BaseModel, config: TrainConfig, device: torch.device) ->
     return encode
 
 
-def _sdxl_encoder(base: BaseModel, config: TrainConfig, device: torch.device) -> TextEncodeFn:
-    if config.clip_skip not in (None, 1, 2):
+def _sdxl_encoder(
+    base: BaseModel,
+    device: torch.device,
+    *,
+    clip_skip: int | None,
+    trained: bool,
+    max_token_length: int | None,
+) -> TextEncodeFn:
+    if clip_skip not in (None, 1, 2):
         raise ConfigError(
             "clip_skip is fixed for SDXL (both encoders' penultimate layer, as at inference); "
-            f"got clip_skip = {config.clip_skip}"
+            f"got clip_skip = {clip_skip}"
         )
-    if config.clip_skip == 2:
+    if clip_skip == 2:
         logger.info("clip_skip 2 is SDXL's own penultimate-layer conditioning already")
     encoders = [(base.tokenizer, base.text_encoder), (base.tokenizer_2, base.text_encoder_2)]
-    trained = config.train_text_encoder
 
-    long = config.max_token_length
+    long = max_token_length
 
     def encode(captions: list[str]) -> Encoded:
         hidden: list[torch.Tensor] = []

@@ -6,30 +6,31 @@ from __future__ import annotations
 import logging
 import threading
 
+from celery import Celery
 from sqlalchemy.exc import SQLAlchemyError
 
 from db import jobs
 from db.outbox import deliver_pending
 from lab.tasks import OutboxKind
+from worker.client import CelerySender
 from worker.registry import heartbeat
 from worker.runtime import Runtime
-from worker.sender import CelerySender
 
 log = logging.getLogger(__name__)
 
 
-def reap_and_dispatch(rt: Runtime) -> jobs.ReapResult:
-    """Re-queue expired jobs, then send every pending task row (ours and the bot's)."""
-    from worker.app import app
-
+def reap_and_dispatch(rt: Runtime, app: Celery) -> jobs.ReapResult:
+    """Re-queue expired jobs, then send every pending task row (ours and the bot's)
+    through `app`."""
     result = jobs.reap_expired(rt.factory, rt.settings.rules, max_attempts=rt.settings.max_attempts)
     deliver_pending(rt.factory, OutboxKind.TASK.value, CelerySender(app).deliver)
     return result
 
 
 class Maintenance:
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, app: Celery) -> None:
         self.rt = rt
+        self.app = app
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="maintenance", daemon=True)
 
@@ -45,6 +46,6 @@ class Maintenance:
         while not self._stop.wait(interval):
             try:
                 heartbeat(self.rt)
-                reap_and_dispatch(self.rt)
+                reap_and_dispatch(self.rt, self.app)
             except SQLAlchemyError as exc:  # the database is away: try again next tick
                 log.warning("maintenance skipped: %s", exc)

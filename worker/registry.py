@@ -1,4 +1,4 @@
-"""The worker registry (for /lab workers): name, queues, GPU, heartbeat, current job.
+"""The worker registry (for /train workers): name, queues, GPU, heartbeat, current job.
 
 The GPU is described with `nvidia-smi`, never by initialising CUDA: the worker's main
 process must stay torch-free so its forked children start clean.

@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from db import jobs
 from db.models import ArtifactKind
+from lab.apps import compat_filename
 from lab.render import sample_grid
 from worker.runtime import Runtime, retry_db
 
@@ -127,6 +128,11 @@ class JobReporter:
     def on_checkpoint(self, checkpoint: Any) -> None:
         self.epoch_steps.append(checkpoint.step)
         key = f"jobs/{self.lease.job_id}/{checkpoint.path.name}"
+        compat = getattr(checkpoint, "compat_path", None)
+        if compat is not None and not self.lost:
+            # Stored before the LoRA's artifact row, so a release never finds one without
+            # the other; the release post derives this key from the LoRA's.
+            self.rt.storage.put_file(compat_filename(key), compat)
         self._upload(ArtifactKind.LORA, key, checkpoint.path, checkpoint.epoch)
 
     def on_state(self, path: Path, epoch: int, step: int) -> None:

@@ -21,6 +21,9 @@ from lab.families import BaseFamily
 from lab.render import loss_curve
 from lab.training import build_config
 from lab.training.job import split_job_config
+from worker import preload
+from worker.registry import gpu_description, set_current_job
+from worker.reporting import JobReporter
 from worker.runtime import Runtime, retry_db
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,6 @@ def run_training_job(rt: Runtime, job_id: int, attempt: int) -> JobStatus | None
     )
     if lease is None:
         return None
-    from worker.registry import gpu_description, set_current_job
 
     set_current_job(rt, job_id)
     work = rt.settings.work_dir / f"job-{job_id}-a{attempt}"
@@ -69,9 +71,6 @@ def run_training_job(rt: Runtime, job_id: int, attempt: int) -> JobStatus | None
 
 
 def jobs_reporter(rt: Runtime, lease: jobs.Lease, prompts: list[str]) -> Any:
-    from worker.registry import gpu_description
-    from worker.reporting import JobReporter
-
     return JobReporter(rt, lease, prompts=prompts, gpu=gpu_description())
 
 
@@ -83,6 +82,7 @@ def _context(rt: Runtime, job_id: int) -> jobs.JobContext:
 def _train(
     rt: Runtime, context: jobs.JobContext, work: Path, reporter: Any, prompts: list[str]
 ) -> tuple[JobStatus, str | None]:
+    preload.wait()  # a preload on another thread holds the import locks until it is done
     import torch
 
     from lab.training import ConfigError

@@ -1,5 +1,7 @@
-"""Per-process resources of a worker (engine, session factory, storage), built lazily in
-the process that uses them: a forked pool child never inherits a parent's connections."""
+"""The worker process's settings and its per-process resources (engine, session factory,
+storage). This module owns both: everything else in `worker/` asks `settings()` and
+`runtime()` here. Resources are built lazily in the process that uses them: a forked
+pool child never inherits a parent's connections."""
 
 from __future__ import annotations
 
@@ -32,8 +34,25 @@ class Runtime:
     name: str
 
 
+_settings: WorkerSettings | None = None
 _runtime: Runtime | None = None
 _pid: int | None = None
+
+
+def settings() -> WorkerSettings:
+    """This process's settings: those given to `use_settings`, else read from the
+    environment once (`celery -A worker.app` starts without an entry point of ours)."""
+    global _settings
+    if _settings is None:
+        _settings = WorkerSettings()
+    return _settings
+
+
+def use_settings(new: WorkerSettings) -> None:
+    """Make `new` this process's settings (entry points and tests); the runtime built
+    from older settings, if any, is dropped."""
+    global _settings, _runtime
+    _settings, _runtime = new, None
 
 
 def worker_name(settings: WorkerSettings) -> str:
@@ -55,8 +74,6 @@ def runtime() -> Runtime:
     """This process's runtime (rebuilt after a fork)."""
     global _runtime, _pid
     if _runtime is None or _pid != os.getpid():
-        from worker.app import settings
-
         _runtime, _pid = build_runtime(settings()), os.getpid()
     return _runtime
 

@@ -193,6 +193,10 @@ class TrainConfig(BaseModel):
     sample_weights: tuple[float, ...] = ()
     """LoRA weights for a grid at the end of training (columns), e.g. ``[0, 0.4, 0.8, 1.2]``."""
     training_comment: str | None = None
+    dora_compat_rank: int | None = Field(None, ge=0)
+    """DoRA only: rank of the plain-LoRA fit saved beside each DoRA file
+    (``…-lora-compat.safetensors``, for apps that apply DoRA wrongly); default each
+    module's DoRA rank; 0 writes none."""
 
     @field_validator("resolution", mode="before")
     @classmethod

@@ -11,36 +11,31 @@ log = logging.getLogger(__name__)
 
 
 async def _run(settings: object) -> None:
-    """Own every lifetime here: HTTP session, database engine, the bot itself."""
-    import aiohttp
-    from celery import Celery
+    """Own every lifetime here: the database engine and the bot itself (discord.py
+    owns its HTTP session; uploads are fetched through it)."""
 
     from bot.app import create_bot
     from db.session import make_engine, make_session_factory
     from lab.settings import BotSettings, WorkerSettings
     from lab.storage import storage_from_settings
-    from worker.app import celery_config
-    from worker.sender import CelerySender
+    from worker.client import CelerySender, client_app
 
     assert isinstance(settings, BotSettings)
     assert settings.discord_token is not None
     client_settings = WorkerSettings(
         home=settings.home, database_url=settings.database_url, broker_url=settings.broker_url
     )
-    celery = Celery("loralab-bot")
-    celery.conf.update(celery_config(client_settings))
+    celery = client_app(client_settings, "loralab-bot")
     engine = make_engine(settings.resolved_database_url)
     try:
-        async with aiohttp.ClientSession() as http:
-            bot = create_bot(
-                settings,
-                session_factory=make_session_factory(engine),
-                task_sender=CelerySender(celery),
-                http_session=http,
-                storage=storage_from_settings(settings),
-            )
-            async with bot:
-                await bot.start(settings.discord_token.get_secret_value())
+        bot = create_bot(
+            settings,
+            session_factory=make_session_factory(engine),
+            task_sender=CelerySender(celery),
+            storage=storage_from_settings(settings),
+        )
+        async with bot:
+            await bot.start(settings.discord_token.get_secret_value())
     finally:
         engine.dispose()
 

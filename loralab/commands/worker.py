@@ -22,7 +22,7 @@ from lab.tasks import Queue
     help="Queue(s) to consume (repeatable).",
 )
 @click.option("--concurrency", default=1, show_default=True, help="Processes (GPUs) to run.")
-@click.option("--name", default=None, help="Worker name (NAME@host in /lab workers).")
+@click.option("--name", default=None, help="Worker name (NAME@host in /train workers).")
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(queues: tuple[str, ...], concurrency: int, name: str | None, loglevel: str) -> None:
     """Run a worker. GPU workers run each training task in a fresh process."""

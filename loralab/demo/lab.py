@@ -200,23 +200,18 @@ def virtual_clock(elapsed: Callable[[], float]) -> Callable[[], datetime]:
 def make_bot(settings: BotSettings, worker: WorkerSettings, elapsed: Callable[[], float]) -> Any:
     """The bot as `loralab bot` builds it, with a Celery client on the demo's broker.
     Returns ``(bot, engine)``; the caller disposes of the engine."""
-    from celery import Celery
-
     from bot.app import create_bot
     from db.session import make_engine, make_session_factory
     from lab.storage import storage_from_settings
-    from worker.app import celery_config
-    from worker.sender import CelerySender
+    from worker.client import CelerySender, client_app
 
-    celery = Celery("loralab-demo-bot")
-    celery.conf.update(celery_config(worker))
+    celery = client_app(worker, "loralab-demo-bot")
     engine = make_engine(settings.resolved_database_url)
     bot = create_bot(
-        settings,
+        settings.model_copy(update={"attachment_hosts": SIMCORD_HOSTS}),
         session_factory=make_session_factory(engine),
         task_sender=CelerySender(celery),
         storage=storage_from_settings(settings),
-        attachment_hosts=SIMCORD_HOSTS,
         clock=virtual_clock(elapsed),
         progress_interval=4.0,
     )

@@ -148,6 +148,7 @@ async def _simulate(
 ) -> None:
     import simcord
 
+    from bot.errors import describe
     from lab.storage import storage_from_settings
 
     box: list[Any] = []
@@ -173,7 +174,9 @@ async def _simulate(
             storage = storage_from_settings(settings)
             export_artifacts(world, storage, run.outcome, run.paths, run.produced)
             run.produced.report = HtmlReport(world, run.paths.report).write(run.transcript)
-            run.bot_errors = [repr(e) for e in env.errors]
+            # The tree's on_error (LabTree) shows simcord every error, the refusals a
+            # member is meant to read included; only the handler's "bug" kind counts.
+            run.bot_errors = [repr(e) for e in env.errors if not describe(e)[1]]
             _finish(run)
             if run.options.interactive:
                 await _interactive(run, world)

@@ -112,7 +112,7 @@ async def play(
         )
         post = world.channel("releases").last_message
         t.note(f"#releases: “{post.embeds[0].title}” with {post.attachments[0].filename}")
-        reply = await world.slash(admin, world.general, "lab stats")
+        reply = await world.slash(admin, world.general, "lora stats")
     ticket = world.ticket(ticket_id)
     expect(ticket.status is TicketState.RELEASED, f"the ticket ended {ticket.status}")
     return Outcome(ticket_id, ticket.number, job_id, epoch)
@@ -193,7 +193,7 @@ async def _train(
     )
     expect("will train with" in reply, f"/train config was refused: {reply}")
     await world.wait_until(_worker_checked_in(world), timeout=120, what="the worker to check in")
-    await world.slash(trainer, world.general, "lab workers")
+    await world.slash(trainer, world.general, "train workers")
     reply = await world.slash(trainer, thread, "train start")
     expect("queued" in reply, f"/train start failed: {reply}")
     job = world.latest_job(ticket_id)

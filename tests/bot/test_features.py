@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from bot.errors import LabTree
 from db.models import Worker
 from db.tickets import list_tickets
 from lab.lifecycle import TicketState
@@ -61,6 +62,7 @@ async def test_an_unexpected_error_shows_an_incident_id(tmp_path, template_db, c
         incident = text.split("`")[1]
         assert any(incident in r.getMessage() for r in caplog.records)
         assert "database exploded" not in text
+        assert isinstance(lab.bot.tree, LabTree)  # the handler came with tree_cls
 
 
 async def test_images_posted_in_the_thread_are_ingested(tmp_path, template_db):
@@ -124,12 +126,12 @@ async def test_status_list_iterate_stats_and_workers(tmp_path, template_db):
         assert lab.channel("lab-requests").threads[-1].name == f"#{number + 1} Aria v2"
         newest = list_tickets(lab.factory, lab.guild.id)[0]
         assert newest.version == 2 and newest.image_count == 16
-        stats = await people["nobody"].slash(lab.general, "lab stats")
+        stats = await people["nobody"].slash(lab.general, "lora stats")
         assert "requester" in stats.response.embeds[0].description
         with lab.factory.begin() as session:
             session.add(Worker(name="gpu-1", hostname="box", queues=["gpu"], gpu_name="H100",
                                gpu_memory_mb=81920))  # fmt: skip
-        workers = await people["nobody"].slash(lab.general, "lab workers")
+        workers = await people["nobody"].slash(lab.general, "train workers")
         assert "**gpu-1** · H100 (81920 MB) · queues gpu · idle" in followup_text(workers)
 
 
@@ -172,8 +174,8 @@ async def test_requested_changes_are_explained_in_the_post(tmp_path, template_db
 
 
 async def test_uploads_only_from_discord_hosts_and_under_the_cap(tmp_path, template_db):
-    from bot.app import DISCORD_ATTACHMENT_HOSTS
     from lab.dataset.settings import IngestSettings
+    from lab.settings import DISCORD_ATTACHMENT_HOSTS
 
     settings = {"ingest": IngestSettings(max_file_bytes=20_480)}
     async with running_lab(tmp_path, template_db, settings=settings) as lab:
@@ -190,9 +192,8 @@ async def test_uploads_only_from_discord_hosts_and_under_the_cap(tmp_path, templ
         text = followup_text(result)
         assert "❌ big.png: " in text and "over the 20 KiB limit for one file." in text
         assert "✅ ok.png" in text
-    async with running_lab(
-        tmp_path / "other", template_db, attachment_hosts=DISCORD_ATTACHMENT_HOSTS
-    ) as lab:
+    discord_hosts = {"attachment_hosts": DISCORD_ATTACHMENT_HOSTS}
+    async with running_lab(tmp_path / "other", template_db, settings=discord_hosts) as lab:
         await lab.setup()
         thread = await open_request(lab, lab.member("rita"))
         result = await lab.admin.slash(thread, "dataset upload", file=("x.png", png(9)))

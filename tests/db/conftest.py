@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import repositories as repo
 from db.models import Member, SubjectKind
 from db.services import NewTicket, open_ticket
-from lab.lifecycle import LabRole
+from lab.lifecycle import Actor, LabRole
 
 _ids = itertools.count(1_000_000_000_000)
 
@@ -40,7 +40,23 @@ def session(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield s
 
 
-MakeMember = Callable[..., Member]
+class Members:
+    """Makes members of the test guild. Their lab roles are kept here, as production
+    keeps them in Discord (the bot reads a member's roles on each interaction)."""
+
+    def __init__(self, session: Session, guild_id: int) -> None:
+        self.session, self.guild_id = session, guild_id
+        self.roles: dict[int, frozenset[LabRole]] = {}
+
+    def __call__(self, name: str, *roles: LabRole) -> Member:
+        member = repo.get_or_create_member(self.session, self.guild_id, new_snowflake(), name)
+        self.session.commit()
+        self.roles[member.id] = frozenset(roles)
+        return member
+
+    def actor(self, member: Member) -> Actor:
+        """The policy's actor for `member`, with the roles they were made with."""
+        return Actor(member.id, self.roles.get(member.id, frozenset()), False, member.display_name)
 
 
 @pytest.fixture
@@ -52,15 +68,8 @@ def guild_id(session: Session) -> int:
 
 
 @pytest.fixture
-def make_member(session: Session, guild_id: int) -> MakeMember:
-    def make(name: str, *roles: LabRole) -> Member:
-        member = repo.get_or_create_member(session, guild_id, new_snowflake(), name)
-        for role in roles:
-            repo.grant_role(session, member.id, role)
-        session.commit()
-        return member
-
-    return make
+def make_member(session: Session, guild_id: int) -> Members:
+    return Members(session, guild_id)
 
 
 def sample_ticket(**overrides: object) -> NewTicket:

@@ -35,13 +35,13 @@ def _ready_ticket(factory: sessionmaker[Session]) -> tuple[int, list[Actor]]:
         trainers = []
         for name in ("tina", "theo"):
             member = repo.get_or_create_member(session, guild.id, new_snowflake(), name)
-            repo.grant_role(session, member.id, LabRole.TRAINER)
             trainers.append(member)
         ticket = services.open_ticket(session, guild.id, owner, sample_ticket())
         session.flush()
         ticket.status = TicketState.READY
         ticket_id = ticket.id
-        actors = [repo.actor_for(session, m) for m in trainers]
+        trainer = frozenset({LabRole.TRAINER})
+        actors = [Actor(m.id, trainer, display_name=m.display_name) for m in trainers]
     with factory() as session:
         add_images(session, ticket_id, actors[0].member_id, 15, caption="ar1a, woman")
     return ticket_id, actors

@@ -37,16 +37,20 @@ def training(factory, session, make_member, open_sample_ticket):
     ticket.status, ticket.claimer_id = TicketState.CLAIMED, trainer.id
     session.add(TrainingJob(ticket_id=ticket_id, config={"network_dim": 8}))
     session.commit()
-    actor = repo.actor_for(session, trainer)
+    actor = make_member.actor(trainer)
     transition(factory, ticket_id, Action.START_TRAINING, actor, RULES)
     job = repo.latest_job(session, ticket_id)
     return ticket_id, job.id, actor
 
 
-def _outbox(session, prefix):
+def _outbox(session, prefix, job_id):
+    """This job's outbox keys of one kind: ``prefix`` then the job id, then ``:`` or the
+    end (other tests' job 1 must not match job 12's prefix)."""
+    start = f"{prefix}{job_id}"
     return session.scalars(
         select(OutboxMessage.idempotency_key).where(
-            OutboxMessage.idempotency_key.startswith(prefix)
+            (OutboxMessage.idempotency_key == start)
+            | OutboxMessage.idempotency_key.startswith(f"{start}:")
         )
     ).all()
 
@@ -55,7 +59,7 @@ def test_start_queues_attempt_one_and_its_task(session, training):
     ticket_id, job_id, _ = training
     job = session.get(TrainingJob, job_id)
     assert (job.status, job.attempt) == (JobStatus.QUEUED, 1)
-    assert _outbox(session, "loralab.train:") == [f"loralab.train:{job_id}:1"]
+    assert _outbox(session, "loralab.train:", job_id) == [f"loralab.train:{job_id}:1"]
     assert session.get(Ticket, ticket_id).status is TicketState.TRAINING
 
 
@@ -79,7 +83,7 @@ def test_renew_records_progress_and_reports_stop(factory, session, training):
     job = session.get(TrainingJob, job_id)
     assert (job.status, job.progress) == (JobStatus.CANCELLED, {"step": 3})
     assert session.get(Ticket, ticket_id).status is TicketState.FAILED
-    assert _outbox(session, f"progress:{job_id}:") == [f"progress:{job_id}:1:1"]
+    assert _outbox(session, "progress:", job_id) == [f"progress:{job_id}:1:1"]
 
 
 def test_success_moves_ticket_to_testing_with_audit_and_event(factory, session, training):
@@ -96,7 +100,7 @@ def test_success_moves_ticket_to_testing_with_audit_and_event(factory, session, 
         select(AuditEntry.action).where(AuditEntry.ticket_id == ticket_id).order_by(AuditEntry.id)
     ).all()
     assert actions[-1] == "training_succeeded"
-    assert _outbox(session, "discord.job_finished:") == [f"discord.job_finished:{job_id}"]
+    assert _outbox(session, "discord.job_finished:", job_id) == [f"discord.job_finished:{job_id}"]
 
 
 def test_reaper_requeues_expired_lease_and_fences_the_old_worker(factory, session, training):
@@ -104,7 +108,7 @@ def test_reaper_requeues_expired_lease_and_fences_the_old_worker(factory, sessio
     old = jobs.claim(factory, job_id, 1, "w1", 60)
     result = jobs.reap_expired(factory, RULES, max_attempts=3, now=utcnow() + timedelta(minutes=5))
     assert result.requeued == [job_id]
-    assert _outbox(session, "loralab.train:") == [
+    assert _outbox(session, "loralab.train:", job_id) == [
         f"loralab.train:{job_id}:1",
         f"loralab.train:{job_id}:2",
     ]
@@ -135,7 +139,7 @@ def test_reaper_gives_up_after_max_attempts_with_a_reason(factory, session, trai
     assert (job.status, job.attempt) == (JobStatus.FAILED, 2)
     assert "stopped answering 2 times" in job.error
     assert session.get(Ticket, ticket_id).status is TicketState.FAILED
-    assert _outbox(session, "discord.job_failed:") == [f"discord.job_failed:{job_id}"]
+    assert _outbox(session, "discord.job_failed:", job_id) == [f"discord.job_failed:{job_id}"]
 
 
 def test_retry_resumes_from_the_failed_jobs_state(factory, session, training):

@@ -95,3 +95,53 @@ def test_enqueued_task_carries_name_queue_and_idempotent_task_id(factory, sessio
         "task_id": "loralab.train:12:2",
         "queue": "gpu",
     }
+
+
+def test_a_postponed_row_holds_back_its_tickets_later_rows_only(factory, session):
+    """Rows of one ticket are delivered in order; other tickets go ahead."""
+    from db.outbox import dead_letters, redrive
+    from tests.db.conftest import new_snowflake
+
+    a, b = new_snowflake(), new_snowflake()
+    tag = id(session)
+    for key, ticket in (("a1", a), ("a2", a), ("b1", b), ("a3", a)):
+        add_outbox(
+            session, OutboxItem("test.order", {"ticket_id": ticket, "k": key}, f"{key}-{tag}")
+        )
+    session.commit()
+    seen: list[str] = []
+
+    def rate_limited_once(row):
+        if row.payload["k"] == "a1" and "a1" not in [s.split("!")[0] for s in seen]:
+            seen.append("a1!")
+            raise RetryableDeliveryError("429", retry_after=40)
+        seen.append(row.payload["k"])
+
+    first = deliver_pending(factory, "test.order", rate_limited_once)
+    assert (first.sent, first.retried) == (1, 1) and seen == ["a1!", "b1"]
+    assert deliver_pending(factory, "test.order", rate_limited_once).sent == 0  # a1 not due
+    (a1,) = [r for r in _rows(session, "test.order") if r.payload["k"] == "a1"]
+    session.expire_all()
+    a1 = session.get(OutboxMessage, a1.id)
+    a1.available_at = utcnow() - timedelta(seconds=1)
+    session.commit()
+    deliver_pending(factory, "test.order", rate_limited_once)
+    assert seen == ["a1!", "b1", "a1", "a2", "a3"]
+
+    # A dead letter holds nothing up, and keeps its reason until it is re-driven.
+    add_outbox(session, OutboxItem("test.order", {"ticket_id": b, "k": "b2"}, f"b2-{tag}"))
+    add_outbox(session, OutboxItem("test.order", {"ticket_id": b, "k": "b3"}, f"b3-{tag}"))
+    session.commit()
+
+    def refuse_b2(row):
+        if row.payload["k"] == "b2":
+            raise ValueError("403 Missing Permissions")
+        seen.append(row.payload["k"])
+
+    assert deliver_pending(factory, "test.order", refuse_b2).dead == 1
+    assert seen[-1] == "b3"
+    (letter,) = [d for d in dead_letters(factory) if d.ticket_id == b]
+    assert letter.kind == "test.order" and "403 Missing Permissions" in letter.reason
+    assert redrive(factory, [letter.id]) == [letter.id]
+    assert deliver_pending(factory, "test.order", lambda row: seen.append("again")).sent == 1
+    assert redrive(factory, [letter.id]) == []  # delivered now: not a dead letter

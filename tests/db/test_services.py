@@ -16,10 +16,6 @@ from tests.db.conftest import sample_ticket
 RULES = LabRules()
 
 
-def _actor(session: Session, member) -> Actor:
-    return repo.actor_for(session, member)
-
-
 def add_images(session: Session, ticket_id: int, uploader_id: int, n: int, caption: str | None):
     for i in range(n):
         image = DatasetImage(
@@ -78,7 +74,7 @@ def test_refused_transition_changes_nothing(factory, session, make_member, open_
     outbox_before = session.scalar(select(func.count()).select_from(OutboxMessage))
 
     with pytest.raises(TransitionRefused) as refused:
-        transition(factory, ticket_id, Action.FINISH_DATASET, _actor(session, alice), RULES)
+        transition(factory, ticket_id, Action.FINISH_DATASET, make_member.actor(alice), RULES)
 
     assert refused.value.refusal.code is RefusalCode.TOO_FEW_IMAGES
     assert "needs at least 15 images; this ticket has 3. Upload 12 more" in str(refused.value)
@@ -96,7 +92,7 @@ def test_whole_lifecycle_with_audit_trail(factory, session, make_member, open_sa
     add_images(session, ticket_id, alice.id, 15, caption="ar1a, woman, smiling")
 
     def do(action: Action, who, **kw) -> None:
-        transition(factory, ticket_id, action, _actor(session, who), RULES, **kw)
+        transition(factory, ticket_id, action, make_member.actor(who), RULES, **kw)
 
     do(Action.FINISH_DATASET, alice)
     do(Action.FINISH_CAPTIONS, alice)
@@ -151,9 +147,9 @@ def test_captions_without_trigger_word_block_review(
     alice = make_member("alice")
     ticket_id = open_sample_ticket(alice)
     add_images(session, ticket_id, alice.id, 15, caption="woman, ar1a")
-    transition(factory, ticket_id, Action.FINISH_DATASET, _actor(session, alice), RULES)
+    transition(factory, ticket_id, Action.FINISH_DATASET, make_member.actor(alice), RULES)
     with pytest.raises(TransitionRefused) as refused:
-        transition(factory, ticket_id, Action.FINISH_CAPTIONS, _actor(session, alice), RULES)
+        transition(factory, ticket_id, Action.FINISH_CAPTIONS, make_member.actor(alice), RULES)
     assert refused.value.refusal.code is RefusalCode.TRIGGER_NOT_FIRST
     assert "15 captions do not start with the trigger word 'ar1a'" in str(refused.value)
 
@@ -171,3 +167,43 @@ def test_caption_revisions_keep_history_and_newest_wins(session, make_member, op
         select(Caption.text).where(Caption.image_id == image_id).order_by(Caption.revision)
     ).all()
     assert history == ["first", "ar1a, second"]
+
+
+def _keys(session: Session, ticket_id: int, kind: str) -> list[str]:
+    return session.scalars(
+        select(OutboxMessage.idempotency_key)
+        .where(
+            OutboxMessage.kind == kind, OutboxMessage.payload["ticket_id"].as_integer() == ticket_id
+        )
+        .order_by(OutboxMessage.id)
+    ).all()
+
+
+def test_consequences_come_with_the_transition_whoever_calls_it(
+    factory, session, make_member, open_sample_ticket
+):
+    """No bot service involved: approve creates the job and offers it on the board, claim
+    and the lab's own unclaim update the board, and the unclaim says why in the thread."""
+    alice = make_member("alice")
+    trainer = make_member("tina", LabRole.TRAINER)
+    ticket_id = open_sample_ticket(alice)
+    add_images(session, ticket_id, alice.id, 15, caption="ar1a, woman")
+
+    def do(action: Action, actor: Actor, **kw) -> int:
+        return transition(factory, ticket_id, action, actor, RULES, **kw).revision
+
+    for action in (Action.FINISH_DATASET, Action.FINISH_CAPTIONS):
+        do(action, make_member.actor(alice))
+    approved = do(Action.APPROVE, make_member.actor(alice))
+    assert repo.latest_job(session, ticket_id) is not None
+    claimed = do(Action.CLAIM, make_member.actor(trainer))
+    unclaimed = do(Action.UNCLAIM, Actor.system())
+    assert _keys(session, ticket_id, "discord.job_board") == [
+        f"job-board:{ticket_id}:{r}" for r in (approved, claimed, unclaimed)
+    ]
+    notices = session.scalars(
+        select(OutboxMessage.payload).where(
+            OutboxMessage.idempotency_key == f"auto-unclaim:{ticket_id}:{unclaimed}"
+        )
+    ).all()
+    assert [n["text"][:20] for n in notices] == ["⏰ tina had no activi"]

@@ -97,7 +97,7 @@ def test_the_transcript_tells_the_story(demo_run):
     assert "do not start with the trigger word" in printed  # the caption fix
     assert "tom (Trainer) ▸ clicks [Claim]" in printed
     assert "This job was already claimed by tara." in printed
-    assert "**demo-gpu@" in printed  # /lab workers shows the real worker process
+    assert "**demo-gpu@" in printed  # /train workers shows the real worker process
     assert "training: step" in printed  # progress (a tqdm bar on a terminal)
     assert "You changed your vote to 👎" in printed
     assert "Released epoch 2" in printed

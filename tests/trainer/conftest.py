@@ -67,3 +67,33 @@ def base_values(model: Path, data: Path, output: Path, **extra: object) -> dict[
     }
     values.update(extra)
     return values
+
+
+def random_network(model: Path, data: Path, output: Path, args: list[str], **extra: object):
+    """The base and a freshly injected network (``network_args`` = ``args``) whose adapter
+    weights are random, so it changes every wrapped layer without a training run."""
+    import torch
+
+    from lab.training.config import build_config
+    from trainer.models import load_base_model
+    from trainer.network import apply_lora, is_adapter_parameter
+
+    module = "lycoris.kohya" if any(a.startswith(("algo=", "dora_wd")) for a in args) else None
+    values = base_values(model, data, output, network_args=args, **extra)
+    if module:
+        values["network_module"] = module
+    config = build_config(values)
+    base = load_base_model(config)
+    network = apply_lora(base.unet, base.text_encoder, config, base.text_encoder_2)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for part in network.components().values():
+            for name, parameter in part.named_parameters():
+                if not is_adapter_parameter(name):
+                    continue
+                noise = torch.randn(parameter.shape, generator=generator)
+                if "magnitude" in name:  # DoRA: a trained magnitude, near the base norm
+                    parameter.mul_(1 + 0.1 * noise)
+                else:
+                    parameter.copy_(noise * 0.3 / max(parameter.shape[-1], 1) ** 0.5)
+    return base, network

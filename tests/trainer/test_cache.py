@@ -25,7 +25,8 @@ def _config(model: Path, data: Path, out: Path, **extra: object):
             model,
             data,
             out,
-            max_train_epochs=1,
+            max_train_epochs=None,
+            max_train_steps=1,  # the cache is filled before the first step; one step reads it
             cache_latents=True,
             cache_latents_to_disk=True,
             latent_cache_dir=str(out.parent / "latents"),
@@ -69,11 +70,16 @@ def test_without_cache_every_step_encodes(tiny_model: Path, dataset: Path, tmp_p
     result = train(
         build_config(
             base_values(
-                tiny_model, dataset, tmp_path / "o", max_train_epochs=1, cache_latents=False
+                tiny_model,
+                dataset,
+                tmp_path / "o",
+                max_train_epochs=None,
+                max_train_steps=2,
+                cache_latents=False,
             )
         )
     )
-    assert result.latents_encoded == 8  # 8 samples per epoch, each through the VAE
+    assert result.latents_encoded == 4  # 2 steps × batch 2, each sample through the VAE
 
 
 def test_text_encoder_outputs_cached_when_frozen_and_static(
@@ -85,7 +91,8 @@ def test_text_encoder_outputs_cached_when_frozen_and_static(
                 tiny_model,
                 dataset,
                 tmp_path / "a",
-                max_train_epochs=1,
+                max_train_epochs=None,
+                max_train_steps=1,  # the cache is filled before the first step
                 network_train_unet_only=True,
             )
         )
@@ -97,7 +104,8 @@ def test_text_encoder_outputs_cached_when_frozen_and_static(
                 tiny_model,
                 dataset,
                 tmp_path / "b",
-                max_train_epochs=1,
+                max_train_epochs=None,
+                max_train_steps=1,
                 network_train_unet_only=True,
                 shuffle_caption=True,
             )

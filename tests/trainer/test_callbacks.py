@@ -94,7 +94,7 @@ def test_commands_can_ask_for_a_state_mid_run(tiny_model: Path, dataset: Path, t
             self.states.append((path, epoch, step))
 
     states = States()
-    config = build_config(base_values(tiny_model, dataset, tmp_path / "out"))
+    config = build_config(base_values(tiny_model, dataset, tmp_path / "out", max_train_epochs=1))
     train(config, states, StateAtStep3())
     assert [(p.name, e, s) for p, e, s in states.states] == [("tiny-state", 0, 3)]
     assert (tmp_path / "out" / "tiny-state" / "state.json").exists()

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -65,7 +64,6 @@ def cli_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     config = write_toml(root / "train.toml", values)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    started = time.perf_counter()
     completed = subprocess.run(
         [sys.executable, "-m", "trainer", str(config), "learning_rate=0.01"],
         cwd=REPO,
@@ -74,7 +72,6 @@ def cli_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         text=True,
         timeout=300,
     )
-    seconds = time.perf_counter() - started
     assert completed.returncode == 0, completed.stderr[-3000:]
     return {
         "root": root,
@@ -83,12 +80,11 @@ def cli_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         "values": values,
         "stdout": completed.stdout,
         "stderr": completed.stderr,
-        "seconds": seconds,
     }
 
 
-def test_cli_runs_end_to_end_quickly(cli_run: dict) -> None:
-    assert cli_run["seconds"] < 60
+def test_cli_runs_end_to_end(cli_run: dict) -> None:
+    # How fast is bench/'s question (bench/train_throughput.py), not a test's.
     assert "done: 12 steps, 3 epochs" in cli_run["stdout"]  # 4 images × 2 repeats / batch 2
     # The progress bar shows the loss, the rate and the remaining time.
     assert "loss=" in cli_run["stderr"]
@@ -236,9 +232,9 @@ def test_loralab_cli_is_registered(cli_run: dict, tiny_model: Path, tmp_path: Pa
     from loralab.cli import main
 
     data = build_dataset(tmp_path / "data")
-    config = write_toml(
-        tmp_path / "t.toml", base_values(tiny_model, data, tmp_path / "out", max_train_epochs=1)
-    )
+    values = base_values(tiny_model, data, tmp_path / "out", max_train_steps=1)
+    del values["max_train_epochs"]  # one step shows the command trains; cli_run shows the rest
+    config = write_toml(tmp_path / "t.toml", values)
     result = CliRunner().invoke(main, ["train", str(config), "--quiet", "output_name=viacli"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "viacli.safetensors").exists()

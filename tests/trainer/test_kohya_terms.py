@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from diffusers import DDPMScheduler
 from peft import LoraConfig, inject_adapter_in_model
 
-from lab.training.config import build_config, load_config
+from lab.training.config import TrainConfig, build_config, load_config, parse_key_values
 from lab.training.errors import ConfigError
 from tests.trainer.conftest import base_values
 from trainer.callbacks import NullCallbacks, Progress
@@ -242,6 +243,20 @@ def test_a_gui_shaped_config_trains_on_the_tiny_model(
         assert float(delta.norm()) <= 0.05 * 1.01  # scale_weight_norms held every module
 
 
+def schedule_args(config: TrainConfig, total_steps: int = 10) -> dict[str, Any]:
+    """build_scheduler's arguments as a run takes them from ``config``."""
+    return {
+        "name": config.lr_scheduler,
+        "total_steps": total_steps,
+        "warmup": 0,
+        "num_cycles": config.lr_scheduler_num_cycles,
+        "power": config.lr_scheduler_power,
+        "scheduler_args": parse_key_values(config.lr_scheduler_args, "lr_scheduler_args"),
+        "scheduler_type": config.lr_scheduler_type,
+        "learning_rate": config.learning_rate,
+    }
+
+
 def test_lr_scheduler_type_and_args_build_torchs_schedule() -> None:
     from trainer.optim import build_scheduler
 
@@ -256,7 +271,7 @@ def test_lr_scheduler_type_and_args_build_torchs_schedule() -> None:
         }
     )
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    schedule = build_scheduler(config, optimizer, 10)
+    schedule = build_scheduler(**schedule_args(config), optimizer=optimizer)
     assert isinstance(schedule, torch.optim.lr_scheduler.CosineAnnealingLR)
     for _ in range(10):
         optimizer.step()
@@ -272,9 +287,10 @@ def test_lr_scheduler_type_and_args_build_torchs_schedule() -> None:
     )
     with pytest.raises(ConfigError, match="lr_scheduler_args"):
         build_scheduler(
-            build_config({**cosine.model_dump(), "lr_scheduler_args": ["wibble=1"]}),
-            optimizer,
-            10,
+            **schedule_args(
+                build_config({**cosine.model_dump(), "lr_scheduler_args": ["wibble=1"]})
+            ),
+            optimizer=optimizer,
         )
 
 
@@ -295,8 +311,10 @@ def test_long_captions_are_encoded_in_75_token_windows(
     base = load_base_model(short)
     device = torch.device("cpu")
     captions = ["sks dog, red ball", ", ".join(f"tag{i}" for i in range(120))]
-    one = text_encoder_fn(base, short, device)(captions)
-    three = text_encoder_fn(base, long, device)(captions)
+    one = text_encoder_fn(base, device, clip_skip=None, trained=False)(captions)
+    three = text_encoder_fn(
+        base, device, clip_skip=None, trained=False, max_token_length=long.max_token_length
+    )(captions)
     assert three.hidden.shape[1] == 227 and one.hidden.shape[1] == 77
     # A short caption's first window is its ordinary encoding.
     torch.testing.assert_close(three.hidden[0, :76], one.hidden[0, :76])

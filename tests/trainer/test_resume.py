@@ -13,8 +13,8 @@ from lab.training.config import build_config
 from tests.trainer.conftest import base_values
 from trainer.callbacks import NeverStop, NullCallbacks, Progress
 from trainer.errors import ResumeError
-from trainer.loop import train
-from trainer.tiny import write_toml
+from trainer.loop import TrainResult, train
+from trainer.tiny import build_dataset, write_toml
 
 
 class StopAfter(NeverStop):
@@ -58,13 +58,29 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(path)
 
 
+@pytest.fixture(scope="module")
+def shared_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One dataset for the straight run and every interrupted one (none of them writes it)."""
+    return build_dataset(tmp_path_factory.mktemp("resume") / "data")
+
+
+@pytest.fixture(scope="module")
+def straight_run(
+    tiny_model: Path, shared_dataset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> TrainResult:
+    """The uninterrupted run each interrupted-and-resumed one must end equal to."""
+    out = tmp_path_factory.mktemp("straight")
+    reference = train(build_config(base_values(tiny_model, shared_dataset, out, **RANDOM_OPTIONS)))
+    assert (reference.global_step, reference.epoch) == (16, 4)
+    return reference
+
+
 @pytest.mark.parametrize("stop_after", [4, 6], ids=["epoch-boundary", "mid-epoch"])
 def test_resume_matches_an_uninterrupted_run(
-    tiny_model: Path, dataset: Path, tmp_path: Path, stop_after: int
-) -> None:
-    straight = build_config(base_values(tiny_model, dataset, tmp_path / "a", **RANDOM_OPTIONS))
-    reference = train(straight)
-    assert (reference.global_step, reference.epoch) == (16, 4)
+    tiny_model: Path, shared_dataset: Path, straight_run: TrainResult, tmp_path: Path,
+    stop_after: int,
+) -> None:  # fmt: skip
+    dataset, reference = shared_dataset, straight_run
 
     commands = StopAfter(stop_after)
     interrupted_config = build_config(

@@ -14,7 +14,9 @@ from tests.trainer.test_resume import Recorder, StopAfter
 from trainer.loop import train
 
 OPTIONS = {
-    "max_train_epochs": 4,
+    # Three epochs: stopped mid-epoch 2, the resumed run still crosses an epoch boundary
+    # (a new shuffle) before it ends.
+    "max_train_epochs": 3,
     "lr_scheduler": "cosine",
     "lr_warmup_steps": 2,
     "shuffle_caption": True,
@@ -57,14 +59,8 @@ def test_stop_and_resume_equals_a_straight_run(
     stopped = train(config("b"), Recorder(commands), commands)
     assert stopped.stopped and stopped.global_step == 6
     resumed = train(config("b", resume=str(stopped.state_dir)))
-    assert (
-        (resumed.global_step, resumed.epoch)
-        == (reference.global_step, reference.epoch)
-        == (
-            16,
-            4,
-        )
-    )
+    assert (resumed.global_step, resumed.epoch) == (reference.global_step, reference.epoch)
+    assert (reference.global_step, reference.epoch) == (12, 3)
     expected, actual = load_file(reference.final_path), load_file(resumed.final_path)
     assert expected.keys() == actual.keys()
     for key in expected:

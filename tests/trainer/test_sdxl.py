@@ -19,6 +19,7 @@ from tests.trainer.conftest import base_values
 from tests.trainer.readers import merge_file
 from trainer.formats import SDXL_PREFIXES, kohya_module_name
 from trainer.loop import train
+from trainer.sgm import SgmLayout
 from trainer.text import sdxl_time_ids
 from trainer.tiny import build_dataset, write_toml
 
@@ -59,8 +60,9 @@ def test_keys_and_metadata_follow_the_sdxl_contract(sdxl_run: dict) -> None:
     assert prefixes == {"lora_unet", "lora_te1", "lora_te2"}
     assert "lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight" in tensors
     assert "lora_te2_text_model_encoder_layers_2_mlp_fc2.alpha" in tensors
-    # proj_in is Linear in SDXL (1×1 conv in SD1.5): kohya targets it either way.
-    assert "lora_unet_down_blocks_1_attentions_0_proj_in.lora_down.weight" in tensors
+    # proj_in is Linear in SDXL (1×1 conv in SD1.5): kohya targets it either way, named
+    # as kohya's SDXL trainer names it (the original UNet's input_blocks.3.1 here).
+    assert "lora_unet_input_blocks_3_1_proj_in.lora_down.weight" in tensors
     meta = safe_open(str(sdxl_run["final"]), "pt").metadata()
     assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
     assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
@@ -73,7 +75,12 @@ def test_diffusers_sdxl_pipeline_loads_it_exactly(sdxl_run: dict, tiny_sdxl_mode
     tensors = load_file(sdxl_run["final"])
     pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_model, local_files_only=True)
     reference = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_model, local_files_only=True)
-    merged = merge_file(reference.unet, tensors, lambda n: "lora_unet_" + n.replace(".", "_"))
+    layout = SgmLayout.of(reference.unet.config)
+    merged = merge_file(
+        reference.unet,
+        tensors,
+        lambda n: kohya_module_name("unet", n, SDXL_PREFIXES, unet_layout=layout),
+    )
     for component in ("text_encoder", "text_encoder_2"):
         merged += merge_file(
             getattr(reference, component),

@@ -6,18 +6,15 @@ from pathlib import Path
 
 import torch
 
-from lab.training.config import build_config
-from tests.trainer.conftest import base_values
 from trainer.speed import compile_unet, speed_up
 
 
-def test_sdpa_attention_and_no_cuda_only_changes_on_cpu(tiny_model: Path, tmp_path: Path) -> None:
+def test_sdpa_attention_and_no_cuda_only_changes_on_cpu(tiny_model: Path) -> None:
     from diffusers import UNet2DConditionModel
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     unet = UNet2DConditionModel.from_pretrained(tiny_model / "unet", local_files_only=True)
-    config = build_config(base_values(tiny_model, tmp_path, tmp_path / "o"))
-    speed_up(unet, torch.device("cpu"), config)
+    speed_up(unet, torch.device("cpu"))
     processors = unet.attn_processors.values()
     assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors)
     assert unet.conv_in.weight.is_contiguous()  # channels-last is for CUDA only

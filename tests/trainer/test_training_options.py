@@ -36,7 +36,6 @@ OPTIONS = {
     "debiased+zero-terminal-snr": {"debiased_estimation_loss": True, "zero_terminal_snr": True},
     "unet-only+checkpointing": {"network_train_unet_only": True, "gradient_checkpointing": True},
     "text-encoder+checkpointing": {"gradient_checkpointing": True, "text_encoder_lr": 1e-3},
-    "bf16-autocast": {"mixed_precision": "bf16", "save_precision": "bf16"},
     "adafactor+accumulation": {"optimizer_type": "Adafactor", "gradient_accumulation_steps": 2},
     "captions": {"shuffle_caption": True, "keep_tokens": 1, "caption_tag_dropout_rate": 0.3},
 }
@@ -60,6 +59,11 @@ def test_option_trains(tiny_model: Path, dataset: Path, tmp_path: Path, extra: d
         assert te_up == []
     else:
         assert te_up and any(t.abs().sum() > 0 for t in te_up)  # the TE LoRA learnt too
+    if extra.get("optimizer_type"):
+        meta = safe_open(str(result.final_path), "pt").metadata()
+        assert meta["ss_optimizer"].startswith(
+            f"transformers.optimization.{extra['optimizer_type']}"
+        )
 
 
 def test_v_prediction_base(tiny_vpred_model: Path, dataset: Path, tmp_path: Path) -> None:
@@ -120,10 +124,16 @@ def test_regularisation_run(tiny_model: Path, dataset: Path, tmp_path: Path) -> 
     assert meta["ss_prior_loss_weight"] == "0.5"
 
 
-def test_samples_with_mixed_precision(tiny_model: Path, dataset: Path, tmp_path: Path) -> None:
-    """Half-precision UNet/TE with the fp32 VAE: samples must still decode."""
+def test_bf16_autocast_trains_saves_bf16_and_samples(
+    tiny_model: Path, dataset: Path, tmp_path: Path
+) -> None:
+    """Half-precision UNet/TE with the fp32 VAE: the LoRA learns, is saved in bf16, and
+    samples still decode."""
+    import torch
+
     prompts = tmp_path / "p.txt"
     prompts.write_text("sks dog --s 2 --w 64 --h 64\n")
+    losses = Losses()
     result = train(
         build_config(
             base_values(
@@ -132,11 +142,20 @@ def test_samples_with_mixed_precision(tiny_model: Path, dataset: Path, tmp_path:
                 tmp_path / "o",
                 max_train_epochs=1,
                 mixed_precision="bf16",
+                save_precision="bf16",
                 sample_prompts=str(prompts),
                 sample_every_n_epochs=1,
             )
-        )
+        ),
+        losses,
     )
+    assert result.global_step == 4
+    assert losses.values and all(math.isfinite(v) for v in losses.values)
+    tensors = load_file(result.final_path)
+    ups = {k: t for k, t in tensors.items() if k.endswith("lora_up.weight")}
+    assert {t.dtype for t in tensors.values()} == {torch.bfloat16}  # save_precision
+    assert any(t.abs().sum() > 0 for k, t in ups.items() if k.startswith("lora_unet_"))
+    assert any(t.abs().sum() > 0 for k, t in ups.items() if k.startswith("lora_te_"))
     assert (result.output_dir / "sample" / "tiny_e000001_00_1234.png").exists()
 
 

@@ -14,10 +14,10 @@ import pytest
 
 from db import migrate
 from db import repositories as repo
-from db.models import DatasetImage, SubjectKind, Ticket, TrainingJob
+from db.models import DatasetImage, Member, SubjectKind, Ticket, TrainingJob
 from db.services import NewTicket, open_ticket, transition
 from lab.families import BaseFamily
-from lab.lifecycle import Action, LabRole, TicketState
+from lab.lifecycle import Action, Actor, LabRole, TicketState
 from lab.settings import WorkerSettings
 from lab.storage import storage_from_settings
 from tests.db.conftest import new_snowflake
@@ -25,7 +25,7 @@ from trainer.tiny import build_tiny_sd15, make_image
 
 pytest.importorskip("torch")
 
-# A run long enough to interrupt: 6 epochs of 4 images × 3 repeats, batch 1.
+# A run long enough to interrupt: 4 epochs of 4 images × 3 repeats, batch 1.
 TINY_OVERRIDES = {
     "resolution": "64,64",
     "min_bucket_reso": 32,
@@ -35,7 +35,7 @@ TINY_OVERRIDES = {
     "network_alpha": 2.0,
     "network_dropout": 0.0,
     "train_batch_size": 1,
-    "max_train_epochs": 6,
+    "max_train_epochs": 4,
     "num_repeats": 3,
     "learning_rate": 1e-3,
     "mixed_precision": "no",
@@ -75,6 +75,11 @@ class SeededJob:
     trainer_id: int
 
 
+def trainer_actor(member: Member) -> Actor:
+    """The policy's actor for a member holding the Trainer role (in Discord)."""
+    return Actor(member.id, frozenset({LabRole.TRAINER}), display_name=member.display_name)
+
+
 def seed_started_job(
     settings: WorkerSettings, *, images: int = 4, **overrides: object
 ) -> SeededJob:
@@ -88,7 +93,6 @@ def seed_started_job(
         guild = repo.get_or_create_guild(session, new_snowflake(), "Worker Lab")
         owner = repo.get_or_create_member(session, guild.id, new_snowflake(), "rita")
         trainer = repo.get_or_create_member(session, guild.id, new_snowflake(), "tina")
-        repo.grant_role(session, trainer.id, LabRole.TRAINER)
         ticket = open_ticket(
             session,
             guild.id,
@@ -128,8 +132,7 @@ def seed_started_job(
             )
         )
         ticket_id, trainer_id = ticket.id, trainer.id
-    with factory() as session:
-        actor = repo.actor_for(session, session.get(type(owner), trainer_id))
+        actor = trainer_actor(trainer)
     transition(factory, ticket_id, Action.START_TRAINING, actor, settings.rules)
     with factory() as session:
         job_id = repo.latest_job(session, ticket_id).id

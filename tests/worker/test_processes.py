@@ -12,18 +12,28 @@ from sqlalchemy import select
 
 from db import migrate
 from db.models import Artifact, ArtifactKind, JobStatus, OutboxMessage, Ticket, TrainingJob
-from db.repositories import OutboxItem, actor_for, add_outbox
+from db.repositories import OutboxItem, add_outbox
 from db.services import transition
 from db.session import make_engine, make_session_factory
 from lab.lifecycle import Action, TicketState
 from lab.settings import StorageSettings, WorkerSettings
 from lab.storage import storage_from_settings
-from tests.worker.conftest import seed_started_job, worker_settings
+from tests.conftest import fresh_postgres_database
+from tests.worker.conftest import (
+    TINY_OVERRIDES,
+    seed_started_job,
+    trainer_actor,
+    worker_settings,
+)
 from tests.worker.procs import CuttableProxy, RedisServer, wait_for, worker_process
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
-EPOCHS = 6
+# Jobs that are interrupted run 4 epochs and are interrupted at epoch 2 or later, so
+# there is a saved epoch before the fault and training left after it; jobs that only
+# have to finish run 3 (an intermediate LoRA, a final one, a grid per epoch).
+EPOCHS = TINY_OVERRIDES["max_train_epochs"]
+SHORT = 3
 
 
 class Watch:
@@ -54,10 +64,10 @@ class Watch:
         self.engine.dispose()
 
 
-def _assert_complete(watch: Watch, settings: WorkerSettings) -> None:
+def _assert_complete(watch: Watch, settings: WorkerSettings, epochs: int = EPOCHS) -> None:
     job = watch.job()
     assert job.status is JobStatus.SUCCEEDED, job.error
-    assert [a.epoch for a in watch.artifacts(ArtifactKind.LORA)] == list(range(1, EPOCHS + 1))
+    assert [a.epoch for a in watch.artifacts(ArtifactKind.LORA)] == list(range(1, epochs + 1))
     assert len(watch.artifacts(ArtifactKind.LOSS_CURVE)) == 1
     with watch.factory() as s:
         assert s.get(Ticket, job.ticket_id).status is TicketState.TESTING
@@ -65,7 +75,7 @@ def _assert_complete(watch: Watch, settings: WorkerSettings) -> None:
     assert {"discord.job_progress", "discord.sample_grid", "discord.job_finished"} <= kinds
     keys = storage_from_settings(settings).list(f"jobs/{job.id}/")
     stored = {key.rsplit("/", 1)[1] for key in keys}
-    assert {f"Aria-v1-{e:06d}.safetensors" for e in range(1, EPOCHS)} <= stored
+    assert {f"Aria-v1-{e:06d}.safetensors" for e in range(1, epochs)} <= stored
     assert {a.storage_key for a in watch.artifacts(ArtifactKind.LORA)} <= set(keys)
 
 
@@ -73,30 +83,32 @@ def test_embedded_mode_runs_a_job_through_the_filesystem_broker(tmp_path, tiny_b
     settings = worker_settings(tmp_path / "home", f"sqlite:///{tmp_path / 'lab.db'}", tiny_base)
     assert settings.is_embedded
     migrate.upgrade(settings.resolved_database_url)
-    seeded = seed_started_job(settings)
+    seeded = seed_started_job(settings, max_train_epochs=SHORT)
     watch = Watch(settings, seeded.job_id)
     with worker_process(settings, "embedded", tmp_path / "worker.log") as worker:
         job = wait_for(watch.ended, timeout=240, what="the job to end")
         assert job.status is JobStatus.SUCCEEDED, worker.output()[-3000:]
-    _assert_complete(watch, settings)
+    _assert_complete(watch, settings, SHORT)
     assert (settings.broker_folder / "in").is_dir()  # the task went through the folder
     watch.close()
 
 
 @pytest.fixture
-def prod(tmp_path, tiny_base, postgres_url):
-    """Postgres (this run's database) and a private Redis, as production would be."""
-    migrate.upgrade(postgres_url)
-    redis = RedisServer(tmp_path)
-    redis.start()
+def prod(tmp_path, tiny_base):
+    """A Postgres database of this test's own (the rows its workers commit must not meet
+    another test's) and a private Redis, as production would be."""
+    with fresh_postgres_database() as postgres_url:
+        migrate.upgrade(postgres_url)
+        redis = RedisServer(tmp_path)
+        redis.start()
 
-    def make_settings(database_url: str = postgres_url, **extra: object) -> WorkerSettings:
-        return worker_settings(
-            tmp_path / "home", database_url, tiny_base, broker_url=redis.url, **extra
-        )
+        def make_settings(database_url: str = postgres_url, **extra: object) -> WorkerSettings:
+            return worker_settings(
+                tmp_path / "home", database_url, tiny_base, broker_url=redis.url, **extra
+            )
 
-    yield redis, make_settings
-    redis.kill()
+        yield redis, make_settings, postgres_url
+        redis.kill()
 
 
 @pytest.fixture
@@ -129,32 +141,39 @@ def s3_storage(tmp_path) -> StorageSettings:
 
 @pytest.mark.postgres
 def test_killed_worker_job_resumes_on_another_worker(prod, tmp_path, s3_storage):
-    """The two workers share only Postgres, Redis and the S3 store (no local files)."""
-    _, make_settings = prod
+    """The two workers share only Postgres, Redis and the S3 store (no local files). The
+    second one stands by while the first trains, as a spare machine would."""
+    _, make_settings, _ = prod
     settings = make_settings(storage=s3_storage)
     seeded = seed_started_job(settings)
     watch = Watch(settings, seeded.job_id)
+
+    def first_has_it() -> bool:
+        return (watch.job().lease_owner or "").startswith("first@")
+
     with worker_process(settings, "first", tmp_path / "a.log") as first:
-        wait_for(
-            lambda: watch.artifacts(ArtifactKind.STATE) and watch.epoch() >= 3,
-            timeout=240,
-            what="epoch 3 with a saved state",
-        )
-        state_epoch = watch.job().state_epoch
-        first.kill()
-        killed_at = time.monotonic()
-    with worker_process(settings, "second", tmp_path / "b.log") as second:
+        wait_for(first_has_it, timeout=240, what="the first worker to take the job")
+        with worker_process(settings, "second", tmp_path / "b.log") as second:
+            wait_for(
+                lambda: watch.artifacts(ArtifactKind.STATE) and watch.epoch() >= 2,
+                timeout=240,
+                what="epoch 2 with a saved state",
+            )
+            state_epoch = watch.job().state_epoch
+            first.kill()
+            killed_at = time.monotonic()
 
-        def second_took_it() -> bool:
-            job = watch.job()
-            return job.attempt == 2 and (job.lease_owner or "").startswith("second@")
+            def second_took_it() -> bool:
+                job = watch.job()
+                return job.attempt == 2 and (job.lease_owner or "").startswith("second@")
 
-        wait_for(second_took_it, timeout=60, what="the second worker to take the job")
-        taken_after = time.monotonic() - killed_at
-        wait_for(watch.ended, timeout=240, what="the job to end")
-        finished_after = time.monotonic() - killed_at
-        output = second.output()
+            wait_for(second_took_it, timeout=60, what="the second worker to take the job")
+            taken_after = time.monotonic() - killed_at
+            wait_for(watch.ended, timeout=240, what="the job to end")
+            finished_after = time.monotonic() - killed_at
+            output = second.output()
     _assert_complete(watch, settings)
+    assert "trainer stack preloaded" in output  # the pool child imported it while idle
     assert f"resumes from jobs/{seeded.job_id}/state-e{state_epoch:04d}" in output
     resumed_epoch = int(output.split("resumed from")[1].split("at epoch ")[1].split(",")[0])
     assert resumed_epoch >= state_epoch >= 1  # not from zero
@@ -169,9 +188,9 @@ def test_killed_worker_job_resumes_on_another_worker(prod, tmp_path, s3_storage)
 
 @pytest.mark.postgres
 def test_duplicate_delivery_trains_once(prod, tmp_path):
-    _, make_settings = prod
+    _, make_settings, _ = prod
     settings = make_settings()
-    seeded = seed_started_job(settings, max_train_epochs=EPOCHS)
+    seeded = seed_started_job(settings, max_train_epochs=2)
     watch = Watch(settings, seeded.job_id)
     with watch.factory.begin() as s:  # the same message again, under another outbox key
         body = {
@@ -184,14 +203,14 @@ def test_duplicate_delivery_trains_once(prod, tmp_path):
     with worker_process(settings, "dup", tmp_path / "w.log") as worker:
         wait_for(watch.ended, timeout=240, what="the job to end")
         wait_for(lambda: "skipped" in worker.output(), timeout=60, what="the duplicate to be seen")
-    _assert_complete(watch, settings)
+    _assert_complete(watch, settings, 2)
     assert watch.job().fencing_token == 1  # claimed exactly once
     watch.close()
 
 
 @pytest.mark.postgres
 def test_redis_restart_mid_job(prod, tmp_path):
-    redis, make_settings = prod
+    redis, make_settings, _ = prod
     settings = make_settings()
     seeded = seed_started_job(settings)
     watch = Watch(settings, seeded.job_id)
@@ -211,10 +230,10 @@ def test_redis_restart_mid_job(prod, tmp_path):
 
 
 @pytest.mark.postgres
-def test_database_unreachable_for_seconds(prod, tmp_path, postgres_url):
+def test_database_unreachable_for_seconds(prod, tmp_path):
     from sqlalchemy.engine import make_url
 
-    _, make_settings = prod
+    _, make_settings, postgres_url = prod
     proxy = CuttableProxy(("127.0.0.1", make_url(postgres_url).port or 5432))
     through_proxy = make_url(postgres_url).set(port=proxy.port).render_as_string(False)
     settings = make_settings(database_url=through_proxy, lease_seconds=10)
@@ -235,7 +254,7 @@ def test_database_unreachable_for_seconds(prod, tmp_path, postgres_url):
 
 @pytest.mark.postgres
 def test_cancel_mid_epoch_saves_state_and_stops(prod, tmp_path):
-    _, make_settings = prod
+    _, make_settings, _ = prod
     settings = make_settings()
     seeded = seed_started_job(settings)
     watch = Watch(settings, seeded.job_id)
@@ -244,7 +263,7 @@ def test_cancel_mid_epoch_saves_state_and_stops(prod, tmp_path):
         with watch.factory() as s:
             from db.models import Member
 
-            actor = actor_for(s, s.get(Member, seeded.trainer_id))
+            actor = trainer_actor(s.get(Member, seeded.trainer_id))
         transition(watch.factory, seeded.ticket_id, Action.STOP_TRAINING, actor, settings.rules)
         asked = time.monotonic()
         job = wait_for(watch.ended, timeout=60, what="the job to stop")

@@ -21,7 +21,7 @@ from PIL import Image
 
 from lab.autocaption import CaptionerConfig, CaptionerKind, CaptionRules, apply_rules
 from lab.captions import join_tags
-from trainer.errors import TrainerError
+from trainer.errors import CaptionerError
 
 __all__ = [
     "Captioner",
@@ -34,12 +34,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class CaptionerError(TrainerError):
-    """The captioning model is missing, malformed, or cannot run here."""
-
-    code = "captioner_error"
 
 
 class Captioner(Protocol):

@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from lab.autocaption import CaptionerConfig
-from trainer.captioners import CaptionerError
+from trainer.errors import CaptionerError
 
 log = logging.getLogger(__name__)
 _TASK_TOKEN = re.compile(r"^<[A-Z_]+>$")

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from lab.autocaption import CaptionerConfig, Prediction, select_tags
-from trainer.captioners import CaptionerError
+from trainer.errors import CaptionerError
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
-from bot.components import kick_relay
-from bot.context import acting, ticket_here
+from bot.components import outbox_written
+from bot.context import acting, ticket_ref
 from db.autocaption import request_autocaption
 from lab.autocaption import CaptionerKind
 
@@ -38,18 +38,18 @@ async def queue_auto_captions(
 ) -> None:
     """Answer `/caption auto` (the interaction is already deferred, ephemeral)."""
     _, who = await acting(bot, interaction)
-    ticket_id = await ticket_here(bot, interaction, ticket)
+    ref = ticket_ref(interaction, ticket)
     request = await bot.db.run(
         request_autocaption,
         who,
-        ticket_id,
+        ref,
         bot.rules,
         request_id=interaction.id,
         kind=CaptionerKind(kind) if kind else None,
         model=(model or "").strip() or None,
         overwrite=overwrite,
     )
-    kick_relay(bot)
+    outbox_written(bot)
     what = "tags" if request.kind is CaptionerKind.TAGGER else "sentences"
     scope = "every image (new revisions)" if overwrite else "the images without a caption"
     lead = "Already queued" if request.repeated else "Auto-captioning queued"

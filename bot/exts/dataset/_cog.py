@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.components import kick_relay
-from bot.context import acting, lab_config, lab_roles, ticket_here
-from bot.embeds import clip
+from bot.components import outbox_written
+from bot.context import TICKET_HELP, acting, lab_config, lab_roles, ticket_ref
+from bot.embeds import clip, dataset_embed
 from bot.errors import BotError
-from bot.exts.dataset._logic import download, ingest_uploads, report
-from db.dataset import add_images, check_allowed, dataset_status, remove_image, ticket_basics
-from db.services import NotFound
-from db.tickets import Who, act, locate_ticket
+from bot.exts.dataset._logic import fetch_refusal, ingest_uploads, report, size_refusal
+from db.dataset import add_images, dataset_status, remove_image, ticket_basics
+from db.refs import TicketKey, TicketRef
+from db.tickets import Who, act
 from lab.errors import LabError
 from lab.lifecycle import Action
 
@@ -28,31 +29,58 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+async def download(
+    attachments: Sequence[discord.Attachment], *, hosts: frozenset[str], limit: int
+) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """(name, bytes) of each acceptable attachment, and a refusal line for the others:
+    fetched only from Discord's attachment hosts and under `limit` (the rules are
+    `_logic`'s; the Discord I/O is here)."""
+    files: list[tuple[str, bytes]] = []
+    refused: list[str] = []
+    for attachment in attachments:
+        refusal = fetch_refusal(attachment.filename, attachment.url, attachment.size, hosts, limit)
+        if refusal is None:
+            data = await attachment.read()
+            refusal = size_refusal(attachment.filename, len(data), limit)
+            if refusal is None:
+                files.append((attachment.filename, data))
+        if refusal is not None:
+            refused.append(refusal)
+    return files, refused
+
+
+@app_commands.guild_only()
 class Dataset(commands.GroupCog, group_name="dataset", group_description="A ticket's images"):
     def __init__(self, bot: LabBot) -> None:
         self.bot = bot
 
     async def upload_files(
-        self, who: Who, ticket_id: int, attachments: list[discord.Attachment]
+        self, who: Who, ref: TicketKey, attachments: list[discord.Attachment]
     ) -> str:
-        """Check, fetch, ingest and record `attachments`; the per-file report."""
+        """Check, fetch, ingest and record `attachments`; the per-file report. Two
+        transactions: the permission check with what ingest needs (before any download),
+        then the new rows."""
         bot = self.bot
-        await bot.db.run(check_allowed, who, ticket_id, Action.EDIT_DATASET, bot.rules)
         if bot.storage is None:
             raise BotError("The lab has no file storage configured; tell a Lab Admin.")
+        basics = await bot.db.run(ticket_basics, ref, who, bot.rules)
         files, refused = await download(
             attachments, hosts=bot.attachment_hosts, limit=bot.settings.ingest.max_file_bytes
         )
-        basics = await bot.db.run(ticket_basics, ticket_id)
         settings = bot.settings.ingest.model_copy(update={"workers": 1})
         outcome = await asyncio.to_thread(ingest_uploads, files, bot.storage, settings, basics)
         outcome.lines[:0] = refused
-        await bot.db.run(add_images, who, ticket_id, outcome.images, bot.rules)
-        status = await bot.db.run(dataset_status, ticket_id)
-        kick_relay(bot)
-        return report(outcome, status.count)
+        added = await bot.db.run(add_images, who, ref, outcome.images, bot.rules)
+        outbox_written(bot)
+        return report(outcome, len(basics.known) + len(added))
 
     @app_commands.command(name="upload", description="Add images (or a .zip) to the dataset")
+    @app_commands.describe(
+        file="An image, or a .zip of images (and .txt captions)",
+        file2="Another image or .zip",
+        file3="Another image or .zip",
+        ticket=TICKET_HELP,
+    )
     async def upload(
         self,
         interaction: discord.Interaction,
@@ -63,9 +91,9 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
+        ref = ticket_ref(interaction, ticket)
         files = [f for f in (file, file2, file3) if f is not None]
-        text = await self.upload_files(who, ticket_id, files)
+        text = await self.upload_files(who, ref, files)
         await interaction.followup.send(text, ephemeral=True)
 
     @commands.Cog.listener()
@@ -79,12 +107,7 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
             or not self.bot.intents.message_content
         ):
             return
-        try:
-            ticket_id = await self.bot.db.run(
-                locate_ticket, message.guild.id, channel_id=message.channel.id
-            )
-        except NotFound:
-            return
+        ref = TicketRef(message.guild.id, thread_id=message.channel.id)
         config = await lab_config(self.bot, message.guild.id)
         who = Who(
             message.guild.id,
@@ -94,47 +117,31 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
             message.guild.name,
         )
         try:
-            text = await self.upload_files(who, ticket_id, list(message.attachments))
+            text = await self.upload_files(who, ref, list(message.attachments))
         except LabError as error:
             text = error.user_message
         await message.reply(clip(text, 2000), mention_author=False)
 
     @app_commands.command(name="status", description="Counts, shapes, duplicates, warnings")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def status(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        status = await self.bot.db.run(dataset_status, ticket_id)
-        embed = discord.Embed(title="Dataset", colour=0x5865F2)
-        embed.add_field(name="Images", value=f"{status.count} ({status.captioned} captioned)")
-        embed.add_field(
-            name="Shapes",
-            value=", ".join(f"{k} {v}" for k, v in sorted(status.shapes.items())) or "—",
-        )
-        embed.add_field(
-            name="Buckets (training)",
-            value=clip(", ".join(f"{k} {v}" for k, v in status.buckets.items()) or "—", 1024),
-        )
-        embed.add_field(
-            name="Sizes",
-            value=", ".join(f"{k} {v}" for k, v in sorted(status.resolutions.items())) or "—",
-        )
-        embed.add_field(
-            name="Warnings", value=clip("\n".join(status.warnings) or "none", 1024), inline=False
-        )
-        listing = "\n".join(f"`{i}` {name} ({w}×{h})" for i, name, w, h in status.images)
-        embed.description = clip(listing or "No images yet.", 4000)
+        ref = ticket_ref(interaction, ticket)
+        status = await self.bot.db.run(dataset_status, ref, self.bot.rules)
+        embed = dataset_embed(status)
         await interaction.followup.send(embed=embed, ephemeral=True)
 
     @app_commands.command(name="remove", description="Take an image out of the dataset")
+    @app_commands.describe(image="The image id, as /dataset status lists it", ticket=TICKET_HELP)
     async def remove(
         self, interaction: discord.Interaction, image: int, ticket: int | None = None
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        name = await self.bot.db.run(remove_image, who, ticket_id, image, self.bot.rules)
-        kick_relay(self.bot)
+        ref = ticket_ref(interaction, ticket)
+        name = await self.bot.db.run(remove_image, who, ref, image, self.bot.rules)
+        outbox_written(self.bot)
         await interaction.followup.send(f"Removed image {image} ({name}).", ephemeral=True)
 
     async def _move(
@@ -147,12 +154,13 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        await self.bot.db.run(act, who, ticket_id, action, self.bot.rules, reason=reason)
-        kick_relay(self.bot)
+        ref = ticket_ref(interaction, ticket)
+        await self.bot.db.run(act, who, ref, action, self.bot.rules, reason=reason)
+        outbox_written(self.bot)
         await interaction.followup.send(done, ephemeral=True)
 
     @app_commands.command(name="done", description="The dataset is complete: on to captioning")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def done(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await self._move(
             interaction,
@@ -162,12 +170,18 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
         )
 
     @app_commands.command(name="approve", description="Approve the dataset for training")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def approve(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await self._move(
             interaction, ticket, Action.APPROVE, "Approved. The job is on #job-board for Trainers."
         )
 
     @app_commands.command(name="request-changes", description="Send the dataset back")
+    @app_commands.describe(
+        reason="What to change; the ticket's post shows it",
+        phase="Back to collecting images (default) or to captioning",
+        ticket=TICKET_HELP,
+    )
     @app_commands.choices(
         phase=[
             app_commands.Choice(name="images", value="dataset"),

@@ -1,13 +1,11 @@
 """Uploads: fetched once when they arrive (attachment URLs expire), only from
-Discord's attachment hosts and under a size cap, then ingested by `lab.dataset`."""
+Discord's attachment hosts and under a size cap, then ingested by `lab.dataset`.
+Pure: the cog does the fetching; this module decides what to fetch and what to say."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
-
-import discord
 
 from db.dataset import NewImage, TicketBasics
 from lab.dataset.ingest import CaptionPolicy, ingest
@@ -31,28 +29,24 @@ def _mib(size: int) -> str:
     return f"{size / 1_048_576:.1f} MiB"
 
 
-async def download(
-    attachments: Sequence[discord.Attachment], *, hosts: frozenset[str], limit: int
-) -> tuple[list[tuple[str, bytes]], list[str]]:
-    """(name, bytes) of each acceptable attachment, and a refusal line for the others."""
-    files: list[tuple[str, bytes]] = []
-    refused: list[str] = []
-    for attachment in attachments:
-        host = urlparse(attachment.url).hostname or ""
-        if host not in hosts:
-            refused.append(f"❌ {attachment.filename}: not a Discord attachment; not fetched.")
-        elif attachment.size > limit:
-            refused.append(
-                f"❌ {attachment.filename}: {_mib(attachment.size)} is over the "
-                f"{_mib(limit)} limit for one file."
-            )
-        else:
-            data = await attachment.read()
-            if len(data) > limit:
-                refused.append(f"❌ {attachment.filename}: larger than it claimed; refused.")
-            else:
-                files.append((attachment.filename, data))
-    return files, refused
+def fetch_refusal(
+    filename: str, url: str, size: int, hosts: frozenset[str], limit: int
+) -> str | None:
+    """Why an attachment is not fetched at all (not from Discord, or said to be too big),
+    or ``None`` to fetch it."""
+    host = urlparse(url).hostname or ""
+    if host not in hosts:
+        return f"❌ {filename}: not a Discord attachment; not fetched."
+    if size > limit:
+        return f"❌ {filename}: {_mib(size)} is over the {_mib(limit)} limit for one file."
+    return None
+
+
+def size_refusal(filename: str, fetched: int, limit: int) -> str | None:
+    """Why fetched bytes are refused (more than the cap: the size it claimed was wrong)."""
+    if fetched > limit:
+        return f"❌ {filename}: larger than it claimed; refused."
+    return None
 
 
 def ingest_uploads(

@@ -1,4 +1,4 @@
-"""`/train config|start|stop|retry|unclaim`, and the inactivity auto-unclaim loop."""
+"""`/train config|start|stop|retry|unclaim|workers`, and the inactivity auto-unclaim loop."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from bot.components import kick_relay
-from bot.context import acting, ticket_here
+from bot.components import outbox_written
+from bot.context import TICKET_HELP, acting, ticket_ref
 from bot.embeds import clip
 from bot.exts.jobs._logic import PRESET_KINDS, build_config
-from db.tickets import act, ticket_card
-from db.training import configure, start, unclaim_idle
+from db.tickets import act
+from db.training import configure, start, unclaim_idle, workers
 from lab.lifecycle import Action
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@app_commands.guild_only()
 class Train(commands.GroupCog, group_name="train", group_description="Train a claimed job"):
     def __init__(self, bot: LabBot) -> None:
         self.bot = bot
@@ -39,9 +40,10 @@ class Train(commands.GroupCog, group_name="train", group_description="Train a cl
         released = await self.bot.db.run(unclaim_idle, self.bot.rules, now=self.bot.clock())
         if released:
             log.info("auto-unclaimed idle jobs of tickets %s", [t for t, _ in released])
-            kick_relay(self.bot)
+            outbox_written(self.bot)
 
     @app_commands.command(name="config", description="Preset and overrides for the next run")
+    @app_commands.describe(ticket=TICKET_HELP)
     @app_commands.describe(
         kind="Which preset of the ticket's base family",
         overrides="key=value pairs, e.g. max_train_epochs=8 network_dim=16",
@@ -56,12 +58,16 @@ class Train(commands.GroupCog, group_name="train", group_description="Train a cl
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        card = await self.bot.db.run(ticket_card, ticket_id)
-        preset, config = build_config(card.family, kind, overrides)
+        ref = ticket_ref(interaction, ticket)
         job = await self.bot.db.run(
-            configure, who, ticket_id, self.bot.rules, preset=preset, config=config
+            configure,
+            who,
+            ref,
+            self.bot.rules,
+            build=lambda family: build_config(family, kind, overrides),
         )
+        config = job.config
+        preset = job.preset
         shown = " ".join(f"{k}={v}" for k, v in config.items() if k != "preset")
         await interaction.followup.send(
             clip(
@@ -76,24 +82,26 @@ class Train(commands.GroupCog, group_name="train", group_description="Train a cl
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        await self.bot.db.run(act, who, ticket_id, action, self.bot.rules)
-        kick_relay(self.bot)
+        ref = ticket_ref(interaction, ticket)
+        await self.bot.db.run(act, who, ref, action, self.bot.rules)
+        outbox_written(self.bot)
         await interaction.followup.send(done, ephemeral=True)
 
     @app_commands.command(name="start", description="Queue the training run on a lab GPU")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def start_(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        job = await self.bot.db.run(start, who, ticket_id, self.bot.rules)
-        kick_relay(self.bot)
+        ref = ticket_ref(interaction, ticket)
+        job = await self.bot.db.run(start, who, ref, self.bot.rules)
+        outbox_written(self.bot)
         await interaction.followup.send(
             f"Job {job.id} is queued (attempt {job.attempt}). Progress appears in the post.",
             ephemeral=True,
         )
 
     @app_commands.command(name="stop", description="Stop the running training")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def stop(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await self._move(
             interaction,
@@ -103,6 +111,7 @@ class Train(commands.GroupCog, group_name="train", group_description="Train a cl
         )
 
     @app_commands.command(name="retry", description="Try a failed or stopped run again")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def retry(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await self._move(
             interaction,
@@ -112,6 +121,7 @@ class Train(commands.GroupCog, group_name="train", group_description="Train a cl
         )
 
     @app_commands.command(name="retrain", description="Train again with new parameters")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def retrain(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await self._move(
             interaction,
@@ -121,5 +131,22 @@ class Train(commands.GroupCog, group_name="train", group_description="Train a cl
         )
 
     @app_commands.command(name="unclaim", description="Give the job back to the board")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def unclaim(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await self._move(interaction, ticket, Action.UNCLAIM, "The job is back on #job-board.")
+
+    @app_commands.command(name="workers", description="The lab's GPU workers")
+    async def workers_(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await acting(self.bot, interaction)
+        rows = await self.bot.db.run(workers)
+        now = self.bot.clock()
+        lines = [
+            f"**{w.name}** · {w.gpu} · queues {', '.join(w.queues) or '—'} · "
+            f"{f'busy (job {w.busy_job})' if w.busy_job else 'idle'} · last heartbeat "
+            f"{max(0, int((now - w.heartbeat_at).total_seconds()))}s ago"
+            for w in rows
+        ]
+        await interaction.followup.send(
+            clip("\n".join(lines) or "No workers have checked in yet.", 2000), ephemeral=True
+        )

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.components import guarded, kick_relay
+from bot.components import guarded, outbox_written
 from bot.context import acting
+from db.refs import TicketRef
 from db.tickets import act
-from db.training import ticket_of_job
 from lab.lifecycle import Action
 
 if TYPE_CHECKING:
@@ -40,9 +40,9 @@ class ClaimButton(discord.ui.DynamicItem[discord.ui.Button], template=r"lora:cla
 
         async def work() -> None:
             _, who = await acting(bot, interaction)
-            ticket_id = await bot.db.run(ticket_of_job, self.job_id)
-            await bot.db.run(act, who, ticket_id, Action.CLAIM, bot.rules)
-            kick_relay(bot)
+            ref = TicketRef(who.guild_id, job_id=self.job_id)
+            await bot.db.run(act, who, ref, Action.CLAIM, bot.rules)
+            outbox_written(bot)
             await interaction.followup.send(
                 "You claimed this job. In the ticket's post: set the parameters with "
                 "/train config, then /train start.",

@@ -1,4 +1,4 @@
-"""The lab itself: `/lab setup`, `/lab config`, `/lab stats`, `/lab workers`."""
+"""The lab itself: `/lab setup`, `/lab config`, `/lora stats`, `/train workers`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`/lab setup` (idempotent), `/lab config`, `/lab stats`, `/lab workers`."""
+"""`/lab setup` (idempotent), `/lab config`, `/lab outbox` and `/lab redrive`: the admin
+commands (`/lora stats` and `/train workers` are for everyone)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,21 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.components import outbox_written
 from bot.context import ROLE_NAMES, SELF_SERVICE_ROLES, LabConfig, acting, lab_config, who_from
 from bot.embeds import clip
 from bot.errors import NotAllowed
-from bot.exts.lab._logic import GUIDES, REQUESTS_FORUM, STATUS_TAGS, TEXT_CHANNELS
+from bot.exts.lab._logic import (
+    BOT_CAN,
+    GUIDES,
+    REQUESTS_FORUM,
+    STATUS_TAGS,
+    TEXT_CHANNELS,
+    overwrites_for,
+)
 from bot.exts.roles._views import role_picker_view
-from db.stats import leaderboard, ticket_counts
+from db.outbox import dead_letters, redrive
 from db.tickets import save_guild_config
-from db.training import workers
 from lab.lifecycle import LabRole
 
 if TYPE_CHECKING:
@@ -25,12 +33,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
 class Lab(commands.GroupCog, group_name="lab", group_description="Set up and look after the lab"):
+    """Admin commands only: Discord shows a group to members with *Manage Server*
+    (``default_member_permissions`` is sent per top-level command, not per
+    subcommand); a server may open it to the Lab Admin role under Integrations."""
+
     def __init__(self, bot: LabBot) -> None:
         self.bot = bot
 
     @app_commands.command(name="setup", description="Create the lab's roles and channels")
-    @app_commands.default_permissions(manage_guild=True)
     async def setup_(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         guild = interaction.guild
@@ -53,6 +66,7 @@ class Lab(commands.GroupCog, group_name="lab", group_description="Set up and loo
             ).id
         config["channels"] = channels
         config["tags"] = tags
+        await self._lock(guild, channels, config["roles"], created)
         config["guide_messages"] = await self._guides(guild, channels["guide"], config, created)
         config.setdefault("approval_roles", [])
         await self.bot.db.run(save_guild_config, guild.id, guild.name, config)
@@ -109,6 +123,41 @@ class Lab(commands.GroupCog, group_name="lab", group_description="Set up and loo
             created.append(f"#{name}")
         return channel
 
+    async def _lock(
+        self,
+        guild: discord.Guild,
+        channels: dict[str, int],
+        roles: dict[str, int],
+        created: list[str],
+    ) -> None:
+        """Overwrites per lab channel (`_logic.overwrites_for`); existing ones of other
+        roles are kept, and a rerun changes only what differs."""
+        admins = guild.get_role(int(roles.get(LabRole.ADMIN.value, 0)))
+        for key, channel_id in channels.items():
+            wanted = overwrites_for(key)
+            channel = guild.get_channel(channel_id)
+            if wanted is None or channel is None:
+                continue
+            members, admin_rights = wanted
+            targets: list[tuple[discord.Role | discord.Member, dict[str, bool]]] = [
+                (guild.me, BOT_CAN),  # first: the @everyone deny must not lock the bot out
+                (guild.default_role, members),
+            ]
+            if admins is not None:
+                targets.append((admins, admin_rights))
+            changed = False
+            for target, rights in targets:
+                current = channel.overwrites_for(target)
+                kept = {name: value for name, value in current if value is not None}
+                overwrite = discord.PermissionOverwrite(**{**kept, **rights})
+                if current != overwrite:
+                    await channel.set_permissions(
+                        target, overwrite=overwrite, reason="LoRA Lab setup"
+                    )
+                    changed = True
+            if changed:
+                created.append(f"permissions of #{channel.name}")
+
     async def _guides(
         self, guild: discord.Guild, channel_id: int, config: dict[str, Any], created: list[str]
     ) -> dict[str, int]:
@@ -153,39 +202,33 @@ class Lab(commands.GroupCog, group_name="lab", group_description="Set up and loo
             f"{ROLE_NAMES[LabRole(approval_only)]} is now {state}.", ephemeral=True
         )
 
-    @app_commands.command(name="stats", description="Who helped the most")
-    async def stats(self, interaction: discord.Interaction) -> None:
+    @app_commands.command(name="outbox", description="Messages the lab gave up on, and why")
+    async def outbox_(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        lines = await self.bot.db.run(leaderboard, who.guild_id)
-        counts = await self.bot.db.run(ticket_counts, who.guild_id)
-        embed = discord.Embed(title="Lab contributions", colour=0x5865F2)
-        board = "\n".join(
-            f"{i + 1}. **{line.name}** — {line.total} "
-            f"({', '.join(f'{k} {v}' for k, v in sorted(line.by_kind.items()))})"
-            for i, line in enumerate(lines)
+        if LabRole.ADMIN not in who.roles:
+            raise NotAllowed("Only a Lab Admin may look at the lab's undelivered messages.")
+        letters = await self.bot.db.run(
+            dead_letters, self.bot.relay_policy, limit=20, guild_id=who.guild_id
         )
-        embed.description = clip(board or "No contributions yet.", 4000)
-        embed.add_field(
-            name="Tickets",
-            value=clip(
-                ", ".join(f"{k.upper()} {v}" for k, v in sorted(counts.items())) or "none", 1024
-            ),
-        )
-        await interaction.followup.send(embed=embed, ephemeral=True)
-
-    @app_commands.command(name="workers", description="The lab's GPU workers")
-    async def workers_(self, interaction: discord.Interaction) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        await acting(self.bot, interaction)
-        rows = await self.bot.db.run(workers)
-        now = self.bot.clock()
         lines = [
-            f"**{w.name}** · {w.gpu} · queues {', '.join(w.queues) or '—'} · "
-            f"{f'busy (job {w.busy_job})' if w.busy_job else 'idle'} · last heartbeat "
-            f"{max(0, int((now - w.heartbeat_at).total_seconds()))}s ago"
-            for w in rows
+            f"`{d.id}` {d.kind.removeprefix('discord.')} · ticket {d.ticket_id} · {d.reason}"
+            for d in letters
         ]
+        text = "\n".join(lines) + "\nFix the cause, then `/lab redrive id:<n>`." if lines else ""
         await interaction.followup.send(
-            clip("\n".join(lines) or "No workers have checked in yet.", 2000), ephemeral=True
+            clip(text or "Nothing undelivered: every message went out.", 2000), ephemeral=True
         )
+
+    @app_commands.command(name="redrive", description="Send a message the lab gave up on again")
+    @app_commands.describe(id="The number /lab outbox shows before it")
+    async def redrive_(self, interaction: discord.Interaction, id: int) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        _, who = await acting(self.bot, interaction)
+        if LabRole.ADMIN not in who.roles:
+            raise NotAllowed("Only a Lab Admin may re-send the lab's messages.")
+        done = await self.bot.db.run(redrive, [id], self.bot.relay_policy, guild_id=who.guild_id)
+        if not done:
+            raise NotAllowed(f"`{id}` is not one of this lab's undelivered messages (/lab outbox).")
+        outbox_written(self.bot)
+        await interaction.followup.send(f"`{id}` goes out again now.", ephemeral=True)

@@ -59,3 +59,46 @@ GUIDES: dict[str, str] = {
         "`/test prompts`."
     ),
 }
+
+
+# --- who may do what in the lab's channels (set by /lab setup, kept on each rerun) ----
+
+READ_ONLY_CHANNELS = ("guide", "releases", "job_board")
+"""Written by the bot alone: members read, react and press buttons there."""
+
+BOT_CAN = {
+    "view_channel": True,
+    "send_messages": True,
+    "send_messages_in_threads": True,
+    "create_public_threads": True,
+    "manage_threads": True,
+    "manage_messages": True,
+    "embed_links": True,
+    "attach_files": True,
+    "read_message_history": True,
+}
+"""The bot's own overwrite: denying @everyone must not lock the bot out as well."""
+
+MEMBERS_READ_ONLY = {
+    "send_messages": False,
+    "send_messages_in_threads": False,
+    "create_public_threads": False,
+    "create_private_threads": False,
+}
+MEMBERS_IN_REQUESTS = {
+    "send_messages": False,  # in a forum this is "create posts": /lora request does that
+    "create_public_threads": False,
+    "create_private_threads": False,
+    "send_messages_in_threads": True,  # replies (and uploads) in a ticket's post
+}
+ADMINS_CAN = {"send_messages": True, "send_messages_in_threads": True, "manage_messages": True}
+ADMINS_IN_REQUESTS = {"send_messages_in_threads": True, "manage_threads": True}
+
+
+def overwrites_for(channel_key: str) -> tuple[dict[str, bool], dict[str, bool]] | None:
+    """(members', Lab Admins') overwrite of a lab channel; ``None`` leaves it open."""
+    if channel_key == "requests":
+        return MEMBERS_IN_REQUESTS, ADMINS_IN_REQUESTS
+    if channel_key in READ_ONLY_CHANNELS:
+        return MEMBERS_READ_ONLY, ADMINS_CAN
+    return None

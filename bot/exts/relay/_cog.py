@@ -2,11 +2,16 @@
 to Celery through the injected `TaskSender`.
 
 At least once: a row is marked sent only after its side effect succeeded; renderers
-are idempotent (a post that exists is edited, not sent again; sends carry the row's
-idempotency key as their nonce). 5xx and 429 answers are retried with the outbox
-policy's backoff (honouring ``retry_after``) and dead-lettered after
-``max_attempts``. The relay runs on a timer and whenever a command "kicks" it, and
-after a restart it simply picks up the rows still pending.
+are idempotent (a post that exists is edited, not sent again; a forum post whose
+answer was lost is found and adopted; sends carry the row's idempotency key as their
+nonce). What `_logic.classify` calls retryable (5xx, 429 honouring ``retry_after``,
+lost connections) is retried with the outbox policy's backoff; the rest, and rows
+out of attempts, become dead letters with their reason (``loralab outbox dead``).
+A ticket's rows are delivered in order: one that is postponed holds back the later
+rows of its ticket, not those of other tickets. The relay runs on a timer and
+whenever a command reports new rows, and after a restart it picks up the rows still
+pending. Cogs never call the relay: they dispatch the ``outbox_written`` event, which
+the relay listens to.
 """
 
 from __future__ import annotations
@@ -15,34 +20,17 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-import discord
 from discord.ext import commands, tasks
 
+from bot.exts.relay._logic import classify
 from bot.exts.relay._render import Renderer
-from db.outbox import (
-    PendingRow,
-    RelayPolicy,
-    RetryableDeliveryError,
-    due_rows,
-    mark_failed,
-    mark_sent,
-)
+from db.outbox import PendingRow, RelayPolicy, due_rows, mark_failed, mark_sent
 from lab.tasks import OutboxKind
 
 if TYPE_CHECKING:
     from bot.app import LabBot
 
 log = logging.getLogger(__name__)
-
-
-def as_retryable(error: discord.HTTPException) -> RetryableDeliveryError | None:
-    """A Discord error worth retrying (server side, or rate limited), else ``None``."""
-    if error.status == 429 or error.status >= 500:
-        retry_after = getattr(error, "retry_after", None)
-        return RetryableDeliveryError(
-            f"Discord answered {error.status}: {error.text}", retry_after=retry_after
-        )
-    return None
 
 
 class Relay(commands.Cog):
@@ -56,7 +44,6 @@ class Relay(commands.Cog):
         self._again = False
         self._kicks: set[asyncio.Task[int]] = set()
         self._timer = tasks.loop(seconds=bot.relay_interval)(self._tick)
-        bot.kick_relay = self.kick  # type: ignore[attr-defined]
 
     async def cog_load(self) -> None:
         self._timer.start()
@@ -68,6 +55,11 @@ class Relay(commands.Cog):
     async def _tick(self) -> None:
         await self.bot.wait_until_ready()
         await self.deliver()
+
+    @commands.Cog.listener()
+    async def on_outbox_written(self) -> None:
+        """A command's transaction wrote outbox rows (`bot.components.outbox_written`)."""
+        self.kick()
 
     def kick(self) -> None:
         """Deliver soon (after the current pass, if one is running)."""
@@ -88,8 +80,14 @@ class Relay(commands.Cog):
                     rows = await self.bot.db.run(
                         due_rows, prefix, self.policy, now=self.bot.clock()
                     )
+                    held: set[int] = set()  # tickets with a row postponed in this pass
                     for row in rows:
-                        sent += await self._deliver_one(row)
+                        if row.ticket_id in held:
+                            continue
+                        delivered = await self._deliver_one(row)
+                        sent += delivered
+                        if not delivered and row.ticket_id is not None:
+                            held.add(row.ticket_id)
                 if not self._again:
                     break
         return sent
@@ -97,20 +95,11 @@ class Relay(commands.Cog):
     async def _deliver_one(self, row: PendingRow) -> int:
         try:
             await self._side_effect(row)
-        except RetryableDeliveryError as exc:
-            await self._failed(row, exc, retry_after=exc.retry_after)
-            return 0
-        except discord.HTTPException as exc:
-            retry = as_retryable(exc)
-            if retry is None:
-                log.error("outbox %s (%s) refused by Discord: %s", row.id, row.kind, exc)
-                await self._failed(row, exc, dead=True)
-            else:
-                await self._failed(row, retry, retry_after=retry.retry_after)
-            return 0
         except Exception as exc:
-            log.exception("outbox %s (%s) failed permanently", row.id, row.kind)
-            await self._failed(row, exc, dead=True)
+            verdict = classify(exc)
+            if verdict.bug:
+                log.exception("outbox %s (%s) failed", row.id, row.kind)
+            await self._failed(row, verdict.reason, verdict.retry_after, dead=not verdict.retry)
             return 0
         await self.bot.db.run(mark_sent, row.id)
         return 1
@@ -129,26 +118,23 @@ class Relay(commands.Cog):
         await self.render(row)
 
     async def _failed(
-        self,
-        row: PendingRow,
-        error: BaseException,
-        *,
-        retry_after: float | None = None,
-        dead: bool = False,
+        self, row: PendingRow, reason: str, retry_after: float | None, *, dead: bool
     ) -> None:
         attempts = self.policy.max_attempts if dead else row.attempts + 1
         wait = 0.0 if dead else self.policy.delay(attempts, retry_after)
-        if attempts >= self.policy.max_attempts:
-            log.error("outbox %s (%s) dead-lettered: %s", row.id, row.kind, error)
+        dead = attempts >= self.policy.max_attempts
+        if dead:
+            log.error("outbox %s (%s) dead-lettered: %s", row.id, row.kind, reason)
         else:
             log.warning(
-                "outbox %s (%s) retry %d in %.1fs: %s", row.id, row.kind, attempts, wait, error
+                "outbox %s (%s) retry %d in %.1fs: %s", row.id, row.kind, attempts, wait, reason
             )
         await self.bot.db.run(
             mark_failed,
             row.id,
             attempts=attempts,
-            error=repr(error),
+            error=reason,
             wait=wait,
             now=self.bot.clock(),
+            dead=dead,
         )

@@ -12,18 +12,34 @@ import hashlib
 import io
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
 
 from bot import embeds
 from bot.context import LabConfig, lab_config
 from bot.exts.jobs._views import ClaimButton
+from bot.exts.relay._adopt import (
+    CLOCK_SKEW,
+    LONGEST_AUTO_ARCHIVE,
+    Post,
+    in_post,
+    keep_oldest,
+    posts_for,
+    sent_before,
+)
 from bot.exts.testing._views import vote_view
 from db.outbox import PendingRow, RetryableDeliveryError
-from db.tickets import BOARD_KIND, RELEASE_KIND, TicketCard, record_messages, ticket_card
-from db.training import JobView, job_view, record_progress_message, release_view
-from db.voting import TALLY_KIND, record_sample_message, sample_set_view
+from db.tickets import TicketCard, record_messages, ticket_card
+from db.training import (
+    JobView,
+    ReleaseView,
+    job_view,
+    record_progress_message,
+    release_view,
+)
+from db.voting import record_sample_message, sample_set_view
+from lab.apps import compat_filename, needs_dora_compat
 from lab.lifecycle import TicketState
 from lab.tasks import OutboxKind
 
@@ -31,6 +47,7 @@ if TYPE_CHECKING:
     from bot.app import LabBot
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def nonce_for(key: str) -> str:
@@ -51,9 +68,9 @@ class Renderer:
             OutboxKind.JOB_FINISHED.value: self.job_finished,
             OutboxKind.JOB_FAILED.value: self.job_failed,
             OutboxKind.NOTICE.value: self.notice,
-            BOARD_KIND: self.job_board,
-            RELEASE_KIND: self.release,
-            TALLY_KIND: self.sample_tally,
+            OutboxKind.JOB_BOARD.value: self.job_board,
+            OutboxKind.RELEASE.value: self.release,
+            OutboxKind.SAMPLE_TALLY.value: self.sample_tally,
         }
 
     def close(self) -> None:
@@ -67,6 +84,10 @@ class Renderer:
         await handler(row)
 
     # --- helpers ---------------------------------------------------------------------
+
+    @property
+    def _me(self) -> int:
+        return self.bot.user.id if self.bot.user else 0
 
     async def _config(self, guild_id: int) -> LabConfig:
         config = await lab_config(self.bot, guild_id)
@@ -100,21 +121,36 @@ class Renderer:
     # --- tickets ---------------------------------------------------------------------
 
     async def ticket_post(self, row: PendingRow) -> None:
+        """Forum posts take no nonce, and discord.py retries a 5xx itself: a post whose
+        answer was lost (reset, 5xx after Discord made it, crash) is found and adopted
+        rather than made twice."""
         card = await self._card(row.payload["ticket_id"])
         if card.forum_thread_id is not None:
             return
         config = await self._config(card.guild_id)
         forum = await self._channel(config.channel_id("requests") or 0)
-        created = await forum.create_thread(
-            name=embeds.ticket_title(card),
-            embed=embeds.ticket_card_embed(card),
-            applied_tags=await self._tags(config, card),
-        )
+        since = row.created_at - CLOCK_SKEW if row.created_at else None
+        me = self._me
+        found = await posts_for(forum, me, card, since=since)
+        if found:
+            log.info("ticket %s: adopting its forum post %s", card.id, found[0].thread.id)
+        else:
+            created = await forum.create_thread(
+                name=embeds.ticket_title(card),
+                embed=embeds.ticket_card_embed(card),
+                applied_tags=await self._tags(config, card),
+                auto_archive_duration=LONGEST_AUTO_ARCHIVE,
+            )
+            # discord.py retries a 5xx itself: if Discord had made the post before
+            # answering 500, the retry made a second one. A fresh post is still active.
+            found = await posts_for(forum, me, card, since=since, archived=False)
+            found = found or [Post(created.thread, created.message.id)]
+        post = await keep_oldest(found, card.id)
         await self.bot.db.run(
             record_messages,
             card.id,
-            forum_thread_id=created.thread.id,
-            card_message_id=created.message.id,
+            forum_thread_id=post.thread.id,
+            card_message_id=post.card_message_id,
         )
 
     async def ticket_card(self, row: PendingRow) -> None:
@@ -122,12 +158,11 @@ class Renderer:
         thread = await self._thread(card)
         config = await self._config(card.guild_id)
         assert card.card_message_id is not None
-        await thread.get_partial_message(card.card_message_id).edit(
-            embed=embeds.ticket_card_embed(card)
-        )
+        message = thread.get_partial_message(card.card_message_id)
+        await in_post(thread, lambda: message.edit(embed=embeds.ticket_card_embed(card)))
         tags = await self._tags(config, card)
         if [t.id for t in tags] != [t.id for t in thread.applied_tags]:
-            await thread.edit(applied_tags=tags)
+            await in_post(thread, lambda: thread.edit(applied_tags=tags))
 
     async def job_board(self, row: PendingRow) -> None:
         card = await self._card(row.payload["ticket_id"])
@@ -140,9 +175,13 @@ class Renderer:
         if card.board_message_id is None:
             if not offered:
                 return
-            message = await board.send(
-                embed=embeds.board_embed(card), view=view, nonce=nonce_for(row.idempotency_key)
-            )
+            message = await sent_before(board, self._me, embeds.card_marker(card.id))
+            if message is None:
+                message = await board.send(
+                    embed=embeds.board_embed(card), view=view, nonce=nonce_for(row.idempotency_key)
+                )
+            else:
+                await message.edit(embed=embeds.board_embed(card), view=view)
             await self.bot.db.run(record_messages, card.id, board_message_id=message.id)
             return
         await board.get_partial_message(card.board_message_id).edit(
@@ -159,22 +198,57 @@ class Renderer:
             return
         config = await self._config(card.guild_id)
         channel = await self._channel(config.channel_id("releases") or 0)
+        message = await sent_before(channel, self._me, embeds.card_marker(card.id))
+        if message is None:
+            message = await self._release_post(row, card, channel)
+        await self.bot.db.run(record_messages, card.id, release_message_id=message.id)
+        thread = await self._thread(card)
+        await thread.send(
+            f"Released in {channel.mention}: {message.jump_url}",
+            nonce=nonce_for(f"{row.idempotency_key}:notice"),
+        )
+
+    async def _release_post(
+        self, row: PendingRow, card: TicketCard, channel: discord.TextChannel
+    ) -> discord.Message:
         view = await self.bot.db.run(release_view, card.id)
-        file = None
+        files: list[discord.File] = []
         link = None
+        dora = await self._dora_release(view) if view.dora else None
         if view.lora_key and self.bot.storage is not None:
-            if view.lora_size <= self.bot.settings.upload_limit_bytes:
+            room = self.bot.settings.upload_limit_bytes
+            if dora is not None and dora.compat is not None:
+                files.append(discord.File(io.BytesIO(dora.compat), filename=dora.compat_name))
+                room -= len(dora.compat)
+            if view.lora_size <= room:
                 data = await asyncio.to_thread(self.bot.storage.get_bytes, view.lora_key)
-                file = discord.File(io.BytesIO(data), filename=view.filename)
+                files.append(discord.File(io.BytesIO(data), filename=view.filename))
             else:
                 link = self.bot.download_link(view.lora_key)
-        embed = embeds.release_embed(card, view, link=link)
-        kwargs: dict[str, Any] = {"embed": embed, "nonce": nonce_for(row.idempotency_key)}
-        if file is not None:
-            kwargs["file"] = file
-        message = await channel.send(**kwargs)
-        await self.bot.db.run(record_messages, card.id, release_message_id=message.id)
-        await self._say(card, row, content=f"Released in {channel.mention}: {message.jump_url}")
+        embed = embeds.release_embed(card, view, link=link, dora=dora)
+        # Two sends, two nonces: one nonce for both would make Discord (or a retry)
+        # take the thread notice for the release post.
+        kwargs: dict[str, Any] = {"embed": embed, "nonce": nonce_for(f"{row.idempotency_key}:post")}
+        if files:
+            kwargs["files"] = files
+        return await channel.send(**kwargs)
+
+    async def _dora_release(self, view: ReleaseView) -> embeds.DoraRelease:
+        """A DoRA model: what the lab's apps do with it, and the plain-LoRA fit to attach
+        first when one of them applies DoRA wrongly (and the fit fits the upload)."""
+        apps = self.bot.rules.release_apps
+        compat = None
+        storage, key = self.bot.storage, view.compat_key
+        # The fit is absent when the worker wrote none (dora_compat_rank = 0, older runs).
+        if (
+            needs_dora_compat(apps)
+            and storage is not None
+            and key is not None
+            and await asyncio.to_thread(storage.exists, key)
+        ):
+            data = await asyncio.to_thread(storage.get_bytes, key)
+            compat = data if len(data) <= self.bot.settings.upload_limit_bytes else None
+        return embeds.DoraRelease(apps, compat, compat_filename(view.filename))
 
     # --- training --------------------------------------------------------------------
 
@@ -185,7 +259,8 @@ class Renderer:
             message = await thread.send(text, nonce=nonce_for(f"progress:{job.id}"))
             await self.bot.db.run(record_progress_message, job.id, message.id)
         else:
-            await thread.get_partial_message(job.progress_message_id).edit(content=text)
+            message = thread.get_partial_message(job.progress_message_id)
+            await in_post(thread, lambda: message.edit(content=text))
         self._last_progress[job.id] = asyncio.get_running_loop().time()
 
     async def job_progress(self, row: PendingRow) -> None:
@@ -261,6 +336,12 @@ class Renderer:
         if (testing := config.channel_id("testing")) is not None:
             targets.append(await self._channel(testing))
         for target in targets:
+            # If the first copy went out and the second failed, the retry finds the first.
+            if (
+                earlier := await sent_before(target, self._me, embed.footer.text or "")
+            ) is not None:
+                sent.append(earlier)
+                continue
             kwargs: dict[str, Any] = {"embed": embed, "view": vote_view(sample.id)}
             if data:
                 kwargs["file"] = discord.File(io.BytesIO(data), filename="grid.png")
@@ -289,4 +370,4 @@ class Renderer:
             if not message.embeds:
                 continue
             embed = embeds.with_tally(message.embeds[0], sample.up, sample.down)
-            await message.edit(embed=embed)
+            await in_post(channel, lambda m=message, e=embed: m.edit(embed=e))

@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.context import ROLE_NAMES, SELF_SERVICE_ROLES, require_lab
-from bot.exts.roles._logic import toggle_role
+from bot.exts.roles._views import toggle_role
 from lab.lifecycle import LabRole
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 ROLE_CHOICES = [app_commands.Choice(name=ROLE_NAMES[r], value=r.value) for r in SELF_SERVICE_ROLES]
 
 
+@app_commands.guild_only()
 class Roles(commands.GroupCog, group_name="role", group_description="Join or leave lab roles"):
     def __init__(self, bot: LabBot) -> None:
         self.bot = bot
@@ -29,11 +30,13 @@ class Roles(commands.GroupCog, group_name="role", group_description="Join or lea
         await interaction.followup.send(text, ephemeral=True)
 
     @app_commands.command(name="join", description="Take a lab role")
+    @app_commands.describe(role="The lab role to take")
     @app_commands.choices(role=ROLE_CHOICES)
     async def join(self, interaction: discord.Interaction, role: str) -> None:
         await self._toggle(interaction, role, True)
 
     @app_commands.command(name="leave", description="Give up a lab role")
+    @app_commands.describe(role="The lab role to give up")
     @app_commands.choices(role=ROLE_CHOICES)
     async def leave(self, interaction: discord.Interaction, role: str) -> None:
         await self._toggle(interaction, role, False)

@@ -1,38 +1,21 @@
-"""Joining and leaving lab roles (the Discord role is the source of truth)."""
+"""Joining and leaving lab roles: what to change and what to answer (pure; the
+Discord role itself is changed by `_views.toggle_role`, the source of truth)."""
 
 from __future__ import annotations
 
-import discord
-
-from bot.context import ROLE_NAMES, LabConfig
 from bot.errors import NotAllowed
-from lab.lifecycle import LabRole
 
 
-async def toggle_role(
-    interaction: discord.Interaction, config: LabConfig, role: LabRole, *, join: bool | None
-) -> str:
-    """Give or take the member's lab `role` (``join=None`` toggles); returns the reply."""
-    member = interaction.user
-    guild = interaction.guild
-    if not isinstance(member, discord.Member) or guild is None:
-        raise NotAllowed("Roles exist only inside the lab's server.")
-    role_id = config.role_id(role)
-    discord_role = guild.get_role(role_id) if role_id else None
-    if discord_role is None:
-        raise NotAllowed(
-            f"The {ROLE_NAMES[role]} role is missing; a Lab Admin runs /lab setup to restore it."
-        )
-    has = discord_role in member.roles
+def role_change(
+    name: str, *, has: bool, join: bool | None, approval_only: bool, manages_server: bool
+) -> tuple[bool | None, str]:
+    """(``True`` to give the role, ``False`` to take it, ``None`` for nothing; the reply).
+    ``join=None`` toggles. An approval-only role is given only by a Lab Admin."""
     want = (not has) if join is None else join
     if want == has:
-        return f"You {'already have' if has else 'do not have'} the {ROLE_NAMES[role]} role."
-    if want and role in config.approval_roles and not member.guild_permissions.manage_guild:
-        raise NotAllowed(
-            f"{ROLE_NAMES[role]} is approval-only in this lab: ask a Lab Admin to give it to you."
-        )
+        return None, f"You {'already have' if has else 'do not have'} the {name} role."
+    if want and approval_only and not manages_server:
+        raise NotAllowed(f"{name} is approval-only in this lab: ask a Lab Admin to give it to you.")
     if want:
-        await member.add_roles(discord_role, reason="LoRA Lab role picker")
-        return f"You are now a {ROLE_NAMES[role]}."
-    await member.remove_roles(discord_role, reason="LoRA Lab role picker")
-    return f"You left the {ROLE_NAMES[role]} role."
+        return True, f"You are now a {name}."
+    return False, f"You left the {name} role."

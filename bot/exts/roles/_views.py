@@ -1,4 +1,5 @@
-"""The role picker: one persistent toggle button per self-service lab role."""
+"""The role picker: one persistent toggle button per self-service lab role, and the
+Discord side of joining or leaving a role (`/role join|leave` uses it too)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,41 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.components import guarded
-from bot.context import ROLE_NAMES, SELF_SERVICE_ROLES, require_lab
-from bot.exts.roles._logic import toggle_role
+from bot.context import ROLE_NAMES, SELF_SERVICE_ROLES, LabConfig, require_lab
+from bot.errors import NotAllowed
+from bot.exts.roles._logic import role_change
 from lab.lifecycle import LabRole
 
 if TYPE_CHECKING:
     from bot.app import LabBot
+
+
+async def toggle_role(
+    interaction: discord.Interaction, config: LabConfig, role: LabRole, *, join: bool | None
+) -> str:
+    """Give or take the member's lab `role` (``join=None`` toggles); returns the reply."""
+    member = interaction.user
+    guild = interaction.guild
+    if not isinstance(member, discord.Member) or guild is None:
+        raise NotAllowed("Roles exist only inside the lab's server.")
+    role_id = config.role_id(role)
+    discord_role = guild.get_role(role_id) if role_id else None
+    if discord_role is None:
+        raise NotAllowed(
+            f"The {ROLE_NAMES[role]} role is missing; a Lab Admin runs /lab setup to restore it."
+        )
+    give, reply = role_change(
+        ROLE_NAMES[role],
+        has=discord_role in member.roles,
+        join=join,
+        approval_only=role in config.approval_roles,
+        manages_server=member.guild_permissions.manage_guild,
+    )
+    if give is True:
+        await member.add_roles(discord_role, reason="LoRA Lab role picker")
+    elif give is False:
+        await member.remove_roles(discord_role, reason="LoRA Lab role picker")
+    return reply
 
 
 class RoleButton(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot import embeds
-from bot.components import guarded, kick_relay
+from bot.components import guarded, outbox_written
 from bot.context import acting
 from db.voting import cast_vote
 
@@ -53,7 +53,7 @@ class VoteButton(
                 await message.edit(
                     embed=embeds.with_tally(message.embeds[0], result.up, result.down)
                 )
-            kick_relay(bot)
+            outbox_written(bot)
             verb = "changed your vote to" if result.changed else "voted"
             await interaction.followup.send(
                 f"You {verb} {'👍' if self.value == 'up' else '👎'}. "

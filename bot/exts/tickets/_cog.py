@@ -1,4 +1,4 @@
-"""`/lora request|status|list|cancel|release|iterate`."""
+"""`/lora request|status|list|cancel|release|iterate|stats`."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import embeds
-from bot.components import kick_relay
-from bot.context import acting, require_lab, ticket_here
-from bot.exts.tickets._views import RequestModal
+from bot.components import guarded, open_modal, outbox_written, submitted
+from bot.context import TICKET_HELP, acting, require_lab, ticket_ref
+from bot.embeds import stats_embed
+from bot.exts.tickets._views import REQUEST_MODAL, RequestModal, submit_request
 from db.models import SubjectKind
-from db.tickets import act, choose_epoch, iterate, list_tickets, ticket_card
+from db.stats import leaderboard, ticket_counts
+from db.tickets import act, iterate, list_tickets, ticket_card
 from lab.families import NAMED_BASES
-from lab.lifecycle import Action, LabRole, TicketState
+from lab.lifecycle import Action, TicketState
 
 if TYPE_CHECKING:
     from bot.app import LabBot
@@ -25,6 +27,7 @@ BASES = [app_commands.Choice(name=b, value=b) for b in NAMED_BASES]
 STATES = [app_commands.Choice(name=s.value.upper(), value=s.value) for s in TicketState]
 
 
+@app_commands.guild_only()
 class Lora(commands.GroupCog, group_name="lora", group_description="LoRA requests"):
     def __init__(self, bot: LabBot) -> None:
         self.bot = bot
@@ -34,16 +37,25 @@ class Lora(commands.GroupCog, group_name="lora", group_description="LoRA request
     @app_commands.choices(kind=KINDS, base=BASES)
     async def request(self, interaction: discord.Interaction, kind: str, base: str) -> None:
         # A modal must be the first response; the lab check happens on submit.
-        await interaction.response.send_modal(RequestModal(self.bot, SubjectKind(kind), base))
+        await open_modal(interaction, RequestModal(SubjectKind(kind), base))
+
+    @commands.Cog.listener("on_interaction")
+    async def request_submitted(self, interaction: discord.Interaction) -> None:
+        if (got := submitted(interaction, REQUEST_MODAL)) is not None:
+            await guarded(interaction, lambda: submit_request(self.bot, interaction, *got))
 
     @app_commands.command(name="status", description="A ticket's card")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def status(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await require_lab(self.bot, interaction.guild_id)
-        card = await self.bot.db.run(ticket_card, await ticket_here(self.bot, interaction, ticket))
+        card = await self.bot.db.run(ticket_card, ticket_ref(interaction, ticket))
         await interaction.followup.send(embed=embeds.ticket_card_embed(card), ephemeral=True)
 
     @app_commands.command(name="list", description="Tickets of the lab")
+    @app_commands.describe(
+        status="Only tickets in this state", mine="Only the tickets you requested"
+    )
     @app_commands.choices(status=STATES)
     async def list_(
         self, interaction: discord.Interaction, status: str | None = None, mine: bool = False
@@ -71,18 +83,22 @@ class Lora(commands.GroupCog, group_name="lora", group_description="LoRA request
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
+        ref = ticket_ref(interaction, ticket)
         await self.bot.db.run(
-            act, who, ticket_id, action, self.bot.rules, reason=reason, admin_override=override
+            act, who, ref, action, self.bot.rules, reason=reason, admin_override=override
         )
-        kick_relay(self.bot)
+        outbox_written(self.bot)
         await interaction.followup.send(done, ephemeral=True)
 
     @app_commands.command(name="cancel", description="Cancel a ticket (requester or Lab Admin)")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def cancel(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await self._move(interaction, ticket, Action.CANCEL, "The ticket is cancelled.")
 
     @app_commands.command(name="release", description="Release the LoRA at a chosen epoch")
+    @app_commands.describe(
+        epoch="The saved epoch to release (the one the votes favour)", ticket=TICKET_HELP
+    )
     @app_commands.describe(override="Lab Admins: release without the vote quorum")
     async def release(
         self,
@@ -93,26 +109,32 @@ class Lora(commands.GroupCog, group_name="lora", group_description="LoRA request
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        card = await self.bot.db.run(ticket_card, ticket_id)
-        may_choose = who.user_id == card.requester_user_id or LabRole.ADMIN in who.roles
-        if may_choose and card.status is TicketState.TESTING:
-            await self.bot.db.run(choose_epoch, ticket_id, epoch)
+        ref = ticket_ref(interaction, ticket)
         await self.bot.db.run(
-            act, who, ticket_id, Action.RELEASE, self.bot.rules, admin_override=override
+            act, who, ref, Action.RELEASE, self.bot.rules, admin_override=override, epoch=epoch
         )
-        kick_relay(self.bot)
+        outbox_written(self.bot)
         await interaction.followup.send(
             f"Released epoch {epoch}. The post goes to #releases.", ephemeral=True
         )
 
     @app_commands.command(name="iterate", description="Open the next version of a released LoRA")
+    @app_commands.describe(ticket=TICKET_HELP)
     async def iterate_(self, interaction: discord.Interaction, ticket: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
-        ticket_id = await ticket_here(self.bot, interaction, ticket)
-        _, number = await self.bot.db.run(iterate, who, ticket_id, self.bot.rules)
-        kick_relay(self.bot)
+        ref = ticket_ref(interaction, ticket)
+        _, number = await self.bot.db.run(iterate, who, ref, self.bot.rules)
+        outbox_written(self.bot)
         await interaction.followup.send(
             f"Ticket #{number} opened as the next version, with the same dataset.", ephemeral=True
         )
+
+    @app_commands.command(name="stats", description="Who helped the most")
+    async def stats(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        _, who = await acting(self.bot, interaction)
+        lines = await self.bot.db.run(leaderboard, who.guild_id)
+        counts = await self.bot.db.run(ticket_counts, who.guild_id)
+        embed = stats_embed(lines, counts)
+        await interaction.followup.send(embed=embed, ephemeral=True)

@@ -1,20 +1,29 @@
-"""The request modal: the free-text parts of a request (kind and base are options)."""
+"""The request modal: the free-text parts of a request (kind and base are options).
+
+Its custom id carries the kind and base (``lora:request:character:sd15``), and the
+Lora cog handles its submission by that id, so a modal opened before a restart is
+still accepted after it (`bot.components.open_modal`).
+"""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import discord
 
-from bot.components import kick_relay
+from bot.components import outbox_written
 from bot.context import acting
-from bot.errors import handle_error
+from bot.errors import BotError
 from db.models import SubjectKind
 from db.services import NewTicket
 from db.tickets import request_ticket
+from lab.families import NAMED_BASES
 
 if TYPE_CHECKING:
     from bot.app import LabBot
+
+REQUEST_MODAL = re.compile(r"lora:request:(?P<kind>[a-z_]+):(?P<base>[\w.-]+)")
 
 
 class RequestModal(discord.ui.Modal, title="Request a LoRA"):
@@ -39,35 +48,32 @@ class RequestModal(discord.ui.Modal, title="Request a LoRA"):
         max_length=1500,
     )
 
-    def __init__(self, bot: LabBot, kind: SubjectKind, base: str) -> None:
-        super().__init__(timeout=900)
-        self.bot = bot
-        self.kind = kind
-        self.base = base
+    def __init__(self, kind: SubjectKind, base: str) -> None:
+        super().__init__(timeout=None, custom_id=f"lora:request:{kind.value}:{base}")
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        _, who = await acting(self.bot, interaction)
-        trigger = self.trigger.value.strip()
-        if not trigger or " " in trigger or "," in trigger:
-            from bot.errors import BotError
 
-            raise BotError("The trigger word must be one word without commas, e.g. `ar1a`.")
-        new = NewTicket(
-            name=self.name.value.strip(),
-            kind=self.kind,
-            base_model=self.base,
-            trigger_word=trigger,
-            class_token=self.class_token.value.strip(),
-            description=self.description.value.strip(),
-        )
-        _, number = await self.bot.db.run(request_ticket, who, new)
-        kick_relay(self.bot)
-        await interaction.followup.send(
-            f"Ticket #{number} opened. Its post appears in the requests forum; "
-            "upload images there with /dataset upload.",
-            ephemeral=True,
-        )
-
-    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
-        await handle_error(interaction, error)
+async def submit_request(
+    bot: LabBot, interaction: discord.Interaction, match: re.Match[str], values: dict[str, str]
+) -> None:
+    """Open the ticket a submitted request modal describes."""
+    _, who = await acting(bot, interaction)
+    if match["kind"] not in {k.value for k in SubjectKind} or match["base"] not in NAMED_BASES:
+        raise BotError("This request form is out of date; run /lora request again.")
+    trigger = values.get("trigger", "").strip()
+    if not trigger or " " in trigger or "," in trigger:
+        raise BotError("The trigger word must be one word without commas, e.g. `ar1a`.")
+    new = NewTicket(
+        name=values.get("name", "").strip(),
+        kind=SubjectKind(match["kind"]),
+        base_model=match["base"],
+        trigger_word=trigger,
+        class_token=values.get("class_token", "").strip(),
+        description=values.get("description", "").strip(),
+    )
+    _, number = await bot.db.run(request_ticket, who, new)
+    outbox_written(bot)
+    await interaction.followup.send(
+        f"Ticket #{number} opened. Its post appears in the requests forum; "
+        "upload images there with /dataset upload.",
+        ephemeral=True,
+    )

@@ -1,5 +1,6 @@
-"""The bot's database services on SQLite and Postgres (rolled-back fixtures of
-tests/db), and the Claim race through the bot's own service on real connections."""
+"""The bot's database services on SQLite and Postgres (the rolled-back fixtures), and
+the Claim race through the bot's own service on real connections (a database of its
+own, so the committed claim leaks into no other test)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
+from db import migrate
 from db import repositories as repo
 from db.base import utcnow
 from db.captions import bulk_edit, edit_caption, tag_counts, upload_captions
@@ -17,13 +20,15 @@ from db.dataset import NewImage, add_images, dataset_status, remove_image
 from db.models import OutboxMessage, SubjectKind, Ticket
 from db.outbox import RelayPolicy, due_rows, mark_failed, mark_sent
 from db.services import NewTicket, TransitionRefused
-from db.session import make_session_factory
+from db.session import make_engine, make_session_factory
 from db.stats import leaderboard
-from db.tickets import BOARD_KIND, Who, act, list_tickets, request_ticket, ticket_card
+from db.tickets import Who, act, list_tickets, request_ticket, ticket_card
 from db.training import configure, unclaim_idle
 from db.voting import cast_vote
+from lab.families import BaseFamily
 from lab.lifecycle import Action, LabRole, TicketState
 from lab.settings import LabRules
+from lab.tasks import OutboxKind
 from tests.db.conftest import new_snowflake
 
 RULES = LabRules()
@@ -55,7 +60,7 @@ def test_request_upload_and_card_counts(factory):
     assert (card.image_count, card.captioned_count, card.status) == (3, 3, TicketState.DATASET)
     assert card.people == {"request": ["rita"], "curate": ["cora"]}
     name = remove_image(factory, cora, ticket_id, added["img1.png"], RULES)
-    assert name == "img1.png" and dataset_status(factory, ticket_id).count == 2
+    assert name == "img1.png" and dataset_status(factory, ticket_id, RULES).count == 2
     assert list_tickets(factory, guild, requester_user_id=rita.user_id)[0].number == 1
     with pytest.raises(TransitionRefused, match="Only a Lab Admin, the requester or a Dataset"):
         add_images(factory, who(guild, "nobody"), ticket_id, images(1, 50), RULES)
@@ -101,7 +106,7 @@ def test_approve_offers_a_job_and_votes_change_not_add(factory):
                 OutboxMessage.payload["ticket_id"].as_integer() == ticket_id
             )
         ).all()
-    assert BOARD_KIND in kinds
+    assert OutboxKind.JOB_BOARD.value in kinds
     tara = who(guild, "tara", LabRole.TRAINER)
     act(factory, tara, ticket_id, Action.CLAIM, RULES)
     with pytest.raises(TransitionRefused, match="Only a Lab Admin or the trainer who claimed"):
@@ -171,9 +176,17 @@ def test_relay_steps_follow_the_given_clock(factory):
     assert rows[-1].id not in [r.id for r in due_rows(factory, "discord.", policy, now=later)]
 
 
-def test_two_trainers_claim_through_the_bot_service_one_wins(migrated_engine):
+def test_two_trainers_claim_through_the_bot_service_one_wins(empty_database_url):
     """Real commits on two connections, both threads released together."""
-    factory_ = make_session_factory(migrated_engine)
+    migrate.upgrade(empty_database_url)
+    engine = make_engine(empty_database_url)
+    try:
+        _race(make_session_factory(engine))
+    finally:
+        engine.dispose()
+
+
+def _race(factory_: sessionmaker[Session]) -> None:
     guild = new_snowflake()
     ticket_id, _ = _ready(factory_, guild)
     trainers = [who(guild, name, LabRole.TRAINER) for name in ("tina", "theo")]
@@ -204,3 +217,24 @@ def test_two_trainers_claim_through_the_bot_service_one_wins(migrated_engine):
             )
         ).all()
     assert len(claims) == 1
+
+
+@pytest.mark.parametrize("minimum", [5, 20])
+def test_dataset_status_warns_at_the_minimum_the_gate_enforces(factory, minimum):
+    """A lab whose admin set sd15's minimum to 5 (or 20): with 10 images the status
+    warning and the FINISH_DATASET gate give the same answer and the same number."""
+    rules = LabRules(min_images={BaseFamily.SD15: minimum, BaseFamily.SDXL: 12})
+    guild = new_snowflake()
+    rita, cora = who(guild, "rita"), who(guild, "cora", LabRole.CURATOR)
+    ticket_id, _ = request_ticket(factory, rita, NEW)
+    add_images(factory, cora, ticket_id, images(10), rules)
+    short = [w for w in dataset_status(factory, ticket_id, rules).warnings if "needed" in w]
+    if minimum <= 10:
+        assert short == []
+        assert act(factory, rita, ticket_id, Action.FINISH_DATASET, rules) is (
+            TicketState.CAPTIONING
+        )
+    else:
+        assert short == [f"{minimum - 10} more images needed (minimum {minimum} for sd15)."]
+        with pytest.raises(TransitionRefused, match=f"at least {minimum} images"):
+            act(factory, rita, ticket_id, Action.FINISH_DATASET, rules)
