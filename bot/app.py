@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.context import LabConfig
 from bot.database import Database
 from bot.errors import LabTree
+from bot.pools import Pool
 from db.outbox import RelayPolicy
 from lab.settings import BotSettings
 from lab.storage import Storage
@@ -72,6 +73,9 @@ class LabBot(commands.Bot):
             help_command=None,
             tree_cls=LabTree,
             max_ratelimit_timeout=settings.rate_limit_max_wait_seconds,
+            # Nothing the bot posts pings anyone unless a message says whom (by id):
+            # member text reaches public posts, and must not notify @everyone or a role.
+            allowed_mentions=discord.AllowedMentions.none(),
         )
         self.settings = settings
         self.rules = settings.rules
@@ -87,6 +91,9 @@ class LabBot(commands.Bot):
         self._download_link = download_link
         self.sync_commands = sync_commands
         self.lab_configs: dict[int, LabConfig] = {}
+        # File work (unpacking uploads, storage reads, broker sends) has its own small
+        # pool: it is memory-heavy, and must never hold the database's threads.
+        self.io = Pool("lab-io", settings.io_threads)
 
     async def setup_hook(self) -> None:
         for name in EXTENSIONS:
@@ -98,6 +105,11 @@ class LabBot(commands.Bot):
     def download_link(self, key: str) -> str | None:
         """A link to a stored file too big to attach (``None`` when none can be made)."""
         return self._download_link(key) if self._download_link else None
+
+    async def close(self) -> None:
+        await super().close()
+        self.io.close()
+        self.db.close()
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         log.exception("unhandled error in %s", event_method)

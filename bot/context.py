@@ -25,6 +25,9 @@ ROLE_NAMES: dict[LabRole, str] = {
 SELF_SERVICE_ROLES = (LabRole.CURATOR, LabRole.CAPTIONER, LabRole.TRAINER, LabRole.TESTER)
 TICKET_HELP = "The ticket's number (default: the ticket of the post you are in)"
 """The description of every command's ``ticket`` option (`ticket_here` resolves it)."""
+# A Trainer claims jobs and holds a GPU for hours: by default a Lab Admin grants the
+# role (a brand-new account cannot take it); `/lab config approval_only:` opens it.
+DEFAULT_APPROVAL_ROLES = (LabRole.TRAINER.value,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,9 @@ class LabConfig:
 
     @property
     def approval_roles(self) -> frozenset[LabRole]:
-        return frozenset(LabRole(r) for r in self.raw.get("approval_roles", []))
+        """Roles a member cannot take themselves; Trainer unless an admin opened it."""
+        chosen = self.raw.get("approval_roles", DEFAULT_APPROVAL_ROLES)
+        return frozenset(LabRole(r) for r in chosen)
 
     @property
     def ready(self) -> bool:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,16 @@ ROLE_TITLES = {
 }
 
 
+_MASKED_LINK = re.compile(r"\[([^\]\n]*)\]\(\s*<?(https?://[^)\s>]*)>?\s*\)", re.I)
+
+
+def plain(text: str) -> str:
+    """Member text made safe to post: a masked link (``[label](url)``) is shown as its
+    label and its real address, never as a link whose address is hidden. (Mentions in
+    it notify no one: the bot sends with ``AllowedMentions.none()``.)"""
+    return _MASKED_LINK.sub(lambda m: f"{m[1]} ({m[2]})", text)
+
+
 def clip(text: str, limit: int) -> str:
     """`text` cut to `limit` characters, with an ellipsis when cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -70,7 +81,7 @@ def ticket_card_embed(card: TicketCard) -> discord.Embed:
     """The starter message of the ticket's forum post, kept current by the relay."""
     embed = discord.Embed(
         title=clip(f"Ticket {ticket_title(card)}", 256),
-        description=clip(card.description or "No description.", 1000),
+        description=clip(plain(card.description or "No description."), 1000),
         colour=STATUS_COLOUR[card.status],
     )
     embed.add_field(name="Status", value=card.status.value.upper())
@@ -198,7 +209,7 @@ def release_embed(
     """The #releases post: what was made, how to use it, and who made it."""
     embed = discord.Embed(
         title=clip(f"🎉 Released: {ticket_title(card)}", 256),
-        description=clip(card.description or "", 1000),
+        description=clip(plain(card.description or ""), 1000),
         colour=STATUS_COLOUR[TicketState.RELEASED],
     )
     embed.add_field(name="Base model", value=f"{card.base_model} ({card.family})")

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
 from db.captions import CaptionError
+from db.limits import CAPTIONS_REQUESTED, check_and_record_task
 from db.models import DatasetImage, ImageStatus, OutboxMessage, Ticket
 from db.outbox import enqueue_task
 from db.refs import TicketKey, ticket_id_in
@@ -84,7 +85,8 @@ def request_autocaption(
     with factory.begin() as session:
         ticket_id = ticket_id_in(session, ticket_id)
         ticket = get_ticket(session, ticket_id)
-        require(session, ticket, Action.EDIT_CAPTIONS, actor_in(session, who), rules)
+        actor = actor_in(session, who)
+        require(session, ticket, Action.EDIT_CAPTIONS, actor, rules)
         chosen = kind or style_for_base(ticket.base_model).kind
         key = task_id(TaskName.CAPTION, ticket_id, request_id)
         count = len(_targets(session, ticket_id, overwrite))
@@ -95,6 +97,8 @@ def request_autocaption(
                 "Every image already has a caption. Run it with overwrite to caption them "
                 "all again (each gets a new revision; the old text stays in the history)."
             )
+        assert actor.member_id is not None
+        check_and_record_task(session, ticket, actor.member_id, CAPTIONS_REQUESTED)
         payload = CaptionPayload(ticket_id=ticket_id, request_id=request_id,
                                  kind=chosen.value, model=model, overwrite=overwrite)  # fmt: skip
         enqueue_task(session, TaskName.CAPTION, payload.model_dump(), ticket_id, request_id)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
+from db.limits import check_dataset_room
 from db.models import ContributionKind, DatasetImage, ImageStatus
 from db.refs import TicketKey, ticket_id_in
 from db.services import NotFound, get_ticket, require
@@ -53,6 +54,7 @@ def ticket_basics(
         if who is not None:
             assert rules is not None, "checking `who` needs the lab's rules"
             require(session, ticket, Action.EDIT_DATASET, actor_in(session, who), rules)
+            check_dataset_room(session, ticket, 1, 0)  # a full dataset: refuse before fetching
         rows = session.execute(
             select(DatasetImage.sha256, DatasetImage.original_name).where(
                 DatasetImage.ticket_id == ticket_id, DatasetImage.status == ImageStatus.ACTIVE
@@ -96,6 +98,8 @@ def add_images(
                 )
             ).all()
         )
+        new = [image for image in images if image.sha256 not in existing]
+        check_dataset_room(session, ticket, len(new), sum(i.size_bytes for i in new))
         added: dict[str, int] = {}
         for image in images:
             row_id = existing.get(image.sha256)

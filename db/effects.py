@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import repositories as repo
 from db.base import utcnow
-from db.models import ContributionKind, JobStatus, Ticket, TrainingJob
+from db.models import ContributionKind, JobStatus, SampleSet, Ticket, TrainingJob
 from db.outbox import enqueue_task
 from lab.lifecycle import Action, Actor, TicketFacts, TicketState
 from lab.settings import LabRules
@@ -152,6 +153,24 @@ def _release_post(ctx: TransitionContext) -> None:
     )
 
 
+def _close_voting(ctx: TransitionContext) -> None:
+    """The ticket left TESTING (released, rejected, cancelled, sent back to retrain): its
+    sample grids stop offering vote buttons (the policy already refuses the votes)."""
+    has_samples = ctx.session.scalar(
+        select(SampleSet.id).where(SampleSet.ticket_id == ctx.ticket_id).limit(1)
+    )
+    if has_samples is None:
+        return
+    repo.add_outbox(
+        ctx.session,
+        repo.OutboxItem(
+            OutboxKind.CLOSE_VOTING.value,
+            {"ticket_id": ctx.ticket_id},
+            f"close-voting:{ctx.ticket_id}:{ctx.result.revision}",
+        ),
+    )
+
+
 def _idle_notice(ctx: TransitionContext) -> None:
     """The inactivity timer (the lab, not a member) put a claimed job back on the board."""
     if not ctx.actor.is_system:
@@ -199,11 +218,11 @@ EFFECTS: dict[Action, tuple[Effect, ...]] = {
     Action.UNCLAIM: (_board, _idle_notice),
     Action.START_TRAINING: (_start, _progress_message, _board),
     Action.STOP_TRAINING: (_stop,),
-    Action.CANCEL: (_stop, _board),
-    Action.REJECT: (_stop, _board),
+    Action.CANCEL: (_stop, _board, _close_voting),
+    Action.REJECT: (_stop, _board, _close_voting),
     Action.RETRY: (_next_job(resume=True),),
-    Action.RETRAIN: (_next_job(resume=False),),
-    Action.RELEASE: (_release_post,),
+    Action.RETRAIN: (_next_job(resume=False), _close_voting),
+    Action.RELEASE: (_release_post, _close_voting),
 }
 """The action's own consequences, in order."""
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.base import utcnow
 from db.models import (
+    Artifact,
+    ArtifactKind,
     AuditEntry,
     Caption,
     Contribution,
@@ -113,22 +115,56 @@ def latest_job(session: Session, ticket_id: int) -> TrainingJob | None:
     )
 
 
-def vote_tally(session: Session, ticket_id: int) -> tuple[int, int]:
-    """(up, down) over the ticket's newest sample set."""
-    newest = session.scalar(select(func.max(SampleSet.id)).where(SampleSet.ticket_id == ticket_id))
-    if newest is None:
+def vote_tally(
+    session: Session, ticket: Ticket, *, count_own_votes: bool = False
+) -> tuple[int, int]:
+    """(up, down) for the epoch up for release: the chosen one, else the newest sample
+    set's. Every sample set of the latest run at that epoch counts (a new /test prompts
+    set adds votes, it never resets them), each member once (their latest vote); the
+    requester's and the claimer's votes count only with ``count_own_votes``."""
+    job = latest_job(session, ticket.id)
+    sets = select(SampleSet.id, SampleSet.epoch).where(SampleSet.ticket_id == ticket.id)
+    if job is not None:
+        sets = sets.where(or_(SampleSet.job_id == job.id, SampleSet.job_id.is_(None)))
+    rows = session.execute(sets.order_by(SampleSet.id)).all()
+    if not rows:
         return 0, 0
-    rows = dict(
-        session.execute(
-            select(Vote.value, func.count())
-            .where(Vote.sample_set_id == newest)
-            .group_by(Vote.value)
-        ).all()
+    epoch = ticket.chosen_epoch
+    if epoch is None:
+        epoch = next((e for _, e in reversed(rows) if e is not None), None)
+    chosen = [set_id for set_id, set_epoch in rows if set_epoch == epoch]
+    if epoch is None:
+        chosen = [rows[-1][0]]
+    excluded = set() if count_own_votes else {ticket.requester_id, ticket.claimer_id}
+    latest: dict[int, tuple[Any, int]] = {}
+    votes = select(Vote.member_id, Vote.value, Vote.updated_at).where(
+        Vote.sample_set_id.in_(chosen)
     )
-    return rows.get(1, 0), rows.get(-1, 0)
+    for member_id, value, updated in session.execute(votes).all():
+        if member_id in excluded:
+            continue
+        if member_id not in latest or updated >= latest[member_id][0]:
+            latest[member_id] = (updated, value)
+    values = [value for _, value in latest.values()]
+    return values.count(1), values.count(-1)
 
 
-def ticket_facts(session: Session, ticket: Ticket) -> TicketFacts:
+def saved_epochs(session: Session, ticket_id: int) -> frozenset[int]:
+    """Epochs of the latest run with a stored LoRA file."""
+    job = latest_job(session, ticket_id)
+    if job is None:
+        return frozenset()
+    epochs = session.scalars(
+        select(Artifact.epoch).where(
+            Artifact.job_id == job.id,
+            Artifact.kind == ArtifactKind.LORA,
+            Artifact.epoch.is_not(None),
+        )
+    ).all()
+    return frozenset(int(e) for e in epochs)
+
+
+def ticket_facts(session: Session, ticket: Ticket, *, count_own_votes: bool = False) -> TicketFacts:
     """Everything the lifecycle policy needs to know about `ticket`, read now."""
     image_count = session.scalar(
         select(func.count())
@@ -144,7 +180,7 @@ def ticket_facts(session: Session, ticket: Ticket) -> TicketFacts:
             session.scalar(select(Member.display_name).where(Member.id == ticket.claimer_id)) or ""
         )
     job = latest_job(session, ticket.id)
-    up, down = vote_tally(session, ticket.id)
+    up, down = vote_tally(session, ticket, count_own_votes=count_own_votes)
     return TicketFacts(
         state=ticket.status,
         requester_id=ticket.requester_id,
@@ -157,6 +193,7 @@ def ticket_facts(session: Session, ticket: Ticket) -> TicketFacts:
         trigger_word=ticket.trigger_word,
         has_valid_training_config=bool(job and job.config and job.status is JobStatus.QUEUED),
         chosen_epoch=ticket.chosen_epoch,
+        saved_epochs=saved_epochs(session, ticket.id),
         votes_up=up,
         votes_down=down,
     )

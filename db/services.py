@@ -24,6 +24,7 @@ from lab.lifecycle import (
     TicketState,
     decide,
 )
+from lab.prompts import check_class_token, check_trigger_word
 from lab.settings import LabRules
 from lab.tasks import OutboxKind
 
@@ -73,6 +74,10 @@ def open_ticket(
             f"Unknown base model '{new.base_model}'. Use sd15, sdxl, pony or illustrious.",
             code="unknown_base",
         ) from None
+    # Checked here, for every way in (modal, CLI, versions): both end up in the
+    # worker's prompt files, where `--w 16384` would size a GPU render.
+    trigger_word = check_trigger_word(new.trigger_word)
+    class_token = check_class_token(new.class_token)
     ticket = Ticket(
         guild_id=guild_id,
         number=repo.allocate_ticket_number(session, guild_id),
@@ -80,8 +85,8 @@ def open_ticket(
         kind=new.kind,
         base_family=family,
         base_model=new.base_model.lower(),
-        trigger_word=new.trigger_word.strip(),
-        class_token=new.class_token.strip(),
+        trigger_word=trigger_word,
+        class_token=class_token,
         description=new.description,
         requester_id=requester.id,
         parent_id=parent.id if parent else None,
@@ -145,7 +150,7 @@ def apply_transition(
     between our read and our write.
     """
     ticket = get_ticket(session, ticket_id)
-    facts = repo.ticket_facts(session, ticket)
+    facts = repo.ticket_facts(session, ticket, count_own_votes=rules.count_own_votes)
     decision = _decide(action, actor, facts, rules, reason=reason, admin_override=admin_override)
     before = TransitionResult(
         ticket.id, ticket.number, ticket.status, decision.target, ticket.revision
@@ -195,7 +200,8 @@ def require(
     """Raise `TransitionRefused` unless the policy allows `action` now: the one check of
     "may this actor do this" for work inside a state (uploads, captions, votes,
     configuring); transitions ask the same policy through `apply_transition`."""
-    _decide(action, actor, repo.ticket_facts(session, ticket), rules)
+    facts = repo.ticket_facts(session, ticket, count_own_votes=rules.count_own_votes)
+    _decide(action, actor, facts, rules)
 
 
 def _decide(

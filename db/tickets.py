@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
+from db.limits import check_open_tickets
 from db.models import (
     Contribution,
     DatasetImage,
@@ -117,7 +118,7 @@ def _card(session: Session, ticket: Ticket) -> TicketCard:
         .where(DatasetImage.ticket_id == ticket.id, DatasetImage.status == ImageStatus.ACTIVE)
     )
     captions = repo.current_captions(session, ticket.id)
-    up, down = repo.vote_tally(session, ticket.id)
+    up, down = repo.vote_tally(session, ticket)
     job = repo.latest_job(session, ticket.id)
     people: dict[str, list[str]] = {}
     rows = session.execute(
@@ -211,6 +212,7 @@ def request_ticket(factory: Factory, who: Who, new: NewTicket) -> tuple[int, int
         actor = actor_in(session, who)
         requester = session.get(Member, actor.member_id)
         assert requester is not None
+        check_open_tickets(session, who.guild_id, requester.id)
         ticket = open_ticket(session, who.guild_id, requester, new)
         return ticket.id, ticket.number
 

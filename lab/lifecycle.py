@@ -135,6 +135,8 @@ class TicketFacts:
     trigger_word: str = ""
     has_valid_training_config: bool = False
     chosen_epoch: int | None = None
+    saved_epochs: frozenset[int] = frozenset()
+    """Epochs of the latest run that have a LoRA file."""
     votes_up: int = 0
     votes_down: int = 0
 
@@ -211,11 +213,17 @@ def _training_config(facts: TicketFacts, rules: LabRules) -> Refused | None:
 
 
 def _epoch_chosen(facts: TicketFacts, rules: LabRules) -> Refused | None:
-    if facts.chosen_epoch is not None:
+    if facts.chosen_epoch is None:
+        return Refused(
+            RefusalCode.NO_EPOCH_CHOSEN,
+            "Choose the epoch to release: /lora release epoch:<n>.",
+        )
+    if facts.chosen_epoch in facts.saved_epochs:
         return None
+    saved = ", ".join(str(e) for e in sorted(facts.saved_epochs)) or "none yet"
     return Refused(
         RefusalCode.NO_EPOCH_CHOSEN,
-        "Choose the epoch to release: /lora release epoch:<n>.",
+        f"Epoch {facts.chosen_epoch} has no LoRA file in this run (saved epochs: {saved}).",
     )
 
 
@@ -388,7 +396,7 @@ def policy_table_markdown() -> str:
         _enough_images: "minimum images for the base family",
         _captions_complete: "every image captioned, trigger word first",
         _training_config: "a valid training config",
-        _epoch_chosen: "an epoch chosen",
+        _epoch_chosen: "a saved epoch chosen",
         _quorum: "vote quorum (a Lab Admin may override)",
     }
     lines = ["| action | from | to | who | must hold |", "|---|---|---|---|---|"]

@@ -32,6 +32,7 @@ from lab.apps import DEFAULT_RELEASE_APPS, App
 from lab.autocaption import CaptionSettings
 from lab.dataset.settings import IngestSettings
 from lab.families import FAMILIES, BaseFamily
+from lab.training.allowed import TrainingLimits
 
 
 class LabRules(BaseModel):
@@ -46,6 +47,11 @@ class LabRules(BaseModel):
     release_min_approval: float = Field(
         0.5, ge=0, le=1, description="Share of up-votes a release needs (strictly above)."
     )
+    count_own_votes: bool = Field(
+        False,
+        description="Whether the requester's and the claiming trainer's votes count "
+        "towards the release quorum (by default they are shown but do not count).",
+    )
     claim_inactivity_hours: float = Field(
         72, gt=0, description="A claimed job with no activity this long returns to READY."
     )
@@ -53,6 +59,10 @@ class LabRules(BaseModel):
         DEFAULT_RELEASE_APPS,
         description="The apps the lab's members load LoRAs in; when one of them applies "
         "DoRA wrongly, a DoRA release attaches the plain-LoRA fit (…-lora-compat).",
+    )
+    training: TrainingLimits = Field(
+        default_factory=TrainingLimits,
+        description="Bounds of what a trainer may set with /train config.",
     )
 
 
@@ -70,6 +80,10 @@ class StorageSettings(BaseModel):
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, _redacted(name, value)
+
     @model_validator(mode="after")
     def _s3_needs_a_bucket(self) -> StorageSettings:
         if self.backend == "s3" and not self.s3_bucket:
@@ -77,9 +91,24 @@ class StorageSettings(BaseModel):
         return self
 
 
+# The grammar of SQLAlchemy's ``make_url`` (which ``db.session`` parses these with): the
+# password runs from the first ':' of the userinfo to the last '@' before the host, so
+# it may hold '/', '?' and '#' (a ``[^/?#]`` regex stops there and logs the rest).
+_USERINFO = re.compile(r"^(?P<head>[\w+.-]+://[^:/@]*:)(?P<password>.*)@(?P<tail>[^@]*)$", re.S)
+
+
 def redact_password(url: str) -> str:
     """`url` with the password of its userinfo (``scheme://user:PASSWORD@host``) hidden."""
-    return re.sub(r"(://[^:/@]*:)[^/?#]*@", r"\1***@", url)
+    match = _USERINFO.match(url)
+    if match is None:
+        return url
+    return f"{match['head']}***@{match['tail']}"
+
+
+def _redacted(name: str | None, value: Any) -> Any:
+    if isinstance(value, str) and "://" in value:
+        return redact_password(value)
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -154,11 +183,9 @@ class CommonSettings(BaseSettings):
         return env
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        # URLs may carry passwords: show them with the password hidden.
+        # Every URL setting may carry a password: show them with the password hidden.
         for name, value in super().__repr_args__():
-            if name in {"database_url", "broker_url"} and isinstance(value, str):
-                value = redact_password(value)
-            yield name, value
+            yield name, _redacted(name, value)
 
     # Derived locations: computed, so an override of `home` moves all of them.
     @property
@@ -209,6 +236,12 @@ class BotSettings(CommonSettings):
         description="A Discord rate limit longer than this is not slept through: the "
         "outbox row is postponed and other tickets' rows go ahead (discord.py's minimum: 30).",
     )
+    io_threads: int = Field(
+        2,
+        ge=1,
+        description="Threads for uploads and file reads (each upload in flight holds up "
+        "to one image's worth of memory); database calls have a pool of their own.",
+    )
 
 
 class WorkerSettings(CommonSettings):
@@ -232,7 +265,9 @@ class WorkerSettings(CommonSettings):
         default_factory=dict,
         description="Base model (diffusers folder or .safetensors) per family.",
     )
-    sample_steps: int = Field(20, ge=1, description="Denoising steps of each sample image.")
+    sample_steps: int = Field(
+        20, ge=1, le=100, description="Denoising steps of each sample image (at most 100)."
+    )
     max_job_hours: float = Field(
         24,
         gt=0,

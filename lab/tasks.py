@@ -93,3 +93,6 @@ class OutboxKind(StrEnum):
     """payload: {"ticket_id"} — the #releases post of a released ticket."""
     SAMPLE_TALLY = "discord.sample_tally"
     """payload: {"sample_set_id"} — refresh the tally on both copies of a sample grid."""
+    CLOSE_VOTING = "discord.close_voting"
+    """payload: {"ticket_id"} — the ticket left TESTING: its sample grids' vote buttons are
+    disabled on both copies."""

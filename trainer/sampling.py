@@ -26,6 +26,7 @@ from diffusers import (
 )
 from PIL import Image
 
+from lab.prompts import SAMPLE_MAX_SIDE, SAMPLE_MAX_STEPS
 from lab.render import DISCORD_UPLOAD_LIMIT, encode_for_upload, sample_grid
 from trainer.errors import ConfigError
 from trainer.models import BaseModel
@@ -62,7 +63,7 @@ def parse_prompt_line(
     prompt = parts[0].strip()
     values: dict[str, str] = dict(zip(parts[1::2], (p.strip() for p in parts[2::2]), strict=True))
     try:
-        return SamplePrompt(
+        sample = SamplePrompt(
             prompt=prompt,
             negative=values.get("n", ""),
             width=int(values.get("w", default_size[0])),
@@ -73,6 +74,13 @@ def parse_prompt_line(
         )
     except ValueError as error:
         raise ConfigError(f"bad sample prompt line {line!r}: {error}") from None
+    if not (8 <= sample.width <= SAMPLE_MAX_SIDE and 8 <= sample.height <= SAMPLE_MAX_SIDE):
+        raise ConfigError(
+            f"sample prompt line {line!r}: --w/--h must be 8 to {SAMPLE_MAX_SIDE} pixels"
+        )
+    if not 1 <= sample.steps <= SAMPLE_MAX_STEPS:
+        raise ConfigError(f"sample prompt line {line!r}: --s must be 1 to {SAMPLE_MAX_STEPS}")
+    return sample
 
 
 def read_prompt_file(path: Path, *, seed: int, default_size: tuple[int, int]) -> list[SamplePrompt]:

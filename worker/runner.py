@@ -18,6 +18,7 @@ from db import jobs
 from db.models import ArtifactKind, JobStatus
 from lab.dataset.export import export_kohya
 from lab.families import BaseFamily
+from lab.prompts import prompt_file_text
 from lab.render import loss_curve
 from lab.training import build_config
 from lab.training.job import split_job_config
@@ -126,8 +127,6 @@ def _build_config(rt: Runtime, context: jobs.JobContext, work: Path, prompts: li
         epochs=int(overrides.get("max_train_epochs", 10)),
     )
     prompt_file = work / "prompts.txt"
-    steps = rt.settings.sample_steps
-    prompt_file.write_text("".join(f"{p} --s {steps}\n" for p in prompts), encoding="utf-8")
     values: dict[str, Any] = {
         "pretrained_model_name_or_path": base,
         "train_data_dir": str(train_dir),
@@ -140,7 +139,11 @@ def _build_config(rt: Runtime, context: jobs.JobContext, work: Path, prompts: li
     state = _download_state(rt, context, work)
     if state is not None:
         values["resume"] = str(state)
-    return build_config(values, preset=context.preset, overrides=overrides)
+    config = build_config(values, preset=context.preset, overrides=overrides)
+    # Sizes and steps from the job and the lab, never from member text (see lab.prompts).
+    text = prompt_file_text(prompts, resolution=config.resolution, steps=rt.settings.sample_steps)
+    prompt_file.write_text(text, encoding="utf-8")
+    return config
 
 
 def _materialise(rt: Runtime, context: jobs.JobContext, flat: Path) -> Path:

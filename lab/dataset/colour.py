@@ -37,11 +37,16 @@ def to_srgb(
     image = _apply_icc(image, source, notices)
     has_alpha = image.mode in ("RGBA", "LA", "La", "RGBa", "PA") or ("transparency" in image.info)
     if has_alpha:
-        rgba = image.convert("RGBA")
+        # Each full-size copy of a big image is tens of MiB: drop every one as soon as
+        # the next exists, so at most two are alive at once.
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        del image
         low, _high = rgba.getchannel("A").getextrema()
         if low < 255:
             canvas = Image.new("RGBA", rgba.size, (*background, 255))
-            image = Image.alpha_composite(canvas, rgba)
+            canvas.alpha_composite(rgba)
+            rgba = canvas
+            del canvas
             notices.append(
                 Notice(
                     source,
@@ -50,7 +55,7 @@ def to_srgb(
                     f"#{''.join(f'{c:02x}' for c in background)}.",
                 )
             )
-        image = rgba.convert("RGB") if low == 255 else image.convert("RGB")
+        image = rgba.convert("RGB")
     elif image.mode != "RGB":
         image = image.convert("RGB")
     if original_mode not in ("RGB", "RGBA"):

@@ -82,8 +82,10 @@ def normalise_image(
     if scale < 1 and source_format == "JPEG":
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: far less work for big photos.
         image.draft(image.mode, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
+    _check_decode_memory(image, source, len(data), settings)
     _load(image, source, _cut_short(source_format, data))
     rgb = to_srgb(image, source, settings.background, notices)
+    del image  # the decoded original: often the biggest copy; free it before resizing
     rgb = _downscale(rgb, source, settings.max_side, settings.downscale_filter, notices)
     encoded, ext = _encode(rgb, source_format, settings)
     return NormalisedImage(
@@ -236,6 +238,36 @@ def _check_small(
     if settings.too_small == "reject":
         raise DatasetError(Reason.TOO_SMALL, message)
     notices.append(Notice(source, Warn.SMALL_IMAGE, message))
+
+
+# Bytes of working memory per pixel while decoding and converting, measured: Pillow
+# keeps RGB as 4 bytes a pixel, and the conversions to 8-bit sRGB hold a second copy
+# (and, with transparency or 16-bit depth, a third and a fourth).
+_WORK_BYTES_OPAQUE = 6
+_WORK_BYTES_HEAVY = 12
+_HEAVY_MODES = frozenset({"RGBA", "LA", "La", "RGBa", "PA", "I;16", "I;16B", "I;16L", "I;16N",
+                          "I", "F", "CMYK", "YCbCr", "LAB", "HSV"})  # fmt: skip
+
+
+def _check_decode_memory(
+    image: Image.Image, source: str, data_size: int, settings: IngestSettings
+) -> None:
+    """Refuse, before decoding, an image whose pixels would need more memory than the
+    lab allows one upload (the pixel limit alone lets a 200 KB PNG need 400 MiB)."""
+    heavy = image.mode in _HEAVY_MODES or "transparency" in image.info
+    per_pixel = _WORK_BYTES_HEAVY if heavy else _WORK_BYTES_OPAQUE
+    need = image.width * image.height * per_pixel + data_size
+    if need <= settings.max_decode_bytes:
+        return
+    allowed = (settings.max_decode_bytes - data_size) / per_pixel / 1e6
+    raise DatasetError(
+        Reason.DECOMPRESSION_BOMB,
+        f"{source}: {image.width}×{image.height} pixels"
+        + (" with transparency or 16-bit depth" if heavy else "")
+        + f" would need about {need / 2**20:.0f} MiB to decode, over the lab's "
+        f"{settings.max_decode_bytes / 2**20:.0f} MiB (about {max(allowed, 0):.0f} MP for "
+        "such an image); downscale it, or send it as a JPEG.",
+    )
 
 
 # -- decoding and conversion ------------------------------------------------------------

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -197,10 +197,13 @@ def ingest(
     policy = captions or CaptionPolicy()
     started = time.perf_counter()
     result = IngestResult()
-    images, caption_files = _partition(items, result)
-    texts = _read_captions(caption_files, settings, result)
+    batch = _Batch(settings, result)
     seen: dict[str, str] = dict(known or {})
-    for source, outcome in _normalise_all(images, settings, family, progress):
+    # Images are normalised and stored as they stream in; only their facts are kept, so
+    # memory holds one entry (per worker) at a time, never the whole upload. Captions
+    # may come before or after their image, so they are matched once all are read.
+    stored_images: list[tuple[SourceFile, NormalisedImage, str]] = []
+    for source, outcome in _normalise_all(batch.images(items), settings, family, progress):
         if isinstance(outcome, Rejection):
             result.rejected.append(outcome)
             continue
@@ -216,8 +219,10 @@ def ingest(
             continue
         seen[outcome.sha256] = seen[outcome.source_sha256] = source.name
         result.warnings.extend(outcome.notices)
-        caption = _caption_for(source, texts.get(source.stem_key), policy, result)
         stored = store(outcome.sha256, outcome.data, outcome.ext)
+        stored_images.append((source, replace(outcome, data=b""), stored))
+    for source, outcome, stored in stored_images:
+        caption = _caption_for(source, batch.texts.get(source.stem_key), policy, result)
         caption_stored = None
         if caption is not None:
             caption_stored = store(outcome.sha256, caption.encode("utf-8"), "txt")
@@ -234,7 +239,7 @@ def ingest(
                 caption_stored=caption_stored,
             )
         )
-    _warn_orphan_captions(caption_files, {image.stem_key for image in images}, result)
+    _warn_orphan_captions(batch.caption_names, batch.image_keys, result)
     hashes = [a.phash for a in result.accepted]
     result.near_duplicates = [
         (result.accepted[i].source, result.accepted[j].source, distance)
@@ -245,53 +250,64 @@ def ingest(
     return result
 
 
-def _partition(
-    items: Iterable[Item], result: IngestResult
-) -> tuple[list[SourceFile], list[SourceFile]]:
-    """(images, caption files); rejections and notices from the source go to ``result``."""
-    images: list[SourceFile] = []
-    caption_files: list[SourceFile] = []
-    for item in items:
-        if isinstance(item, Rejection):
-            result.rejected.append(item)
-        elif isinstance(item, Notice):
-            result.warnings.append(item)
-        elif item.is_caption:
-            caption_files.append(item)
-        else:
-            images.append(item)
-    return images, caption_files
+class _Batch:
+    """Sorts the stream: rejections and notices to the result, caption texts read (under
+    a per-file and a per-upload cap), images passed on one by one."""
+
+    def __init__(self, settings: IngestSettings, result: IngestResult) -> None:
+        self.settings = settings
+        self.result = result
+        self.texts: dict[str, str] = {}
+        self.caption_names: list[tuple[str, str]] = []
+        self.image_keys: set[str] = set()
+        self.caption_bytes = 0
+
+    def images(self, items: Iterable[Item]) -> Iterator[SourceFile]:
+        for item in items:
+            if isinstance(item, Rejection):
+                self.result.rejected.append(item)
+            elif isinstance(item, Notice):
+                self.result.warnings.append(item)
+            elif item.is_caption:
+                self.caption_names.append((item.name, item.stem_key))
+                self._read_caption(item)
+            else:
+                self.image_keys.add(item.stem_key)
+                yield item
+
+    def _read_caption(self, file: SourceFile) -> None:
+        settings = self.settings
+        try:
+            data = file.read(settings.caption_max_bytes)
+            self.caption_bytes += len(data)
+            if self.caption_bytes > settings.caption_upload_max_bytes:
+                raise DatasetError(
+                    Reason.CAPTION_TOO_LARGE,
+                    f"{file.name}: the captions of this upload pass "
+                    f"{settings.caption_upload_max_bytes / 2**20:.0f} MiB in total; "
+                    "this one and the rest were not read.",
+                )
+            self.texts[file.stem_key] = decode_caption(data, file.name, settings.caption_max_bytes)
+        except DatasetError as error:
+            self.result.rejected.append(error.rejection(file.name))
+        except OSError as error:
+            self.result.rejected.append(
+                Rejection(file.name, Reason.CORRUPT, f"{file.name}: cannot be read ({error}).")
+            )
 
 
 def _warn_orphan_captions(
-    caption_files: list[SourceFile], image_keys: set[str], result: IngestResult
+    caption_names: list[tuple[str, str]], image_keys: set[str], result: IngestResult
 ) -> None:
-    for caption_file in caption_files:
-        if caption_file.stem_key not in image_keys:
+    for name, stem_key in caption_names:
+        if stem_key not in image_keys:
             result.warnings.append(
                 Notice(
-                    caption_file.name,
+                    name,
                     Warn.CAPTION_WITHOUT_IMAGE,
-                    f"{caption_file.name}: no image with this name; caption not used.",
+                    f"{name}: no image with this name; caption not used.",
                 )
             )
-
-
-def _read_captions(
-    files: list[SourceFile], settings: IngestSettings, result: IngestResult
-) -> dict[str, str]:
-    texts: dict[str, str] = {}
-    for file in files:
-        try:
-            data = file.read(settings.caption_max_bytes)
-            texts[file.stem_key] = decode_caption(data, file.name, settings.caption_max_bytes)
-        except DatasetError as error:
-            result.rejected.append(error.rejection(file.name))
-        except OSError as error:
-            result.rejected.append(
-                Rejection(file.name, Reason.CORRUPT, f"{file.name}: cannot be read ({error}).")
-            )
-    return texts
 
 
 def _caption_for(
@@ -359,7 +375,7 @@ def _normalise_one(
 
 
 def _normalise_all(
-    images: list[SourceFile],
+    images: Iterator[SourceFile],
     settings: IngestSettings,
     family: BaseFamily | None,
     progress: Callable[[int], None] | None,
@@ -369,26 +385,30 @@ def _normalise_all(
     Threads, not processes: Pillow and hashlib release the GIL while decoding,
     resizing, encoding and hashing, so threads scale like processes here without
     pickling megabytes per image or paying a process start per batch. At most
-    ``2 × workers`` results wait in memory, so a slow store (S3) bounds the memory use.
+    ``2 × workers`` images are read ahead and wait in memory, so a big upload (or a
+    slow store) bounds the memory use.
     """
-    workers = min(settings.workers or os.cpu_count() or 1, len(images))
-    jobs = [(image, settings, family) for image in images]
-    if workers <= 1 or len(images) < _PARALLEL_MIN:
-        for image, job in zip(images, jobs, strict=True):
-            outcome = _normalise_one(job)
+    workers = settings.workers or os.cpu_count() or 1
+    first = list(itertools.islice(images, _PARALLEL_MIN)) if workers > 1 else []
+    if workers <= 1 or len(first) < _PARALLEL_MIN:
+        for image in itertools.chain(first, images):
+            outcome = _normalise_one((image, settings, family))
             if progress:
                 progress(1)
             yield image, outcome
         return
+    queued = itertools.chain(first, images)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
-        pending: deque[Future[NormalisedImage | Rejection]] = deque()
-        queued = iter(jobs)
-        for job in itertools.islice(queued, 2 * workers):
-            pending.append(pool.submit(_normalise_one, job))
-        for image in images:
-            outcome = pending.popleft().result()
-            for job in itertools.islice(queued, 1):
-                pending.append(pool.submit(_normalise_one, job))
+        pending: deque[tuple[SourceFile, Future[NormalisedImage | Rejection]]] = deque()
+        for image in itertools.islice(queued, 2 * workers):
+            pending.append((image, pool.submit(_normalise_one, (image, settings, family))))
+        while pending:
+            image, future = pending.popleft()
+            outcome = future.result()
+            for follower in itertools.islice(queued, 1):
+                pending.append(
+                    (follower, pool.submit(_normalise_one, (follower, settings, family)))
+                )
             if progress:
                 progress(1)
             yield image, outcome

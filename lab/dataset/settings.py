@@ -22,6 +22,13 @@ class IngestSettings(BaseModel):
     max_pixels: int = Field(
         60_000_000, gt=0, description="Refuse images with more pixels, before decoding."
     )
+    max_decode_bytes: int = Field(
+        192 * MiB,
+        gt=0,
+        description="Working memory one image may need to decode and convert, estimated "
+        "from its header before decoding (about 33 MP opaque, 16 MP with transparency); "
+        "JPEGs are decoded at reduced size when they are downscaled anyway.",
+    )
     max_side: int = Field(3000, ge=64, description="Longer sides are downscaled to this.")
     downscale_filter: Literal["area", "bicubic", "lanczos"] = Field(
         "area",
@@ -51,6 +58,12 @@ class IngestSettings(BaseModel):
     png_compress_level: int = Field(3, ge=0, le=9)
     max_file_bytes: int = Field(50 * MiB, gt=0, description="Largest single upload.")
     caption_max_bytes: int = Field(16 * 1024, gt=0, description="Largest caption file.")
+    caption_upload_max_bytes: int = Field(
+        4 * MiB,
+        gt=0,
+        description="Largest `/caption upload` file (a .txt or a .zip of them), and the "
+        "most caption text read from any one upload.",
+    )
     zip_max_entries: int = Field(5000, gt=0)
     zip_max_entry_bytes: int = Field(
         50 * MiB, gt=0, description="Per entry, counted while reading (not the header)."

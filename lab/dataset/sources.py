@@ -154,15 +154,28 @@ def from_zip(
 
 
 def from_uploads(
-    uploads: Iterable[tuple[str, bytes]], settings: IngestSettings | None = None
+    uploads: Iterable[tuple[str, bytes | Path]], settings: IngestSettings | None = None
 ) -> Iterator[Item]:
-    """Files received from members (``(original name, bytes)``); zips are opened once."""
+    """Files received from members (``(original name, bytes or a file holding them)``);
+    zips are opened once. A file is read only when its turn comes, one entry at a time."""
     settings = settings or IngestSettings()
     for raw_name, data in uploads:
         name = display_name(os.path.basename(raw_name.replace("\\", "/")) or "upload")
-        if data[:4] == b"PK\x03\x04" or (data[:4] == b"PK\x05\x06" and len(data) == 22):
+        head = data[:22] if isinstance(data, bytes) else _head(data)
+        if head[:4] == b"PK\x03\x04" or (head[:4] == b"PK\x05\x06" and _size(data) == 22):
             yield from from_zip(data, name, settings)
         elif is_system_file(name):
             yield Notice(name, Warn.SKIPPED_SYSTEM_FILE, f"{name}: system file skipped.")
-        else:
+        elif isinstance(data, bytes):
             yield SourceFile(name, data=data)
+        else:
+            yield SourceFile(name, path=data)
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(22)
+
+
+def _size(data: bytes | Path) -> int:
+    return len(data) if isinstance(data, bytes) else data.stat().st_size

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lab.training.allowed import TrainingLimits, check_trainer_keys
 from lab.training.config import TrainConfig, build_config
 from lab.training.errors import ConfigError
 
@@ -29,6 +30,11 @@ WORKER_OWNED = frozenset(
         "save_state_on_train_end",
         "allow_unsafe_checkpoint",
         "single_file_config",
+        # Where the worker writes, and the check that protects its GPU: never a member's.
+        "latent_cache_dir",
+        "memory_budget_gb",
+        "caption_extension",
+        "config_version",
     }
 )
 
@@ -52,9 +58,12 @@ def split_job_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
     return trainer, lab
 
 
-def check_job_config(preset: str | None, config: Mapping[str, Any]) -> TrainConfig:
-    """Validate a job's preset and overrides as the trainer will see them; raises
-    `ConfigError` naming the first problem."""
+def check_job_config(
+    preset: str | None, config: Mapping[str, Any], limits: TrainingLimits | None = None
+) -> TrainConfig:
+    """Validate a job's preset and overrides as the trainer will see them, and (with
+    ``limits``) against what a trainer may set from Discord; raises `ConfigError`
+    naming the first problem."""
     owned = sorted(set(config) & WORKER_OWNED)
     if owned:
         raise ConfigError(f"{', '.join(owned)} is set by the worker for every run; leave it out.")
@@ -67,4 +76,7 @@ def check_job_config(preset: str | None, config: Mapping[str, Any]) -> TrainConf
             raise ConfigError(f"{key} must be a number, not {value!r}") from None
         if not low <= number <= high:
             raise ConfigError(f"{key} must be between {low:g} and {high:g}")
-    return build_config(_PLACEHOLDERS, preset=preset, overrides=trainer)
+    built = build_config(_PLACEHOLDERS, preset=preset, overrides=trainer)
+    if limits is not None:
+        check_trainer_keys(trainer, built, limits)
+    return built

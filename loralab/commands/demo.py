@@ -44,7 +44,8 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 @click.option(
     "--interactive",
     is_flag=True,
-    help="Afterwards, keep the simulated server open in a local browser page.",
+    help="Show the ticket's post in a local browser page as soon as it exists (the story "
+    "plays in it) and keep the page open afterwards.",
 )
 @click.option("--port", type=int, default=None, help="Port of the interactive page.")
 @click.option(

@@ -27,13 +27,24 @@ from lab.families import BaseFamily
 log = logging.getLogger(__name__)
 
 
+# The worker never holds the Discord token (docs/architecture.md): a worker runs
+# trainer code on member-chosen configs, and its environment must have nothing to leak.
+BOT_ONLY_VARIABLES = frozenset({"DISCORD_TOKEN", "LORALAB_DISCORD_TOKEN"})
+
+
 @dataclass(frozen=True)
 class Child:
-    """One process `up` runs: a name for messages, its command and extra environment."""
+    """One process `up` runs: a name for messages, its command, extra environment, and
+    the variables of `up`'s own environment it must not inherit."""
 
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    unset: frozenset[str] = frozenset()
+
+    def environment(self, parent: Mapping[str, str]) -> dict[str, str]:
+        """``parent`` without :attr:`unset`, plus :attr:`env`."""
+        return {k: v for k, v in parent.items() if k not in self.unset} | self.env
 
 
 def plan(
@@ -51,9 +62,8 @@ def plan(
         env = dict(common)
         if gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = str(index)
-        children.append(
-            Child(f"worker-{index}", [*cli, "worker", *queues, "--name", f"gpu{index}"], env)
-        )
+        argv = [*cli, "worker", *queues, "--name", f"gpu{index}"]
+        children.append(Child(f"worker-{index}", argv, env, unset=BOT_ONLY_VARIABLES))
     return children
 
 
@@ -70,7 +80,7 @@ def supervise(children: Sequence[Child], *, poll: float = 0.5, grace: float = 30
     status = 0
     try:
         for child in children:
-            proc = subprocess.Popen(child.argv, env={**os.environ, **child.env})
+            proc = subprocess.Popen(child.argv, env=child.environment(os.environ))
             running.append((child, proc))
             shown = " ".join(["loralab", *child.argv[3:]])  # argv: python -m loralab.cli …
             click.echo(f"started {child.name} (pid {proc.pid}): {shown}")

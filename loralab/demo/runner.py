@@ -1,10 +1,13 @@
 """`run_demo`: prepare the embedded lab, start the worker, play the story in simcord's
-simulated guild, write what it produced, and (with ``interactive``) keep the guild
-open in simcord's browser preview."""
+simulated guild, write what it produced. With ``interactive``, simcord's browser preview
+of the ticket's post opens as soon as the bot makes it: the story plays in the page,
+which stays open afterwards."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -47,8 +50,9 @@ class DemoOptions:
     """Close the interactive preview after this long (``None``: until Ctrl-C)."""
     training_timeout: float = 900
     echo: Callable[[str], None] = click.echo
-    on_preview: Callable[[str], None] | None = None
-    """Called with the preview's URL once it serves (tests use it)."""
+    on_preview: Callable[[str], Awaitable[None] | None] | None = None
+    """Called with the preview's URL once it serves, before the story goes on (tests use
+    it; an awaitable it returns is awaited first)."""
 
 
 @dataclass
@@ -156,7 +160,10 @@ async def _simulate(
         bot_settings(settings), settings, lambda: box[0].backend.clock.elapsed if box else 0.0
     )
     try:
-        async with simcord.run(bot, check_errors=False) as env:
+        async with (
+            simcord.run(bot, check_errors=False) as env,
+            contextlib.AsyncExitStack() as pages,
+        ):
             box.append(env)
             await bot.user.edit(username="LoRA Lab")  # simcord names its bot user TestBot
             owner = env.create_user("owner")
@@ -165,11 +172,26 @@ async def _simulate(
             world = World(env, bot, guild, bot.db.factory, run.transcript, worker, general=general)
             world.members["owner"] = Member(guild.add_member(owner), "Lab Admin")
             run.world = world
+
+            async def open_page(thread: Any) -> None:
+                # The page opens on the ticket's post as soon as it exists, so the rest
+                # of the story (dataset to release, training included) plays in it.
+                preview = await pages.enter_async_context(
+                    env.preview(
+                        thread,
+                        viewers=[m.actor for m in world.members.values()],
+                        layout="channel",
+                        port=run.options.port,
+                    )
+                )
+                await _announce(run, preview.url)
+
             run.outcome = await play(
                 world,
                 overrides,
                 training_timeout=run.options.training_timeout,
                 base_ready=lambda: asyncio.wrap_future(built),
+                on_post=open_page if run.options.interactive else None,
             )
             storage = storage_from_settings(settings)
             export_artifacts(world, storage, run.outcome, run.paths, run.produced)
@@ -179,31 +201,30 @@ async def _simulate(
             run.bot_errors = [repr(e) for e in env.errors if not describe(e)[1]]
             _finish(run)
             if run.options.interactive:
-                await _interactive(run, world)
+                run.transcript.line(
+                    "The story is over; the page stays open (Ctrl-C ends the demo).",
+                    style={"fg": "green", "bold": True},
+                )
+                await keep_ticking(
+                    env, tick=bot.relay_interval, seconds=run.options.interactive_seconds
+                )
     finally:
         engine.dispose()
 
 
-async def _interactive(run: _Run, world: World) -> None:
-    """Keep the guild open in simcord's preview until Ctrl-C (or the time given)."""
+async def _announce(run: _Run, url: str) -> None:
     t = run.transcript
-
-    async def announce(url: str) -> None:
-        t.line()
-        t.line(f"Interactive: open {url}", style={"fg": "green", "bold": True})
-        t.line("(the address is a secret for this session; Ctrl-C ends the demo)")
-        if run.options.on_preview is not None:
-            run.options.on_preview(url)
-
-    await serve_preview(
-        world.env,
-        world.channel("lab-requests").threads[-1],
-        [m.actor for m in world.members.values()],
-        tick=world.bot.relay_interval,
-        port=run.options.port,
-        on_url=announce,
-        seconds=run.options.interactive_seconds,
+    t.line()
+    t.line(f"Interactive: open {url}", style={"fg": "green", "bold": True})
+    t.line(
+        "(the address is a secret for this session; the story plays in the page, which "
+        "stays open after it; act in it once the story is over; Ctrl-C ends the demo)"
     )
+    t.line()
+    if run.options.on_preview is not None:
+        answer = run.options.on_preview(url)
+        if inspect.isawaitable(answer):
+            await answer
 
 
 async def serve_preview(
@@ -218,22 +239,29 @@ async def serve_preview(
     stop: asyncio.Event | None = None,
 ) -> None:
     """simcord's browser preview of `channel` on 127.0.0.1 (the first viewer is who the
-    page acts as; the page can switch to the others). The simulated clock advances by
-    `tick` every second, so the bot's relay keeps delivering while people click. Runs
-    until `stop` is set, `seconds` have passed, or the task is cancelled (Ctrl-C)."""
+    page acts as; the page can switch to the others), kept open by `keep_ticking`."""
+    async with env.preview(channel, viewers=viewers, layout="channel", port=port) as preview:
+        await on_url(preview.url)
+        await keep_ticking(env, tick=tick, seconds=seconds, stop=stop)
+
+
+async def keep_ticking(
+    env: Any, *, tick: float, seconds: float | None = None, stop: asyncio.Event | None = None
+) -> None:
+    """The simulated clock advances by `tick` every second, so the bot's relay keeps
+    delivering while people click. Runs until `stop` is set, `seconds` have passed, or
+    the task is cancelled (Ctrl-C)."""
     import simcord
 
     deadline = None if seconds is None else time.monotonic() + seconds
-    async with env.preview(channel, viewers=viewers, layout="channel", port=port) as preview:
-        await on_url(preview.url)
-        while deadline is None or time.monotonic() < deadline:
-            if stop is not None and stop.is_set():
-                break
-            await asyncio.sleep(1.0)
-            try:
-                await env.advance_time(tick)
-            except simcord.SetupError as exc:  # a browser action is running: next tick
-                log.debug("clock not advanced: %s", exc)
+    while deadline is None or time.monotonic() < deadline:
+        if stop is not None and stop.is_set():
+            break
+        await asyncio.sleep(1.0)
+        try:
+            await env.advance_time(tick)
+        except simcord.SetupError as exc:  # a browser action is running: next tick
+            log.debug("clock not advanced: %s", exc)
 
 
 def _summary(run: _Run, report: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tqdm import tqdm
 
@@ -46,9 +47,11 @@ async def play(
     *,
     training_timeout: float = 900,
     base_ready: Callable[[], Awaitable[object]] | None = None,
+    on_post: Callable[[Any], Awaitable[object]] | None = None,
 ) -> Outcome:
     """Play the whole story; returns the released ticket's ids. `base_ready` is awaited
-    before training starts (the base model may still be being built)."""
+    before training starts (the base model may still be being built); `on_post` gets the
+    ticket's forum post as soon as the bot opened it (the interactive page shows it)."""
     t = world.transcript
     with t.section("1. Setup"):
         admin = world.members["owner"]
@@ -57,8 +60,6 @@ async def play(
         cast = [
             ("cora", "Dataset Curator", "curator"),
             ("cap", "Captioner", "captioner"),
-            ("tara", "Trainer", "trainer"),
-            ("tom", "Trainer", "trainer"),
             ("tess0", "Tester", "tester"),
             ("tess1", "Tester", "tester"),
             ("tess2", "Tester", "tester"),
@@ -68,6 +69,11 @@ async def play(
             member = world.add_member(name, role)
             reply = await world.slash(member, world.general, "role join", role=value)
             expect("You are now" in reply, f"{name} could not join {role}: {reply}")
+        # Trainer is approval-only by default: a Lab Admin gives it (in Discord).
+        for name in ("tara", "tom"):
+            trainer = world.add_member(name, "Trainer", granted=("Trainer",))
+            reply = await world.slash(trainer, world.general, "role join", role="trainer")
+            expect("already have" in reply, f"{name} was not given Trainer: {reply}")
 
     with t.section("2. Request"):
         rita = world.members["rita"]
@@ -85,6 +91,8 @@ async def play(
         thread = world.channel("lab-requests").threads[-1]
         ticket_id = locate_ticket(world.factory, world.guild.id, channel_id=thread.id)
         t.note(f"the bot opened the forum post “{thread.name}” with the ticket card")
+        if on_post is not None:
+            await on_post(thread)
 
     with t.section("3. Dataset"):
         await _dataset(world, thread)

@@ -52,8 +52,11 @@ class World:
     def channel(self, name: str) -> Any:
         return self.guild.channels[name]
 
-    def add_member(self, name: str, role: str) -> Member:
-        member = Member(self.guild.add_member(self.env.create_user(name)), role)
+    def add_member(self, name: str, role: str, *, granted: tuple[str, ...] = ()) -> Member:
+        """A new member; `granted`: Discord roles a Lab Admin gave them (approval-only
+        roles such as Trainer, which members cannot take themselves)."""
+        handles = [self.guild.roles[r] for r in granted]
+        member = Member(self.guild.add_member(self.env.create_user(name), roles=handles), role)
         self.members[name] = member
         return member
 

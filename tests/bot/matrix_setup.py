@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from db import repositories as repo
-from db.models import SampleSet, SubjectKind, Ticket
+from db.models import Artifact, ArtifactKind, SampleSet, SubjectKind, Ticket
 from db.services import NewTicket, apply_transition
 from db.tickets import act, choose_epoch, request_ticket
 from db.training import configure
@@ -85,6 +85,19 @@ def ticket_in(lab: Lab, people: dict[str, Any], state: TicketState, *, config: b
     if path.index(target) >= 6:
         _system(lab, ticket_id, Action.TRAINING_SUCCEEDED)
         with lab.factory.begin() as session:
+            job = repo.latest_job(session, ticket_id)
+            assert job is not None
+            for epoch in (1, 2):  # the run saved two epochs (a release needs the file)
+                session.add(
+                    Artifact(
+                        job_id=job.id,
+                        kind=ArtifactKind.LORA,
+                        epoch=epoch,
+                        storage_key=f"jobs/{job.id}/lora-e{epoch:04d}.safetensors",
+                        sha256=f"{epoch:064x}",
+                        size_bytes=10,
+                    )
+                )
             sample = SampleSet(ticket_id=ticket_id, epoch=2, prompts=["ar1a, woman"])
             session.add(sample)
             session.flush()

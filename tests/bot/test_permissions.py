@@ -187,9 +187,9 @@ async def test_lab_setup_and_config_are_for_admins(tmp_path, template_db):
             assert followup_text(refused) == (
                 "Only a Lab Admin may change the lab's configuration."
             )
-        changed = await people["admin"].slash(lab.general, "lab config", approval_only="trainer")
-        assert followup_text(changed) == "Trainer is now approval-only."
-        asked = await people["nobody"].slash(lab.general, "role join", role="trainer")
+        changed = await people["admin"].slash(lab.general, "lab config", approval_only="curator")
+        assert followup_text(changed) == "Dataset Curator is now approval-only."
+        asked = await people["nobody"].slash(lab.general, "role join", role="curator")
         assert "approval-only" in followup_text(asked)
         joined = await people["nobody"].slash(lab.general, "role join", role="tester")
         assert followup_text(joined) == "You are now a Tester."

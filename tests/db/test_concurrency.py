@@ -99,8 +99,8 @@ def _race_with_barrier(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     both_have_read = threading.Barrier(2, timeout=20)
     real_facts = services.repo.ticket_facts
 
-    def facts_then_wait(session, ticket):
-        facts = real_facts(session, ticket)
+    def facts_then_wait(session, ticket, **options):
+        facts = real_facts(session, ticket, **options)
         both_have_read.wait()
         return facts
 

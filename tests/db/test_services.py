@@ -7,7 +7,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db import repositories as repo
-from db.models import AuditEntry, DatasetImage, OutboxMessage, Ticket, TrainingJob
+from db.models import (
+    Artifact,
+    ArtifactKind,
+    AuditEntry,
+    DatasetImage,
+    OutboxMessage,
+    Ticket,
+    TrainingJob,
+)
 from db.services import TransitionRefused, open_ticket, transition
 from lab.lifecycle import Action, Actor, LabRole, RefusalCode, TicketState
 from lab.settings import LabRules
@@ -104,6 +112,11 @@ def test_whole_lifecycle_with_audit_trail(factory, session, make_member, open_sa
     session.commit()
     do(Action.START_TRAINING, trainer)
     transition(factory, ticket_id, Action.TRAINING_SUCCEEDED, Actor.system(), RULES)
+    job = repo.latest_job(session, ticket_id)
+    session.add(  # the run saved epoch 4 (a release needs the file)
+        Artifact(job_id=job.id, kind=ArtifactKind.LORA, epoch=4, storage_key="jobs/x/e4",
+                 sha256="0" * 64, size_bytes=1)
+    )  # fmt: skip
     session.execute(Ticket.__table__.update().where(Ticket.id == ticket_id).values(chosen_epoch=4))
     session.commit()
     with pytest.raises(TransitionRefused, match="a release needs at least 3"):

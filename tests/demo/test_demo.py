@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 
+import aiohttp
 import click
 import pytest
 
@@ -36,9 +37,37 @@ def demo_run(tmp_path_factory):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     root = tmp_path_factory.mktemp("demo")
     lines: list[str] = []
-    options = DemoOptions(root=root / "out", json_report=root / "report.json", echo=lines.append)
+    options = DemoOptions(
+        root=root / "out",
+        json_report=root / "report.json",
+        echo=lines.append,
+        interactive=True,
+        interactive_seconds=0,  # the page closes as soon as the story is over
+        on_preview=_visit(lines, PAGES),
+    )
     report = run_demo(options)
     return DemoPaths(root / "out"), root / "report.json", report, "\n".join(lines)
+
+
+PAGES: list[dict] = []
+"""What the interactive page answered, and what the transcript had said by then."""
+
+
+def _visit(lines: list[str], pages: list[dict]):
+    async def visit(url: str) -> None:
+        # The story waits for this: what the transcript holds now is what ran before
+        # the page answered.
+        async with aiohttp.ClientSession() as http, http.get(url.split("#")[0]) as answer:
+            pages.append(
+                {
+                    "url": url,
+                    "status": answer.status,
+                    "text": await answer.text(),
+                    "said": list(lines),
+                }
+            )
+
+    return visit
 
 
 def test_the_ticket_is_released_with_a_lora_diffusers_loads(demo_run):
@@ -117,8 +146,26 @@ def test_the_html_report_shows_the_channels_as_they_appeared(demo_run):
     assert "Claimed by <b>tara</b>" in board
     thread = (paths.report / "lab-requests-1-aria.html").read_text()
     assert thread.count("Samples for #1 Aria") == 2
-    assert "class='btn success'>👍 Good" in thread
+    # released: the grids' vote buttons are closed
+    assert "class='btn success disabled'>👍 Good" in thread
     images = [p for p in (paths.report / "files").iterdir() if p.suffix == ".png"]
     assert len(images) >= 2
     replies = (paths.report / "replies-trainer.html").read_text()
     assert "You claimed this job" in replies
+
+
+def test_interactive_opens_the_page_before_the_story_goes_on(demo_run):
+    printed = demo_run[3]
+    assert len(PAGES) == 1
+    page = PAGES[0]
+    assert page["url"].startswith("http://127.0.0.1:") and "#" in page["url"]
+    assert page["status"] == 200 and "SimCord Preview" in page["text"]
+    said = "\n".join(page["said"])
+    # The page answered once the ticket's post existed, before its dataset, training,
+    # testing and release played (in the page).
+    assert "── 2. Request" in said and "the bot opened the forum post" in said
+    for later in ("3. Dataset", "7. Training", "9. Release"):
+        assert f"── {later}" not in said
+    assert f"Interactive: open {page['url']}" in said
+    assert printed.index("Interactive: open") < printed.index("── 3. Dataset")
+    assert "The story is over; the page stays open" in printed

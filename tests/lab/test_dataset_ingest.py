@@ -255,3 +255,53 @@ def test_near_duplicate_distance_is_a_setting(tmp_path):
     stricter = IngestSettings(phash_distance=distance - 1)
     strict = ingest(from_uploads(files), FolderStore(tmp_path / "2"), stricter)
     assert strict.near_duplicates == []
+
+
+def test_entries_stream_through_one_at_a_time(tmp_path):
+    """An upload is never unpacked whole into memory: each image is normalised and
+    stored before the next entry is read (one worker), so memory holds one entry."""
+    files = [(f"img{i}.png", corpus.encode(corpus.photo(seed=60 + i), "PNG")) for i in range(6)]
+    files.append(("img0.txt", b"ohwx, woman"))  # a caption after its image still matches
+    produced: list[str] = []
+    stored_when: list[int] = []
+
+    def items():
+        for item in from_uploads(files):
+            produced.append(item.name)
+            yield item
+
+    folder = FolderStore(tmp_path / "d")
+
+    def store(key: str, data: bytes, ext: str) -> str:
+        if ext != "txt":
+            stored_when.append(len(produced))
+        return folder(key, data, ext)
+
+    result = ingest(items(), store, IngestSettings(workers=1))
+    assert len(result.accepted) == 6
+    assert stored_when == [1, 2, 3, 4, 5, 6]
+    assert result.accepted[0].caption == "ohwx, woman"
+
+
+def test_caption_text_per_upload_is_capped(tmp_path):
+    files = [("img.png", corpus.encode(corpus.photo(seed=70), "PNG"))]
+    files += [(f"c{i}.txt", b"x" * 1000) for i in range(5)]
+    settings = IngestSettings(caption_upload_max_bytes=3500)
+    result = ingest(from_uploads(files), FolderStore(tmp_path / "d"), settings)
+    assert [(r.source, r.code) for r in result.rejected] == [
+        ("c3.txt", Reason.CAPTION_TOO_LARGE),
+        ("c4.txt", Reason.CAPTION_TOO_LARGE),
+    ]
+
+
+def test_images_needing_too_much_memory_to_decode_are_refused_unread(tmp_path):
+    """A 200 KB PNG under the pixel limit still needs hundreds of MiB once decoded."""
+    big = corpus.encode(Image.new("RGB", (9000, 6660), (128, 128, 128)), "PNG")
+    assert len(big) < 2**20
+    result = ingest(from_uploads([("big.png", big)]), FolderStore(tmp_path / "d"))
+    [rejection] = result.rejected
+    assert rejection.code is Reason.DECOMPRESSION_BOMB
+    assert rejection.message.startswith(
+        "big.png: 9000×6660 pixels would need about 343 MiB to decode, over the lab's "
+        "192 MiB (about 34 MP for such an image)"
+    )

@@ -85,6 +85,7 @@ GOOD = TicketFacts(
     trigger_word="ar1a",
     has_valid_training_config=True,
     chosen_epoch=3,
+    saved_epochs=frozenset({1, 2, 3}),
     votes_up=4,
     votes_down=1,
 )

@@ -108,3 +108,19 @@ def test_as_environment_rebuilds_the_same_settings(monkeypatch, tmp_path):
     rebuilt = WorkerSettings()
     assert rebuilt == original
     assert rebuilt.storage.s3_secret_access_key.get_secret_value() == "k"
+
+
+@pytest.mark.parametrize("password", ["p/ss", "p?ss", "p#ss", "a/b?c#d", "s3cr:et"])
+def test_every_url_setting_is_shown_without_its_password(password):
+    from lab.settings import BotSettings, StorageSettings
+
+    settings = BotSettings(
+        database_url=f"postgresql://lab:{password}@db.example:5432/lab",
+        broker_url=f"redis://:{password}@redis.example:6379/0",
+        storage=StorageSettings(s3_endpoint_url=f"https://key:{password}@s3.example"),
+    )
+    shown = f"{settings} {settings!r}"
+    assert password not in shown and "ss@" not in shown
+    assert "postgresql://lab:***@db.example:5432/lab" in shown
+    assert "redis://:***@redis.example:6379/0" in shown
+    assert "https://key:***@s3.example" in shown

@@ -70,3 +70,21 @@ def test_when_one_child_exits_the_others_are_stopped(capsys):
     assert time.monotonic() - started < 15  # the sleeper was stopped, not waited for
     out = capsys.readouterr().out
     assert "bot exited with status 3; stopping the rest" in out
+
+
+def test_workers_never_receive_the_discord_token(tmp_path, monkeypatch):
+    """The token is the bot's alone: `up`'s workers run without it in their environment."""
+    import dataclasses
+    import json
+
+    monkeypatch.setenv("DISCORD_TOKEN", "secret.token.value")
+    monkeypatch.setenv("LORALAB_DISCORD_TOKEN", "secret.token.value")
+    bot, worker = plan(home=tmp_path, gpus=1, base_models={})
+    out = tmp_path / "env.json"
+    script = f"import json, os; open({str(out)!r}, 'w').write(json.dumps(dict(os.environ)))"
+    probe = dataclasses.replace(worker, argv=[sys.executable, "-c", script])
+    assert supervise([probe], poll=0.1, grace=5) == 1  # it exited: `up` stops
+    seen = json.loads(out.read_text())
+    assert "DISCORD_TOKEN" not in seen and "LORALAB_DISCORD_TOKEN" not in seen
+    assert seen["LORALAB_HOME"] == str(tmp_path.resolve())
+    assert bot.environment({"DISCORD_TOKEN": "t"})["DISCORD_TOKEN"] == "t"

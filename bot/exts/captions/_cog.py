@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
@@ -16,12 +18,11 @@ from bot.context import TICKET_HELP, acting, ticket_ref
 from bot.embeds import clip
 from bot.errors import BotError
 from bot.exts.captions._auto import KIND_CHOICES, queue_auto_captions
+from bot.exts.captions._logic import caption_texts
 from bot.exts.dataset._cog import download
 from db.captions import bulk_edit, edit_caption, show_caption, tag_counts, upload_captions
 from db.dataset import check_allowed
 from db.tickets import act
-from lab.captions import decode_caption
-from lab.dataset.sources import from_uploads
 from lab.lifecycle import Action
 
 if TYPE_CHECKING:
@@ -150,14 +151,17 @@ class Captions(commands.GroupCog, group_name="caption", group_description="Image
         ref = ticket_ref(interaction, ticket)
         await self.bot.db.run(check_allowed, who, ref, Action.EDIT_CAPTIONS, self.bot.rules)
         settings = self.bot.settings.ingest
-        files, refused = await download(
-            [file], hosts=self.bot.attachment_hosts, limit=settings.zip_max_total_bytes
-        )
-        texts: dict[str, str] = {}
-        for item in from_uploads(files, settings):
-            name = getattr(item, "name", "")
-            if getattr(item, "is_caption", False):
-                texts[name] = decode_caption(item.read(settings.caption_max_bytes), name)
+        # Unpacked in the I/O pool, never on the loop: a zip of captions takes seconds
+        # to inflate, and no interaction anywhere would be acknowledged meanwhile.
+        with tempfile.TemporaryDirectory(prefix="loralab-captions-") as folder:
+            files, refused = await download(
+                [file],
+                hosts=self.bot.attachment_hosts,
+                limit=settings.caption_upload_max_bytes,
+                folder=Path(folder),
+                io=self.bot.io,
+            )
+            texts = await self.bot.io.run(caption_texts, files, settings)
         if not texts and not refused:
             raise BotError("No .txt captions found in that upload.")
         matched, unmatched = await self.bot.db.run(upload_captions, who, ref, texts, self.bot.rules)

@@ -3,9 +3,10 @@ attachments posted in a ticket's post (with the message-content intent)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
@@ -14,9 +15,10 @@ from discord.ext import commands
 
 from bot.components import outbox_written
 from bot.context import TICKET_HELP, acting, lab_config, lab_roles, ticket_ref
-from bot.embeds import clip, dataset_embed
+from bot.embeds import clip, dataset_embed, plain
 from bot.errors import BotError
 from bot.exts.dataset._logic import fetch_refusal, ingest_uploads, report, size_refusal
+from bot.pools import Pool
 from db.dataset import add_images, dataset_status, remove_image, ticket_basics
 from db.refs import TicketKey, TicketRef
 from db.tickets import Who, act
@@ -30,20 +32,32 @@ log = logging.getLogger(__name__)
 
 
 async def download(
-    attachments: Sequence[discord.Attachment], *, hosts: frozenset[str], limit: int
-) -> tuple[list[tuple[str, bytes]], list[str]]:
-    """(name, bytes) of each acceptable attachment, and a refusal line for the others:
-    fetched only from Discord's attachment hosts and under `limit` (the rules are
-    `_logic`'s; the Discord I/O is here)."""
-    files: list[tuple[str, bytes]] = []
+    attachments: Sequence[discord.Attachment],
+    *,
+    hosts: frozenset[str],
+    limit: int,
+    folder: Path,
+    io: Pool,
+) -> tuple[list[tuple[str, Path]], list[str]]:
+    """Fetch each acceptable attachment into a file under ``folder``: the (name, file) of
+    each, and a refusal line for the others. Fetched only from Discord's attachment
+    hosts and under `limit` (the rules are `_logic`'s; the Discord I/O is here).
+
+    Each download is written out (in the I/O pool) before the next starts, so at most
+    one attachment is in memory however many a member sends.
+    """
+    files: list[tuple[str, Path]] = []
     refused: list[str] = []
-    for attachment in attachments:
+    for index, attachment in enumerate(attachments):
         refusal = fetch_refusal(attachment.filename, attachment.url, attachment.size, hosts, limit)
         if refusal is None:
             data = await attachment.read()
             refusal = size_refusal(attachment.filename, len(data), limit)
             if refusal is None:
-                files.append((attachment.filename, data))
+                path = folder / f"{index}.upload"
+                await io.run(path.write_bytes, data)
+                del data
+                files.append((attachment.filename, path))
         if refusal is not None:
             refused.append(refusal)
     return files, refused
@@ -64,15 +78,22 @@ class Dataset(commands.GroupCog, group_name="dataset", group_description="A tick
         if bot.storage is None:
             raise BotError("The lab has no file storage configured; tell a Lab Admin.")
         basics = await bot.db.run(ticket_basics, ref, who, bot.rules)
-        files, refused = await download(
-            attachments, hosts=bot.attachment_hosts, limit=bot.settings.ingest.max_file_bytes
-        )
+        # One decode thread per upload: the I/O pool bounds how many run at once, and
+        # each holds one image in memory at a time.
         settings = bot.settings.ingest.model_copy(update={"workers": 1})
-        outcome = await asyncio.to_thread(ingest_uploads, files, bot.storage, settings, basics)
+        with tempfile.TemporaryDirectory(prefix="loralab-upload-") as folder:
+            files, refused = await download(
+                attachments,
+                hosts=bot.attachment_hosts,
+                limit=settings.max_file_bytes,
+                folder=Path(folder),
+                io=bot.io,
+            )
+            outcome = await bot.io.run(ingest_uploads, files, bot.storage, settings, basics)
         outcome.lines[:0] = refused
         added = await bot.db.run(add_images, who, ref, outcome.images, bot.rules)
         outbox_written(bot)
-        return report(outcome, len(basics.known) + len(added))
+        return plain(report(outcome, len(basics.known) + len(added)))
 
     @app_commands.command(name="upload", description="Add images (or a .zip) to the dataset")
     @app_commands.describe(

@@ -5,6 +5,7 @@ Pure: the cog does the fetching; this module decides what to fetch and what to s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlparse
 
 from db.dataset import NewImage, TicketBasics
@@ -50,7 +51,7 @@ def size_refusal(filename: str, fetched: int, limit: int) -> str | None:
 
 
 def ingest_uploads(
-    files: list[tuple[str, bytes]],
+    files: list[tuple[str, Path]],
     storage: Storage,
     settings: IngestSettings,
     basics: TicketBasics,

@@ -64,7 +64,7 @@ class Train(commands.GroupCog, group_name="train", group_description="Train a cl
             who,
             ref,
             self.bot.rules,
-            build=lambda family: build_config(family, kind, overrides),
+            build=lambda family: build_config(family, kind, overrides, self.bot.rules.training),
         )
         config = job.config
         preset = job.preset

@@ -7,6 +7,7 @@ from typing import Any
 
 from bot.errors import BotError
 from lab.training import PRESETS, ConfigError
+from lab.training.allowed import TrainingLimits
 from lab.training.job import check_job_config
 
 PRESET_KINDS = ("character", "style", "concept")
@@ -37,14 +38,16 @@ def parse_overrides(text: str) -> dict[str, Any]:
     return values
 
 
-def build_config(family: str, kind: str, overrides: str) -> tuple[str, dict[str, Any]]:
+def build_config(
+    family: str, kind: str, overrides: str, limits: TrainingLimits | None = None
+) -> tuple[str, dict[str, Any]]:
     """(preset, the job configuration to store) or a `BotError` saying what is wrong."""
     preset = f"{family}-{kind}"
     if preset not in PRESETS:
         raise BotError(f"There is no `{preset}` preset yet. Presets: {', '.join(sorted(PRESETS))}.")
     values = parse_overrides(overrides)
     try:
-        check_job_config(preset, values)
+        check_job_config(preset, values, limits or TrainingLimits())
     except ConfigError as error:
         raise BotError(f"That training configuration is not valid: {error}") from None
     return preset, {"preset": preset, **values}

@@ -11,9 +11,17 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.components import outbox_written
-from bot.context import ROLE_NAMES, SELF_SERVICE_ROLES, LabConfig, acting, lab_config, who_from
+from bot.context import (
+    DEFAULT_APPROVAL_ROLES,
+    ROLE_NAMES,
+    SELF_SERVICE_ROLES,
+    LabConfig,
+    acting,
+    lab_config,
+    who_from,
+)
 from bot.embeds import clip
-from bot.errors import NotAllowed
+from bot.errors import BotError, NotAllowed
 from bot.exts.lab._logic import (
     BOT_CAN,
     GUIDES,
@@ -26,6 +34,7 @@ from bot.exts.roles._views import role_picker_view
 from db.outbox import dead_letters, redrive
 from db.tickets import save_guild_config
 from lab.lifecycle import LabRole
+from lab.limits import LIMIT_NAMES, set_limit
 
 if TYPE_CHECKING:
     from bot.app import LabBot
@@ -68,7 +77,7 @@ class Lab(commands.GroupCog, group_name="lab", group_description="Set up and loo
         config["tags"] = tags
         await self._lock(guild, channels, config["roles"], created)
         config["guide_messages"] = await self._guides(guild, channels["guide"], config, created)
-        config.setdefault("approval_roles", [])
+        config.setdefault("approval_roles", list(DEFAULT_APPROVAL_ROLES))
         await self.bot.db.run(save_guild_config, guild.id, guild.name, config)
         self.bot.lab_configs[guild.id] = LabConfig(config)
         summary = ", ".join(created) if created else "nothing: everything was already in place"
@@ -86,9 +95,12 @@ class Lab(commands.GroupCog, group_name="lab", group_description="Set up and loo
             )
             if found is None:
                 found = await guild.create_role(
-                    name=name, mentionable=True, reason="LoRA Lab setup"
+                    name=name, mentionable=False, reason="LoRA Lab setup"
                 )
                 created.append(f"role {name}")
+            elif found.mentionable:
+                # Any member may write @Trainer; the lab's roles are not a ping list.
+                await found.edit(mentionable=False, reason="LoRA Lab setup")
             ids[role.value] = found.id
         return ids
 
@@ -179,28 +191,46 @@ class Lab(commands.GroupCog, group_name="lab", group_description="Set up and loo
             created.append("role picker")
         return posted
 
-    @app_commands.command(name="config", description="Change a lab rule")
-    @app_commands.describe(approval_only="A role members cannot take themselves")
+    @app_commands.command(name="config", description="Change a lab rule or limit")
+    @app_commands.describe(
+        approval_only="A role members cannot take themselves (press again to open it)",
+        limit="A per-member limit to set (see docs/guides/admin.md)",
+        value="The new value of that limit",
+    )
     @app_commands.choices(
         approval_only=[
             app_commands.Choice(name=ROLE_NAMES[r], value=r.value) for r in SELF_SERVICE_ROLES
-        ]
+        ],
+        limit=[app_commands.Choice(name=name, value=name) for name in LIMIT_NAMES],
     )
-    async def config_(self, interaction: discord.Interaction, approval_only: str) -> None:
+    async def config_(
+        self,
+        interaction: discord.Interaction,
+        approval_only: str | None = None,
+        limit: str | None = None,
+        value: app_commands.Range[int, 1, 1_000_000] | None = None,
+    ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         config, who = await acting(self.bot, interaction)
         if LabRole.ADMIN not in who.roles:
             raise NotAllowed("Only a Lab Admin may change the lab's configuration.")
-        roles = set(config.raw.get("approval_roles", []))
-        roles ^= {approval_only}
-        raw = {**config.raw, "approval_roles": sorted(roles)}
+        if (limit is None) != (value is None) or (limit is None) == (approval_only is None):
+            raise BotError("Give approval_only, or a limit with its value.")
+        lines: list[str] = []
+        raw = dict(config.raw)
+        if approval_only is not None:
+            roles = {r.value for r in config.approval_roles}
+            roles ^= {approval_only}
+            raw["approval_roles"] = sorted(roles)
+            state = "approval-only" if approval_only in roles else "open to everyone"
+            lines.append(f"{ROLE_NAMES[LabRole(approval_only)]} is now {state}.")
+        if limit is not None and value is not None:
+            raw["limits"] = set_limit(raw, limit, value)
+            lines.append(f"{limit} is now {value:,}.")
         assert interaction.guild_id is not None
         await self.bot.db.run(save_guild_config, interaction.guild_id, who.guild_name, raw)
         self.bot.lab_configs[interaction.guild_id] = LabConfig(raw)
-        state = "approval-only" if approval_only in roles else "open to everyone"
-        await interaction.followup.send(
-            f"{ROLE_NAMES[LabRole(approval_only)]} is now {state}.", ephemeral=True
-        )
+        await interaction.followup.send("\n".join(lines), ephemeral=True)
 
     @app_commands.command(name="outbox", description="Messages the lab gave up on, and why")
     async def outbox_(self, interaction: discord.Interaction) -> None:

@@ -107,7 +107,7 @@ class Relay(commands.Cog):
     async def _side_effect(self, row: PendingRow) -> None:
         if row.kind == OutboxKind.TASK.value:
             payload = row.payload
-            await asyncio.to_thread(
+            await self.bot.io.run(
                 self.bot.task_sender.send,
                 payload["name"],
                 payload["payload"],

@@ -38,7 +38,7 @@ from db.training import (
     record_progress_message,
     release_view,
 )
-from db.voting import record_sample_message, sample_set_view
+from db.voting import record_sample_message, sample_set_view, ticket_sample_sets
 from lab.apps import compat_filename, needs_dora_compat
 from lab.lifecycle import TicketState
 from lab.tasks import OutboxKind
@@ -48,11 +48,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Grids posted during training get live buttons: testing opens when the run ends.
+_VOTING_STATES = frozenset({TicketState.TRAINING, TicketState.TESTING})
 
 
 def nonce_for(key: str) -> str:
     """Discord nonces are at most 25 characters: a digest of the idempotency key."""
     return hashlib.sha256(key.encode()).hexdigest()[:25]
+
+
+def _ping(card: TicketCard) -> str:
+    """The claiming trainer's mention: their job finished or failed, they act next."""
+    return f"<@{card.claimer_user_id}> " if card.claimer_user_id else ""
+
+
+def _ping_only(card: TicketCard) -> discord.AllowedMentions:
+    """Exactly the claiming trainer may be notified by this message, by id."""
+    users = [discord.Object(card.claimer_user_id)] if card.claimer_user_id else []
+    return discord.AllowedMentions(everyone=False, users=users, roles=False, replied_user=False)
 
 
 class Renderer:
@@ -71,6 +84,7 @@ class Renderer:
             OutboxKind.JOB_BOARD.value: self.job_board,
             OutboxKind.RELEASE.value: self.release,
             OutboxKind.SAMPLE_TALLY.value: self.sample_tally,
+            OutboxKind.CLOSE_VOTING.value: self.close_voting,
         }
 
     def close(self) -> None:
@@ -190,7 +204,8 @@ class Renderer:
 
     async def notice(self, row: PendingRow) -> None:
         card = await self._card(row.payload["ticket_id"])
-        await self._say(card, row, content=embeds.clip(row.payload["text"], 2000))
+        # Notices carry member text (a request-changes reason, a model name).
+        await self._say(card, row, content=embeds.clip(embeds.plain(row.payload["text"]), 2000))
 
     async def release(self, row: PendingRow) -> None:
         card = await self._card(row.payload["ticket_id"])
@@ -221,7 +236,7 @@ class Renderer:
                 files.append(discord.File(io.BytesIO(dora.compat), filename=dora.compat_name))
                 room -= len(dora.compat)
             if view.lora_size <= room:
-                data = await asyncio.to_thread(self.bot.storage.get_bytes, view.lora_key)
+                data = await self.bot.io.run(self.bot.storage.get_bytes, view.lora_key)
                 files.append(discord.File(io.BytesIO(data), filename=view.filename))
             else:
                 link = self.bot.download_link(view.lora_key)
@@ -244,9 +259,9 @@ class Renderer:
             needs_dora_compat(apps)
             and storage is not None
             and key is not None
-            and await asyncio.to_thread(storage.exists, key)
+            and await self.bot.io.run(storage.exists, key)
         ):
-            data = await asyncio.to_thread(storage.get_bytes, key)
+            data = await self.bot.io.run(storage.get_bytes, key)
             compat = data if len(data) <= self.bot.settings.upload_limit_bytes else None
         return embeds.DoraRelease(apps, compat, compat_filename(view.filename))
 
@@ -299,9 +314,10 @@ class Renderer:
         await self._say(
             card,
             row,
-            content=f"✅ Training job {job.id} finished. Saved epochs: {epochs}. "
+            content=f"{_ping(card)}✅ Training job {job.id} finished. Saved epochs: {epochs}. "
             "Testers: vote on the sample grids; then the requester runs "
             "/lora release epoch:<n>.",
+            allowed_mentions=_ping_only(card),
         )
 
     async def job_failed(self, row: PendingRow) -> None:
@@ -312,10 +328,12 @@ class Renderer:
             card,
             row,
             content=embeds.clip(
-                f"❌ Training job {job.id} failed: {job.error or 'no reason given'}"
+                f"{_ping(card)}❌ Training job {job.id} failed: "
+                f"{embeds.plain(job.error or 'no reason given')}"
                 "\nThe trainer can change /train config and /train retry.",
                 2000,
             ),
+            allowed_mentions=_ping_only(card),
         )
 
     async def sample_grid(self, row: PendingRow) -> None:
@@ -326,7 +344,7 @@ class Renderer:
         config = await self._config(card.guild_id)
         data = b""
         if sample.grid_key and self.bot.storage is not None:
-            data = await asyncio.to_thread(self.bot.storage.get_bytes, sample.grid_key)
+            data = await self.bot.io.run(self.bot.storage.get_bytes, sample.grid_key)
             if len(data) > self.bot.settings.upload_limit_bytes:
                 log.warning("sample grid %s is too big to attach; posted without it", sample.id)
                 data = b""
@@ -342,7 +360,9 @@ class Renderer:
             ) is not None:
                 sent.append(earlier)
                 continue
-            kwargs: dict[str, Any] = {"embed": embed, "view": vote_view(sample.id)}
+            # A grid that arrives after the ticket left TESTING is posted closed.
+            closed = card.status not in _VOTING_STATES
+            kwargs: dict[str, Any] = {"embed": embed, "view": vote_view(sample.id, closed=closed)}
             if data:
                 kwargs["file"] = discord.File(io.BytesIO(data), filename="grid.png")
                 embed.set_image(url="attachment://grid.png")
@@ -371,3 +391,24 @@ class Renderer:
                 continue
             embed = embeds.with_tally(message.embeds[0], sample.up, sample.down)
             await in_post(channel, lambda m=message, e=embed: m.edit(embed=e))
+
+    async def close_voting(self, row: PendingRow) -> None:
+        """The ticket left TESTING: every grid of it, on both copies, shows its vote
+        buttons disabled (a click that beats the edit is refused by the policy)."""
+        card = await self._card(row.payload["ticket_id"])
+        config = await self._config(card.guild_id)
+        for sample in await self.bot.db.run(ticket_sample_sets, card.id):
+            copies = [
+                (card.forum_thread_id, sample.message_id),
+                (config.channel_id("testing"), sample.testing_message_id),
+            ]
+            for channel_id, message_id in copies:
+                if channel_id is None or message_id is None:
+                    continue
+                channel = await self._channel(channel_id)
+                message = channel.get_partial_message(message_id)
+                view = vote_view(sample.id, closed=True)
+                try:
+                    await in_post(channel, lambda m=message, v=view: m.edit(view=v))
+                except discord.NotFound:  # a deleted grid has no buttons left to close
+                    log.info("sample grid message %s is gone; nothing to close", message_id)

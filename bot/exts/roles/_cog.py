@@ -9,8 +9,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.context import ROLE_NAMES, SELF_SERVICE_ROLES, require_lab
+from bot.exts.roles._logic import self_service_role
 from bot.exts.roles._views import toggle_role
-from lab.lifecycle import LabRole
 
 if TYPE_CHECKING:
     from bot.app import LabBot
@@ -26,7 +26,7 @@ class Roles(commands.GroupCog, group_name="role", group_description="Join or lea
     async def _toggle(self, interaction: discord.Interaction, role: str, join: bool) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         config = await require_lab(self.bot, interaction.guild_id)
-        text = await toggle_role(interaction, config, LabRole(role), join=join)
+        text = await toggle_role(interaction, config, self_service_role(role), join=join)
         await interaction.followup.send(text, ephemeral=True)
 
     @app_commands.command(name="join", description="Take a lab role")

@@ -11,7 +11,7 @@ import discord
 from bot.components import guarded
 from bot.context import ROLE_NAMES, SELF_SERVICE_ROLES, LabConfig, require_lab
 from bot.errors import NotAllowed
-from bot.exts.roles._logic import role_change
+from bot.exts.roles._logic import role_change, self_service_role
 from lab.lifecycle import LabRole
 
 if TYPE_CHECKING:
@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 async def toggle_role(
     interaction: discord.Interaction, config: LabConfig, role: LabRole, *, join: bool | None
 ) -> str:
-    """Give or take the member's lab `role` (``join=None`` toggles); returns the reply."""
+    """Give or take the member's lab `role` (``join=None`` toggles); returns the reply.
+    Only a self-assignable role is ever given or taken here."""
+    role = self_service_role(role.value)
     member = interaction.user
     guild = interaction.guild
     if not isinstance(member, discord.Member) or guild is None:

@@ -31,7 +31,7 @@ class Testing(commands.GroupCog, group_name="test", group_description="Test a tr
         await interaction.response.defer(ephemeral=True, thinking=True)
         _, who = await acting(self.bot, interaction)
         ref = ticket_ref(interaction, ticket)
-        wanted = [p.strip()[:300] for p in prompts.split("|") if p.strip()]
+        wanted = [p.strip() for p in prompts.split("|") if p.strip()]
         if not wanted or len(wanted) > 8:
             raise BotError("Give 1 to 8 prompts separated by |.")
         sample_set = await self.bot.db.run(request_samples, who, ref, wanted, self.bot.rules)

@@ -64,8 +64,11 @@ class VoteButton(
         await guarded(interaction, work)
 
 
-def vote_view(sample_set_id: int) -> discord.ui.View:
+def vote_view(sample_set_id: int, *, closed: bool = False) -> discord.ui.View:
+    """The grid's buttons; `closed` (the ticket left TESTING) shows them disabled."""
     view = discord.ui.View(timeout=None)
-    view.add_item(VoteButton(sample_set_id, "up"))
-    view.add_item(VoteButton(sample_set_id, "down"))
+    for value in ("up", "down"):
+        button = VoteButton(sample_set_id, value)
+        button.item.disabled = closed
+        view.add_item(button)
     return view
