@@ -119,6 +119,7 @@ def _next_job(*, resume: bool) -> Effect:
                 preset=previous.preset,
                 state_key=previous.state_key if resume else None,
                 state_epoch=previous.state_epoch if resume else None,
+                resumes_job_id=previous.id if resume else None,
             )
         )
 

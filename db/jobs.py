@@ -3,8 +3,7 @@
 A worker *claims* the job row for one attempt (a conditional UPDATE that bumps the
 fencing token), *renews* the lease while it runs, and writes results only while its
 token is still the job's token. A duplicate or late delivery finds nothing to claim.
-The *reaper* re-queues jobs whose lease expired (a worker died), up to a maximum
-number of attempts, then fails them with the reason.
+The reaper and the hand-back of a job (`db.reaper`) use the same fencing.
 """
 
 from __future__ import annotations
@@ -29,12 +28,11 @@ from db.models import (
     Ticket,
     TrainingJob,
 )
-from db.outbox import enqueue_task
 from db.services import TransitionRefused, apply_transition
 from lab.lifecycle import Action, Actor, TicketState
 from lab.settings import LabRules
 from lab.storage import StoredObject
-from lab.tasks import OutboxKind, TaskName
+from lab.tasks import OutboxKind
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +54,15 @@ class LeaseStatus:
     stop_requested: bool
 
 
-def _fenced(lease: Lease) -> Any:
-    return (
+def fenced(lease: Lease, expired_before: datetime | None = None) -> Any:
+    held = (
         (TrainingJob.id == lease.job_id)
         & (TrainingJob.fencing_token == lease.token)
         & (TrainingJob.status == JobStatus.RUNNING)
     )
+    if expired_before is not None:  # the reaper's writes: only while the lease is expired
+        held &= TrainingJob.lease_expires_at < expired_before
+    return held
 
 
 def claim(
@@ -116,7 +117,7 @@ def renew(
     with factory.begin() as session:
         stop = session.execute(
             update(TrainingJob)
-            .where(_fenced(lease))
+            .where(fenced(lease))
             .values(**values)
             .returning(TrainingJob.stop_requested)
         ).scalar_one_or_none()
@@ -167,8 +168,26 @@ def record_artifact(
         return row.id
 
 
+def prune_states(factory: sessionmaker[Session], lease: Lease, keep: str) -> list[str]:
+    """Forget the job's resumable states other than `keep` (its newest, recorded
+    already): only the newest is ever resumed from. Returns their storage keys, for
+    the caller to delete from storage."""
+    with factory.begin() as session:
+        _check(session, lease)
+        old = session.scalars(
+            select(Artifact).where(
+                Artifact.job_id == lease.job_id,
+                Artifact.kind == ArtifactKind.STATE,
+                Artifact.storage_key != keep,
+            )
+        ).all()
+        for row in old:
+            session.delete(row)
+        return [row.storage_key for row in old]
+
+
 def _check(session: Session, lease: Lease) -> None:
-    held = session.scalar(select(TrainingJob.id).where(_fenced(lease)).with_for_update())
+    held = session.scalar(select(TrainingJob.id).where(fenced(lease)).with_for_update())
     if held is None:
         raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer ours")
 
@@ -187,13 +206,15 @@ def finish(
     *,
     status: JobStatus,
     error: str | None = None,
+    expired_before: datetime | None = None,
 ) -> bool:
     """End the job (SUCCEEDED, FAILED or CANCELLED) and move its ticket along; False
-    when the lease was lost meanwhile (someone else owns the outcome)."""
+    when the lease was lost meanwhile (someone else owns the outcome) or, with
+    `expired_before` (the reaper), when its worker renewed it after all."""
     with factory.begin() as session:
         done = session.execute(
             update(TrainingJob)
-            .where(_fenced(lease))
+            .where(fenced(lease, expired_before))
             .values(status=status, error=error, finished_at=utcnow(), lease_expires_at=None)
             .returning(TrainingJob.ticket_id)
         ).scalar_one_or_none()
@@ -217,81 +238,6 @@ def finish(
         if kind is not None:
             _ticket_event(session, lease, kind)
     return True
-
-
-@dataclass(frozen=True, slots=True)
-class ReapResult:
-    requeued: list[int]
-    failed: list[int]
-
-
-def reap_expired(
-    factory: sessionmaker[Session],
-    rules: LabRules,
-    *,
-    max_attempts: int,
-    now: datetime | None = None,
-) -> ReapResult:
-    """Re-queue running jobs whose lease expired (their worker died), or fail them after
-    `max_attempts`. Safe to run from many workers at once: each job moves by a
-    conditional UPDATE, so only one reaper acts on it."""
-    now = now or utcnow()
-    requeued: list[int] = []
-    failed: list[int] = []
-    with factory() as session:
-        expired = session.execute(
-            select(TrainingJob.id, TrainingJob.fencing_token, TrainingJob.attempt).where(
-                TrainingJob.status == JobStatus.RUNNING, TrainingJob.lease_expires_at < now
-            )
-        ).all()
-    for job_id, token, attempt in expired:
-        lease = Lease(job_id, attempt, token, owner="reaper")
-        if attempt >= max_attempts:
-            reason = (
-                f"The worker running this job stopped answering {attempt} times; "
-                "the job was given up. Check /train workers, then /train retry."
-            )
-            if finish(factory, lease, rules, status=JobStatus.FAILED, error=reason):
-                failed.append(job_id)
-            continue
-        with factory.begin() as session:
-            moved = session.execute(
-                update(TrainingJob)
-                .where(_fenced(lease))
-                .values(
-                    status=JobStatus.QUEUED,
-                    attempt=attempt + 1,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
-                .returning(TrainingJob.ticket_id)
-            ).scalar_one_or_none()
-            if moved is None:
-                continue
-            enqueue_task(
-                session,
-                TaskName.TRAIN,
-                {"job_id": job_id, "attempt": attempt + 1},
-                job_id,
-                attempt + 1,
-            )
-            repo.add_outbox(
-                session,
-                repo.OutboxItem(
-                    OutboxKind.NOTICE.value,
-                    {
-                        "ticket_id": moved,
-                        "text": f"The worker training job {job_id} stopped "
-                        f"answering; it was re-queued (attempt {attempt + 1} of {max_attempts}) "
-                        "and will resume from its last saved state.",
-                    },
-                    f"requeue:{job_id}:{attempt + 1}",
-                ),
-            )
-        requeued.append(job_id)
-    if requeued or failed:
-        log.warning("reaper: re-queued %s, failed %s", requeued, failed)
-    return ReapResult(requeued, failed)
 
 
 def record_samples(
@@ -351,6 +297,58 @@ class JobContext:
     images: list[DatasetImageRef]
 
 
+def resume_chain(session: Session, job_id: int) -> list[int]:
+    """The job, then the job it resumed (`/train retry`), and so on, newest first."""
+    chain: list[int] = []
+    current: int | None = job_id
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = session.scalar(
+            select(TrainingJob.resumes_job_id).where(TrainingJob.id == current)
+        )
+    return chain
+
+
+def loras(session: Session, job_id: int) -> dict[int, Artifact]:
+    """The LoRA file of every epoch the job's run has, by epoch: a retried job's
+    earlier epochs were trained by the job it resumed (the newest job's file wins)."""
+    rows = session.scalars(
+        select(Artifact)
+        .where(
+            Artifact.job_id.in_(resume_chain(session, job_id)),
+            Artifact.kind == ArtifactKind.LORA,
+            Artifact.epoch.is_not(None),
+        )
+        .order_by(Artifact.job_id)
+    )
+    return dict(sorted({a.epoch: a for a in rows if a.epoch is not None}.items()))
+
+
+def resumed_job_running(factory: sessionmaker[Session], job_id: int) -> bool:
+    """Whether the job that `job_id` resumes is still RUNNING (a stop still saving its
+    last state): the retried job waits for it before it is claimed."""
+    with factory() as session:
+        source = session.scalar(select(TrainingJob.resumes_job_id).where(TrainingJob.id == job_id))
+        if source is None:
+            return False
+        status = session.scalar(select(TrainingJob.status).where(TrainingJob.id == source))
+        return status is JobStatus.RUNNING
+
+
+def newest_state(session: Session, job: TrainingJob) -> str | None:
+    """The state a claimed job resumes from: its own newest (a re-queued attempt), else
+    the newest of the job it resumes, read now, after a stop's last save, not when
+    the retry was asked."""
+    own = session.scalar(
+        select(Artifact.id).where(Artifact.job_id == job.id, Artifact.kind == ArtifactKind.STATE)
+    )
+    if own is None and job.resumes_job_id is not None:
+        source = session.get(TrainingJob, job.resumes_job_id)
+        if source is not None and source.id != job.id:
+            return newest_state(session, source) or job.state_key
+    return job.state_key
+
+
 def job_context(session: Session, job_id: int) -> JobContext:
     job = session.get(TrainingJob, job_id)
     if job is None:
@@ -373,6 +371,6 @@ def job_context(session: Session, job_id: int) -> JobContext:
         class_token=ticket.class_token,
         preset=job.preset,
         overrides=dict(job.config),
-        state_key=job.state_key,
+        state_key=newest_state(session, job),
         images=[DatasetImageRef(i, key, captions.get(i, "")) for i, key in rows],
     )

@@ -211,6 +211,12 @@ class TrainingJob(Base):
     """Storage key of the newest resumable training state; a re-queued job resumes
     from it on whichever worker picks it up."""
     state_epoch: Mapped[int | None] = mapped_column(Integer)
+    resumes_job_id: Mapped[int | None] = mapped_column(
+        BigIntId, ForeignKey("training_jobs.id", ondelete="SET NULL")
+    )
+    """The job a `/train retry` continues: its newest state is taken when this job is
+    claimed (a stop may still be saving one when the retry is asked), and its LoRAs
+    are this job's earlier epochs."""
     progress_message_id: Mapped[int | None] = mapped_column(BigInteger)
     """The thread message the bot edits in place with this job's progress."""
     started_by_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))

@@ -22,22 +22,30 @@ from sqlalchemy import func, or_, select, true, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from db.base import utcnow
-from db.models import OutboxMessage, Ticket
+from db.models import OutboxMessage, Ticket, TrainingJob
 from db.repositories import OutboxItem, add_outbox
 from lab.errors import LabError
-from lab.tasks import QUEUE_OF, OutboxKind, TaskName, task_id
+from lab.tasks import QUEUE_OF, OutboxKind, TaskName, family_queue, task_id
 
 log = logging.getLogger(__name__)
 
 
 class RetryableDeliveryError(LabError):
-    """The receiver was unavailable (5xx, 429, connection lost): try again later."""
+    """The receiver was unavailable (5xx, 429, connection lost): try again later.
+
+    ``outage=True`` says the receiver itself is down (the broker restarting), not that
+    it refused this row: such a row is retried at the longest backoff for as long as
+    the outage lasts and never becomes a dead letter.
+    """
 
     code = "delivery_retry"
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, outage: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.outage = outage
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,13 @@ class RelayPolicy:
         backoff = min(self.max_delay, self.base_delay * 2 ** max(0, attempts - 1))
         return max(backoff, retry_after or 0.0)
 
+    def attempts_after(self, attempts: int, *, outage: bool) -> int:
+        """A row's attempt count after one more failure; an outage of the receiver
+        stops one short of a dead letter (so the row keeps being retried)."""
+        if outage:
+            return min(attempts + 1, self.max_attempts - 1)
+        return attempts + 1
+
 
 @dataclass(frozen=True, slots=True)
 class RelayReport:
@@ -59,10 +74,18 @@ class RelayReport:
 
 
 def enqueue_task(
-    session: Session, name: TaskName, payload: dict[str, object], *ids: int
+    session: Session,
+    name: TaskName,
+    payload: dict[str, object],
+    *ids: int,
+    resend: int | None = None,
 ) -> OutboxMessage:
-    """Record a Celery task to send once the caller's transaction commits."""
+    """Record a Celery task to send once the caller's transaction commits; `resend`
+    numbers a re-send of the same task (same task id, its own outbox row)."""
     tid = task_id(name, *ids)
+    queue = QUEUE_OF[name].value
+    if name is TaskName.TRAIN:  # routed to the workers that have the job's base model
+        queue = train_queue_of(session, int(str(payload["job_id"])))
     return add_outbox(
         session,
         OutboxItem(
@@ -71,11 +94,21 @@ def enqueue_task(
                 "name": name.value,
                 "payload": payload,
                 "task_id": tid,
-                "queue": QUEUE_OF[name].value,
+                "queue": queue,
             },
-            idempotency_key=tid,
+            idempotency_key=tid if resend is None else f"{tid}:resend-{resend}",
         ),
     )
+
+
+def train_queue_of(session: Session, job_id: int) -> str:
+    """The queue a training job's task goes to: its base family's (`family_queue`)."""
+    family = session.scalar(
+        select(Ticket.base_family)
+        .join(TrainingJob, TrainingJob.ticket_id == Ticket.id)
+        .where(TrainingJob.id == job_id)
+    )
+    return family_queue(family.value) if family is not None else QUEUE_OF[TaskName.TRAIN].value
 
 
 def deliver_pending(
@@ -100,7 +133,7 @@ def deliver_pending(
         try:
             deliver(row)
         except RetryableDeliveryError as exc:
-            attempts = row.attempts + 1
+            attempts = policy.attempts_after(row.attempts, outage=exc.outage)
             wait = policy.delay(attempts, exc.retry_after)
             gone = attempts >= policy.max_attempts
             mark_failed(factory, row.id, attempts=attempts, error=str(exc), wait=wait, dead=gone)
@@ -112,6 +145,8 @@ def deliver_pending(
                 if row.ticket_id is not None:
                     held.add(row.ticket_id)
                 log.warning("outbox %s retry %d in %.1fs: %s", row.id, attempts, wait, exc)
+            if exc.outage:  # the receiver is down: the other rows would only wait on it too
+                break
         except Exception as exc:  # a permanent failure: keep the row, stop retrying it
             mark_failed(
                 factory, row.id, attempts=policy.max_attempts, error=repr(exc), wait=0, dead=True

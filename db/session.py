@@ -19,7 +19,22 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         _configure_sqlite(engine, in_memory=parsed.database in (None, "", ":memory:"))
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if parsed.get_backend_name() == "postgresql":
+        # A partition must fail a connect or a write within seconds, not hang a
+        # heartbeat for the kernel's two hours: libpq's connect timeout, TCP keepalive
+        # on idle connections, and a bound on unacknowledged sends.
+        kwargs["connect_args"] = {**POSTGRES_TIMEOUTS, **kwargs.get("connect_args", {})}
     return create_engine(parsed, **kwargs)
+
+
+POSTGRES_TIMEOUTS: dict[str, int] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms
+}
 
 
 def _configure_sqlite(engine: Engine, *, in_memory: bool) -> None:

@@ -11,9 +11,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from db import jobs
 from db import repositories as repo
 from db.base import utcnow
-from db.models import Artifact, ArtifactKind, JobStatus, Member, Ticket, TrainingJob, Worker
+from db.models import JobStatus, Member, Ticket, TrainingJob, Worker
 from db.refs import TicketKey, ticket_id_in
 from db.services import DbError, NotFound, TransitionRefused, apply_transition, get_ticket, require
 from db.tickets import Who, actor_in
@@ -39,11 +40,7 @@ class JobView:
 
 
 def _view(session: Session, job: TrainingJob) -> JobView:
-    epochs = session.scalars(
-        select(Artifact.epoch)
-        .where(Artifact.job_id == job.id, Artifact.kind == ArtifactKind.LORA)
-        .order_by(Artifact.epoch)
-    )
+    epochs = jobs.loras(session, job.id)  # a retried job's run includes the earlier job's
     return JobView(
         id=job.id,
         ticket_id=job.ticket_id,
@@ -54,7 +51,7 @@ def _view(session: Session, job: TrainingJob) -> JobView:
         progress=dict(job.progress or {}),
         error=job.error,
         progress_message_id=job.progress_message_id,
-        lora_epochs=tuple(e for e in epochs if e is not None),
+        lora_epochs=tuple(epochs),
     )
 
 
@@ -169,14 +166,8 @@ def release_view(factory: Factory, ticket_id: int) -> ReleaseView:
             .order_by(TrainingJob.id.desc())
             .limit(1)
         )
-        if job is not None:
-            artifact = session.scalar(
-                select(Artifact).where(
-                    Artifact.job_id == job.id,
-                    Artifact.kind == ArtifactKind.LORA,
-                    Artifact.epoch == ticket.chosen_epoch,
-                )
-            )
+        if job is not None and ticket.chosen_epoch is not None:
+            artifact = jobs.loras(session, job.id).get(ticket.chosen_epoch)
         config = dict(job.config or {}) if job else {}
         dora = job is not None and job_is_dora(job.preset, config)
         return ReleaseView(

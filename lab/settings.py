@@ -255,6 +255,12 @@ class WorkerSettings(CommonSettings):
     )
     max_attempts: int = Field(3, ge=1, description="Deliveries of a job before it fails.")
     reaper_interval_seconds: float = Field(30, gt=0)
+    resend_queued_after_seconds: float = Field(
+        120,
+        gt=0,
+        description="A job queued this long whose task the broker no longer holds "
+        "(Redis lost it) gets its task sent again.",
+    )
     progress_interval_seconds: float = Field(
         5, ge=0, description="At most one progress event per job this often."
     )

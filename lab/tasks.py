@@ -37,6 +37,20 @@ QUEUE_OF: dict[TaskName, Queue] = {
 }
 
 
+def family_queue(family: str) -> str:
+    """The queue of training tasks for one base family (``gpu.sdxl``): only workers
+    that have that family's base model consume it, so a job waits for one of them
+    instead of being claimed and failed by a worker that cannot run it."""
+    return f"{Queue.GPU.value}.{family}"
+
+
+def consumed_queues(queues: tuple[str, ...], families: list[str]) -> list[str]:
+    """The queues a worker started with `queues` consumes: a GPU worker also takes
+    the training queue of every base family it has a model for."""
+    extra = [family_queue(f) for f in sorted(families)] if Queue.GPU.value in queues else []
+    return [*queues, *extra]
+
+
 class _Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

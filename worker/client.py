@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from db.outbox import PendingRow, RetryableDeliveryError
 from lab.settings import WorkerSettings
@@ -88,8 +89,11 @@ class CelerySender:
     def send(self, name: str, payload: dict[str, Any], *, task_id: str, queue: str) -> None:
         try:
             self.app.send_task(name, kwargs=payload, task_id=task_id, queue=queue)
-        except OSError as exc:  # the broker is restarting: the relay retries later
-            raise RetryableDeliveryError(f"broker unavailable: {exc}") from exc
+        except (OSError, BrokerUnavailable) as exc:
+            # The broker is down or restarting (Celery wraps a refused connection in
+            # kombu's OperationalError): an outage, retried until it is back, never
+            # a dead letter.
+            raise RetryableDeliveryError(f"broker unavailable: {exc}", outage=True) from exc
 
     def deliver(self, row: PendingRow) -> None:
         """`db.outbox.deliver_pending` callback for ``task`` rows."""

@@ -10,12 +10,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
+from sqlalchemy.exc import SQLAlchemyError
 
 from lab.tasks import Queue
-from worker import preload
+from worker import preload, shutdown
 from worker.maintenance import Maintenance
-from worker.registry import register, unregister
+from worker.registry import unregister
 from worker.runtime import runtime, settings
 
 log = logging.getLogger(__name__)
@@ -27,17 +33,28 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
     global _maintenance
     rt = runtime()
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values())
-    register(rt, queues)
-    _maintenance = Maintenance(rt, sender.app)
+    # Registering is the maintenance thread's first step, retried each tick: a worker
+    # started while the database is down still gets its reaper, relay and heartbeat.
+    _maintenance = Maintenance(rt, sender.app, queues)
     _maintenance.start()
     log.info("worker %s ready on queues %s", rt.name, queues)
+
+
+@worker_shutting_down.connect
+def _on_shutting_down(**_: Any) -> None:
+    # The warm shutdown has begun (SIGTERM): a training job saves and goes back to
+    # the queue now rather than at its end or after its lease.
+    shutdown.forward_to_children()
 
 
 @worker_shutdown.connect
 def _on_shutdown(**_: Any) -> None:
     if _maintenance is not None:
         _maintenance.stop()
-    unregister(runtime())
+    try:
+        unregister(runtime())
+    except SQLAlchemyError as exc:  # the row goes stale and is marked gone by others
+        log.warning("could not leave the worker registry: %s", exc)
 
 
 @worker_process_init.connect

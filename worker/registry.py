@@ -11,6 +11,7 @@ import logging
 import shutil
 import socket
 import subprocess
+from datetime import timedelta
 
 from sqlalchemy import delete, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -62,9 +63,13 @@ def register(rt: Runtime, queues: list[str]) -> None:
         session.add(row)
 
 
-def heartbeat(rt: Runtime) -> None:
+def heartbeat(rt: Runtime) -> bool:
+    """Renew this worker's heartbeat; False when its row is gone."""
     with rt.factory.begin() as session:
-        session.execute(update(Worker).where(Worker.name == rt.name).values(heartbeat_at=utcnow()))
+        result = session.execute(
+            update(Worker).where(Worker.name == rt.name).values(heartbeat_at=utcnow())
+        )
+        return bool(result.rowcount)
 
 
 def set_current_job(rt: Runtime, job_id: int | None) -> None:
@@ -78,6 +83,22 @@ def set_current_job(rt: Runtime, job_id: int | None) -> None:
             )
     except SQLAlchemyError as exc:  # never let the registry fail a job
         log.warning("could not update the worker registry: %s", exc)
+
+
+def forget_gone(rt: Runtime, silent_for: float) -> list[str]:
+    """Remove workers whose heartbeat is older than `silent_for` seconds (killed, the
+    machine lost) from the registry, so /train workers stops listing them with a job.
+    A worker that was only cut off registers again with its next heartbeat."""
+    cutoff = utcnow() - timedelta(seconds=silent_for)
+    with rt.factory.begin() as session:
+        gone = session.scalars(
+            delete(Worker)
+            .where(Worker.heartbeat_at < cutoff, Worker.name != rt.name)
+            .returning(Worker.name)
+        ).all()
+    if gone:
+        log.warning("workers gone (no heartbeat for %.0fs): %s", silent_for, gone)
+    return list(gone)
 
 
 def unregister(rt: Runtime) -> None:

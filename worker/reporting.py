@@ -24,6 +24,7 @@ from db import jobs
 from db.models import ArtifactKind
 from lab.apps import compat_filename
 from lab.render import sample_grid
+from worker import shutdown
 from worker.runtime import Runtime, retry_db
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class JobReporter:
     # -- Commands ---------------------------------------------------------------------
 
     def should_stop(self) -> bool:
-        return self.lost or self.stop_requested
+        return self.lost or self.stop_requested or shutdown.requested()
 
     def should_save_state(self) -> bool:
         """A periodic resumable state, besides the per-epoch ones."""
@@ -144,6 +145,27 @@ class JobReporter:
         key = f"jobs/{self.lease.job_id}/state-e{epoch:04d}-s{step:07d}.tar"
         self._upload(ArtifactKind.STATE, key, archive, epoch)
         archive.unlink(missing_ok=True)
+        if not self.lost:
+            self._prune_states(keep=key)
+
+    def _prune_states(self, keep: str) -> None:
+        """Delete the job's older states from storage once the newest is recorded (a
+        long run saves one every `state_every_minutes`; only the newest is resumed)."""
+        try:
+            old = retry_db(
+                lambda: jobs.prune_states(self.rt.factory, self.lease, keep), what="prune states"
+            )
+        except jobs.LeaseLost:
+            self.lost = True
+            return
+        try:
+            # Also the files no row names any more: a state replaced for the same
+            # epoch, or one a killed attempt uploaded but never recorded.
+            stored = self.rt.storage.list(f"jobs/{self.lease.job_id}/state-")
+            for key in sorted((set(old) | set(stored)) - {keep}):
+                self.rt.storage.delete(key)
+        except Exception as exc:  # an orphaned file costs space, never the run
+            log.warning("job %s: could not prune old states: %s", self.lease.job_id, exc)
 
     def on_sample(self, paths: list[Path], epoch: int, step: int) -> None:
         if self.lost:

@@ -11,10 +11,11 @@ import logging
 import re
 import shutil
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
-from db import jobs
+from db import jobs, reaper
 from db.models import ArtifactKind, JobStatus
 from lab.dataset.export import export_kohya
 from lab.families import BaseFamily
@@ -22,23 +23,23 @@ from lab.prompts import prompt_file_text
 from lab.render import loss_curve
 from lab.training import build_config
 from lab.training.job import split_job_config
-from worker import preload
+from worker import preload, shutdown
+from worker.failures import JobFailure, classify
 from worker.registry import gpu_description, set_current_job
 from worker.reporting import JobReporter
 from worker.runtime import Runtime, retry_db
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN = "The worker training this job was shut down (a restart or an upgrade)."
 DEFAULT_PROMPTS = ("{trigger}, {cls}", "{trigger}, {cls}, portrait, looking at viewer")
-
-
-class JobFailure(Exception):
-    """A failure with a message for the trainer who started the job."""
 
 
 def run_training_job(rt: Runtime, job_id: int, attempt: int) -> JobStatus | None:
     """Run attempt `attempt` of job `job_id`; ``None`` when there was nothing to claim
-    (a duplicate or late delivery) or the lease was lost midway."""
+    (a duplicate or late delivery) or the lease was lost midway. A retryable failure
+    hands the job back to the queue at once (QUEUED, its next attempt)."""
+    _wait_for_resumed_job(rt, job_id)
     lease = retry_db(
         lambda: jobs.claim(rt.factory, job_id, attempt, rt.name, rt.settings.lease_seconds),
         what="claim job",
@@ -47,19 +48,25 @@ def run_training_job(rt: Runtime, job_id: int, attempt: int) -> JobStatus | None
         return None
 
     set_current_job(rt, job_id)
+    _remove_earlier_attempts(rt, job_id, attempt)
     work = rt.settings.work_dir / f"job-{job_id}-a{attempt}"
     try:
-        context = retry_db(lambda: _context(rt, job_id), what="read job")
-        prompts = [
-            p.format(trigger=context.trigger_word, cls=context.class_token) for p in DEFAULT_PROMPTS
-        ]
-        with jobs_reporter(rt, lease, prompts) as reporter:
-            status, error = _train(rt, context, work, reporter, prompts)
-            reporter.flush()  # the last progress, which the heartbeat may not have written
-            if reporter.lost:
-                return None
-            if status is JobStatus.SUCCEEDED:
-                _store_loss_curve(rt, lease, reporter)
+        try:
+            with shutdown.while_training():
+                outcome = _run(rt, lease, work)
+        except jobs.LeaseLost:
+            return None
+        except Exception as exc:
+            failure = classify(exc)
+            if not failure.permanent:
+                return _hand_back(rt, lease, failure.reason)
+            log.warning("job %s failed: %s", job_id, failure.reason)
+            outcome = JobStatus.FAILED, failure.reason
+        if outcome is None:
+            return None
+        status, error = outcome
+        if status is JobStatus.QUEUED:  # handed back (a shutdown): nothing to finish
+            return status
         ended = retry_db(
             lambda: jobs.finish(rt.factory, lease, rt.settings.rules, status=status, error=error),
             what="finish job",
@@ -69,6 +76,64 @@ def run_training_job(rt: Runtime, job_id: int, attempt: int) -> JobStatus | None
         set_current_job(rt, None)
         shutil.rmtree(work, ignore_errors=True)
         log.debug("job %s finished on %s (%s)", job_id, rt.name, gpu_description())
+
+
+def _run(rt: Runtime, lease: jobs.Lease, work: Path) -> tuple[JobStatus, str | None] | None:
+    context = retry_db(lambda: _context(rt, lease.job_id), what="read job")
+    prompts = [
+        p.format(trigger=context.trigger_word, cls=context.class_token) for p in DEFAULT_PROMPTS
+    ]
+    with jobs_reporter(rt, lease, prompts) as reporter:
+        status, error = _train(rt, context, work, reporter, prompts)
+        reporter.flush()  # the last progress, which the heartbeat may not have written
+        if reporter.lost:
+            return None
+        if status is JobStatus.CANCELLED and shutdown.requested() and not reporter.stop_requested:
+            # Stopped for a shutdown, not on request: the state is saved; queue it again.
+            retry_db(lambda: reaper.release(rt.factory, lease, SHUTDOWN), what="release job")
+            return JobStatus.QUEUED, None
+        if status is JobStatus.SUCCEEDED:
+            _store_loss_curve(rt, lease, reporter)
+    return status, error
+
+
+def _hand_back(rt: Runtime, lease: jobs.Lease, reason: str) -> JobStatus | None:
+    """Re-queue the job now with `reason` (or fail it, at its last attempt)."""
+    log.warning("job %s attempt %s: %s; handing it back", lease.job_id, lease.attempt, reason)
+    attempts = rt.settings.max_attempts
+    return retry_db(
+        lambda: reaper.requeue(
+            rt.factory,
+            lease,
+            rt.settings.rules,
+            max_attempts=attempts,
+            why=f"Attempt {lease.attempt} failed: {reason}.",
+            give_up=f"The job failed {lease.attempt} times; the last error: {reason}",
+        ),
+        what="hand the job back",
+    )
+
+
+def _wait_for_resumed_job(rt: Runtime, job_id: int) -> None:
+    """A `/train retry` right after `/train stop` reaches an idle worker while the
+    stopped job may still be saving its last state: wait (up to a lease) for it to
+    end, so the retried job resumes from that state."""
+    deadline = time.monotonic() + rt.settings.lease_seconds
+    while retry_db(lambda: jobs.resumed_job_running(rt.factory, job_id), what="read job"):
+        if time.monotonic() >= deadline:
+            log.warning("job %s: the job it resumes is still running; starting anyway", job_id)
+            return
+        time.sleep(0.5)
+
+
+def _remove_earlier_attempts(rt: Runtime, job_id: int, attempt: int) -> None:
+    """A killed attempt on this machine left its work folder (dataset copy, outputs);
+    its lease is fenced off now that we hold the job, so nothing will use it again."""
+    for folder in rt.settings.work_dir.glob(f"job-{job_id}-a*"):
+        earlier = folder.name.rpartition("-a")[2]
+        if earlier.isdigit() and int(earlier) < attempt:
+            log.info("job %s: removing attempt %s's work folder", job_id, earlier)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def jobs_reporter(rt: Runtime, lease: jobs.Lease, prompts: list[str]) -> Any:
@@ -83,23 +148,12 @@ def _context(rt: Runtime, job_id: int) -> jobs.JobContext:
 def _train(
     rt: Runtime, context: jobs.JobContext, work: Path, reporter: Any, prompts: list[str]
 ) -> tuple[JobStatus, str | None]:
+    """Train; the trainer's and the dataset's errors are classified by the caller."""
     preload.wait()  # a preload on another thread holds the import locks until it is done
-    import torch
-
-    from lab.training import ConfigError
-    from trainer.errors import TrainerError
     from trainer.loop import train
 
-    try:
-        config = _build_config(rt, context, work, prompts)
-        result = train(config, reporter, reporter)
-    except torch.cuda.OutOfMemoryError:
-        return JobStatus.FAILED, (
-            "The GPU ran out of memory. Lower train_batch_size or the resolution, "
-            "turn on gradient_checkpointing, or use a smaller network_dim."
-        )
-    except (TrainerError, ConfigError, JobFailure) as exc:
-        return JobStatus.FAILED, str(exc)
+    config = _build_config(rt, context, work, prompts)
+    result = train(config, reporter, reporter)
     if result.stopped:
         return JobStatus.CANCELLED, "Stopped on request; the training state was saved."
     return JobStatus.SUCCEEDED, None

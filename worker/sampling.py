@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 
-from sqlalchemy import select
-
+from db import jobs
 from db import repositories as repo
 from db.models import Artifact, ArtifactKind, SampleSet, Ticket, TrainingJob
 from lab.families import BaseFamily
@@ -29,11 +28,8 @@ def run_sample_request(rt: Runtime, job_id: int, sample_set_id: int) -> bool:
             return False
         ticket = session.get(Ticket, job.ticket_id)
         assert ticket is not None
-        lora = session.scalars(
-            select(Artifact)
-            .where(Artifact.job_id == job_id, Artifact.kind == ArtifactKind.LORA)
-            .order_by(Artifact.epoch.desc())
-        ).first()
+        run = jobs.loras(session, job_id)  # a retried job's earlier epochs count too
+        lora = run[max(run)] if run else None
         prompts = [_with_trigger(p, ticket.trigger_word) for p in sample.prompts or []]
         family, preset, stored = ticket.base_family, job.preset, dict(job.config or {})
     if lora is None or not prompts:

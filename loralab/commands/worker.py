@@ -8,7 +8,7 @@ import socket
 import click
 
 from lab.settings import WorkerSettings
-from lab.tasks import Queue
+from lab.tasks import Queue, consumed_queues
 
 
 @click.command()
@@ -33,9 +33,10 @@ def worker(queues: tuple[str, ...], concurrency: int, name: str | None, loglevel
     name = f"{name or f'w{os.getpid()}'}@{socket.gethostname()}"
     settings = WorkerSettings(queues=tuple(queues), concurrency=concurrency, worker_name=name)
     app = configure(settings)
+    consumed = consumed_queues(tuple(queues), [f.value for f in settings.base_models])
     argv = [
         "worker",
-        f"--queues={','.join(queues)}",
+        f"--queues={','.join(consumed)}",
         f"--concurrency={concurrency}",
         f"--loglevel={loglevel}",
         f"--hostname={name}",

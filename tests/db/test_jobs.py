@@ -7,8 +7,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from db import jobs
+from db import jobs, reaper
 from db import repositories as repo
+from db import training as training_service
 from db.base import utcnow
 from db.models import (
     Artifact,
@@ -106,7 +107,9 @@ def test_success_moves_ticket_to_testing_with_audit_and_event(factory, session, 
 def test_reaper_requeues_expired_lease_and_fences_the_old_worker(factory, session, training):
     ticket_id, job_id, _ = training
     old = jobs.claim(factory, job_id, 1, "w1", 60)
-    result = jobs.reap_expired(factory, RULES, max_attempts=3, now=utcnow() + timedelta(minutes=5))
+    result = reaper.reap_expired(
+        factory, RULES, max_attempts=3, now=utcnow() + timedelta(minutes=5)
+    )
     assert result.requeued == [job_id]
     assert _outbox(session, "loralab.train:", job_id) == [
         f"loralab.train:{job_id}:1",
@@ -130,9 +133,9 @@ def test_reaper_gives_up_after_max_attempts_with_a_reason(factory, session, trai
     ticket_id, job_id, _ = training
     later = utcnow() + timedelta(minutes=5)
     jobs.claim(factory, job_id, 1, "w1", 60)
-    assert jobs.reap_expired(factory, RULES, max_attempts=2, now=later).requeued == [job_id]
+    assert reaper.reap_expired(factory, RULES, max_attempts=2, now=later).requeued == [job_id]
     jobs.claim(factory, job_id, 2, "w2", 60)
-    result = jobs.reap_expired(factory, RULES, max_attempts=2, now=later + timedelta(minutes=5))
+    result = reaper.reap_expired(factory, RULES, max_attempts=2, now=later + timedelta(minutes=5))
     assert (result.requeued, result.failed) == ([], [job_id])
     session.expire_all()
     job = session.get(TrainingJob, job_id)
@@ -158,3 +161,61 @@ def test_retry_resumes_from_the_failed_jobs_state(factory, session, training):
         2,
     )
     assert retry.config == {"network_dim": 8}
+
+
+def test_stop_then_retry_resumes_from_the_stops_state_and_keeps_its_epochs(
+    factory, session, training
+):
+    """Issue 13.6: /train retry is pressed while the stopped job is still saving; the
+    retried job, when claimed, resumes from the stop's state (step 14), not the older
+    one (step 8) that existed at retry time, and its run lists both jobs' LoRAs."""
+    ticket_id, job_id, actor = training
+    old = jobs.claim(factory, job_id, 1, "w1", 60)
+
+    def stored(name: str) -> StoredObject:
+        return StoredObject(f"jobs/{job_id}/{name}", "ab" * 32, 10)
+
+    jobs.record_artifact(factory, old, ArtifactKind.LORA, stored("e1.safetensors"), epoch=1)
+    jobs.record_artifact(factory, old, ArtifactKind.STATE, stored("state-s8.tar"), epoch=1)
+    transition(factory, ticket_id, Action.STOP_TRAINING, actor, RULES)
+    transition(factory, ticket_id, Action.RETRY, actor, RULES)  # before the stop's save
+    jobs.record_artifact(factory, old, ArtifactKind.LORA, stored("e2.safetensors"), epoch=2)
+    jobs.record_artifact(factory, old, ArtifactKind.STATE, stored("state-s14.tar"), epoch=2)
+    assert jobs.finish(factory, old, RULES, status=JobStatus.CANCELLED)
+
+    session.expire_all()
+    retry = repo.latest_job(session, ticket_id)
+    assert retry.id != job_id and retry.state_key == f"jobs/{job_id}/state-s8.tar"
+    transition(factory, ticket_id, Action.START_TRAINING, actor, RULES)
+    new = jobs.claim(factory, retry.id, 1, "w2", 60)
+    with factory() as s:
+        assert jobs.job_context(s, retry.id).state_key == f"jobs/{job_id}/state-s14.tar"
+    own = StoredObject(f"jobs/{retry.id}/e3.safetensors", "cd" * 32, 10)
+    jobs.record_artifact(factory, new, ArtifactKind.LORA, own, epoch=3)
+    with factory() as s:
+        run = jobs.loras(s, retry.id)
+    assert {e: a.storage_key for e, a in run.items()} == {
+        1: f"jobs/{job_id}/e1.safetensors",
+        2: f"jobs/{job_id}/e2.safetensors",
+        3: own.key,
+    }
+    assert training_service.job_view(factory, retry.id).lora_epochs == (1, 2, 3)
+    assert jobs.finish(factory, new, RULES, status=JobStatus.SUCCEEDED)
+    session.get(Ticket, ticket_id).chosen_epoch = 2
+    session.commit()
+    release = training_service.release_view(factory, ticket_id)
+    assert release.lora_key == f"jobs/{job_id}/e2.safetensors"  # trained by the first job
+
+
+def test_a_stopping_job_whose_worker_died_is_cancelled_not_run_again(factory, session, training):
+    ticket_id, job_id, actor = training
+    jobs.claim(factory, job_id, 1, "w1", 60)
+    transition(factory, ticket_id, Action.STOP_TRAINING, actor, RULES)
+    result = reaper.reap_expired(
+        factory, RULES, max_attempts=3, now=utcnow() + timedelta(minutes=5)
+    )
+    assert (result.requeued, result.failed) == ([], [])
+    session.expire_all()
+    job = session.get(TrainingJob, job_id)
+    assert (job.status, job.attempt) == (JobStatus.CANCELLED, 1)
+    assert _outbox(session, "loralab.train:", job_id) == [f"loralab.train:{job_id}:1"]

@@ -135,7 +135,7 @@ class CuttableProxy:
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self._open: list[socket.socket] = []
-        self._down_until = 0.0
+        self.down_until = 0.0
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -145,7 +145,7 @@ class CuttableProxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            if time.monotonic() < self._down_until:
+            if time.monotonic() < self.down_until:
                 client.close()
                 continue
             try:
@@ -171,7 +171,7 @@ class CuttableProxy:
                     s.shutdown(socket.SHUT_RDWR)
 
     def cut(self, seconds: float) -> None:
-        self._down_until = time.monotonic() + seconds
+        self.down_until = time.monotonic() + seconds
         with self._lock:
             for s in self._open:
                 try:

@@ -276,3 +276,50 @@ def test_cancel_mid_epoch_saves_state_and_stops(prod, tmp_path):
         assert s.get(Ticket, seeded.ticket_id).status is TicketState.FAILED
     log.warning("cancel: job CANCELLED %.1fs after /train stop", stopped_after)
     watch.close()
+
+
+@pytest.mark.postgres
+def test_sigterm_saves_state_and_hands_the_job_back_at_once(prod, tmp_path):
+    """Issue 13.5: SIGTERM to the worker's main process only (what `docker stop` sends):
+    the job saves its state, is QUEUED again at once (the same attempt), the worker
+    exits, and the next worker resumes from that state."""
+    import os
+    import signal
+
+    _, make_settings, _ = prod
+    settings = make_settings(lease_seconds=10)
+    seeded = seed_started_job(settings)
+    watch = Watch(settings, seeded.job_id)
+    with worker_process(settings, "first", tmp_path / "a.log") as first:
+        wait_for(
+            lambda: watch.artifacts(ArtifactKind.STATE) and watch.epoch() >= 2,
+            timeout=240,
+            what="epoch 2 with a saved state",
+        )
+        before = watch.job().state_key
+        os.kill(first.proc.pid, signal.SIGTERM)
+        term_at = time.monotonic()
+        queued = wait_for(
+            lambda: (job := watch.job()).status is JobStatus.QUEUED and job,
+            timeout=30,
+            what="the job to be queued again",
+        )
+        queued_after = time.monotonic() - term_at
+        first.proc.wait(timeout=30)
+        exited_after = time.monotonic() - term_at
+        assert "handing the job back" in first.output()
+    assert queued.attempt == 1 and queued.state_key != before  # a fresh state, no attempt lost
+    with worker_process(settings, "second", tmp_path / "b.log") as second:
+        job = wait_for(watch.ended, timeout=240, what="the job to end")
+        resumed_after = time.monotonic() - term_at
+        output = second.output()
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    assert f"resumes from {queued.state_key}" in output
+    _assert_complete(watch, settings)
+    log.warning(
+        "SIGTERM: QUEUED after %.1fs, worker exited after %.1fs, job done %.1fs later",
+        queued_after,
+        exited_after,
+        resumed_after,
+    )
+    watch.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from sqlalchemy import select
 
 from db.models import (
@@ -14,6 +16,7 @@ from db.models import (
     TrainingJob,
 )
 from lab.lifecycle import TicketState
+from lab.storage import StorageError
 from tests.worker.conftest import seed_started_job
 from worker.runner import run_training_job
 from worker.runtime import build_runtime
@@ -104,3 +107,101 @@ def test_registry_records_worker_gpu_and_current_job(sqlite_settings):
     unregister(rt)
     with rt.factory() as session:
         assert session.get(Worker, rt.name) is None
+
+
+def _job_and_notices(rt, seeded):
+    with rt.factory() as session:
+        job = session.get(TrainingJob, seeded.job_id)
+        notices = session.scalars(
+            select(OutboxMessage.payload).where(OutboxMessage.kind == "discord.notice")
+        ).all()
+        return job, [n["text"] for n in notices]
+
+
+def test_a_trigger_that_cannot_be_a_folder_fails_at_once_with_the_reason(sqlite_settings):
+    """Issue 13.4: an ExportError is permanent, not "the worker stopped answering"."""
+    seeded = seed_started_job(sqlite_settings)
+    rt = build_runtime(sqlite_settings)
+    with rt.factory.begin() as session:
+        session.get(Ticket, seeded.ticket_id).class_token = "man/woman"
+    assert run_training_job(rt, seeded.job_id, 1) is JobStatus.FAILED
+    job, _ = _job_and_notices(rt, seeded)
+    assert (job.status, job.attempt) == (JobStatus.FAILED, 1)
+    assert job.error == (
+        "The dataset could not be prepared for training: "
+        "'3_sks man/woman' cannot be used as a folder name"  # 3 repeats
+    )
+
+
+def test_a_full_disk_fails_at_once_with_what_to_do(sqlite_settings, monkeypatch):
+    seeded = seed_started_job(sqlite_settings)
+    rt = build_runtime(sqlite_settings)
+
+    def disk_full(key, target):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(rt.storage, "download", disk_full)
+    assert run_training_job(rt, seeded.job_id, 1) is JobStatus.FAILED
+    job, _ = _job_and_notices(rt, seeded)
+    assert job.error.startswith("The worker's disk is full (")
+    assert job.error.endswith("). Free space on it, then /train retry.")
+
+
+def test_a_storage_error_hands_the_job_back_with_the_reason(sqlite_settings, monkeypatch):
+    """Retryable: QUEUED again as attempt 2 at once (its task in the outbox), the
+    reason in the thread; at the last attempt the job fails with that reason."""
+    seeded = seed_started_job(sqlite_settings)
+    rt = build_runtime(sqlite_settings.model_copy(update={"max_attempts": 2}))
+
+    def store_down(key, target):
+        raise StorageError(f"{key}: connection reset by the object store")
+
+    monkeypatch.setattr(rt.storage, "download", store_down)
+    assert run_training_job(rt, seeded.job_id, 1) is JobStatus.QUEUED
+    job, notices = _job_and_notices(rt, seeded)
+    assert (job.status, job.attempt, job.lease_owner) == (JobStatus.QUEUED, 2, None)
+    assert "connection reset by the object store" in job.error
+    assert notices[-1].startswith("Attempt 1 failed: The file store failed: datasets/")
+    assert "re-queued (attempt 2 of 2)" in notices[-1]
+    with rt.factory() as session:
+        keys = session.scalars(select(OutboxMessage.idempotency_key)).all()
+    assert f"loralab.train:{seeded.job_id}:2" in keys
+
+    assert run_training_job(rt, seeded.job_id, 2) is JobStatus.FAILED
+    job, _ = _job_and_notices(rt, seeded)
+    assert job.error.startswith("The job failed 2 times; the last error: The file store failed")
+    with rt.factory() as session:
+        assert session.get(Ticket, seeded.ticket_id).status is TicketState.FAILED
+
+
+def test_a_retried_job_waits_for_the_stopped_job_to_finish_saving(sqlite_settings):
+    """Issue 13.6: an idle worker gets the retried job while the stopped one still
+    saves its last state; it claims only after that job ended (within a lease)."""
+    import threading
+
+    from db import jobs
+    from db.models import Member
+    from db.repositories import latest_job
+    from db.services import transition
+    from lab.lifecycle import Action
+    from tests.worker.conftest import trainer_actor
+
+    settings = sqlite_settings.model_copy(update={"base_models": {}, "lease_seconds": 10})
+    seeded = seed_started_job(settings)
+    rt = build_runtime(settings)
+    stopping = jobs.claim(rt.factory, seeded.job_id, 1, "other@host", 60)
+    with rt.factory() as session:
+        actor = trainer_actor(session.get(Member, seeded.trainer_id))
+    for action in (Action.STOP_TRAINING, Action.RETRY, Action.START_TRAINING):
+        transition(rt.factory, seeded.ticket_id, action, actor, settings.rules)
+    with rt.factory() as session:
+        retried = latest_job(session, seeded.ticket_id).id
+    saver = threading.Timer(
+        1.5, lambda: jobs.finish(rt.factory, stopping, settings.rules, status=JobStatus.CANCELLED)
+    )
+    saver.start()
+    assert run_training_job(rt, retried, 1) is JobStatus.FAILED  # no base model here
+    saver.join()
+    with rt.factory() as session:
+        stopped, job = session.get(TrainingJob, seeded.job_id), session.get(TrainingJob, retried)
+        assert job.started_at >= stopped.finished_at

@@ -99,7 +99,13 @@ class Relay(commands.Cog):
             verdict = classify(exc)
             if verdict.bug:
                 log.exception("outbox %s (%s) failed", row.id, row.kind)
-            await self._failed(row, verdict.reason, verdict.retry_after, dead=not verdict.retry)
+            await self._failed(
+                row,
+                verdict.reason,
+                verdict.retry_after,
+                dead=not verdict.retry,
+                outage=verdict.outage,
+            )
             return 0
         await self.bot.db.run(mark_sent, row.id)
         return 1
@@ -118,9 +124,18 @@ class Relay(commands.Cog):
         await self.render(row)
 
     async def _failed(
-        self, row: PendingRow, reason: str, retry_after: float | None, *, dead: bool
+        self,
+        row: PendingRow,
+        reason: str,
+        retry_after: float | None,
+        *,
+        dead: bool,
+        outage: bool = False,
     ) -> None:
-        attempts = self.policy.max_attempts if dead else row.attempts + 1
+        if dead:
+            attempts = self.policy.max_attempts
+        else:
+            attempts = self.policy.attempts_after(row.attempts, outage=outage)
         wait = 0.0 if dead else self.policy.delay(attempts, retry_after)
         dead = attempts >= self.policy.max_attempts
         if dead:

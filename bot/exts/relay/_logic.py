@@ -28,12 +28,14 @@ class Verdict:
     retry_after: float | None = None
     bug: bool = False
     """Not Discord's answer but an error of ours: logged with its traceback."""
+    outage: bool = False
+    """The receiver itself is down (the broker): retried for as long as it lasts."""
 
 
 def classify(error: BaseException) -> Verdict:
     """Retry or give up on `error`, with a reason an operator can act on."""
     if isinstance(error, RetryableDeliveryError):
-        return Verdict(True, str(error), error.retry_after)
+        return Verdict(True, str(error), error.retry_after, outage=error.outage)
     if isinstance(error, discord.RateLimited):
         return Verdict(True, f"rate limited for {error.retry_after:.0f}s", error.retry_after)
     if isinstance(error, discord.HTTPException):
