@@ -17,19 +17,15 @@ from pathlib import Path
 
 import torch
 
-from lab.apps import compat_filename
 from lab.training.config import TrainConfig
 from trainer.callbacks import Callbacks, Checkpoint, Commands, NeverStop, NullCallbacks, Progress
+from trainer.checkpoints import SaveSchedule
 from trainer.compat import save_network
 from trainer.data import ImageRecord
-from trainer.loss import (
-    debiased_weights,
-    min_snr_weights,
-    per_sample_mse,
-    target_for,
-    training_noise,
-)
+from trainer.kohya_terms import LOSS_OPTIONS, apply_max_norm, kohya_loss, sample_timesteps
+from trainer.loss import debiased_weights, min_snr_weights, target_for
 from trainer.metadata import with_kohya_keys
+from trainer.noise import adaptive_training_noise
 from trainer.sampling import generate_samples, weight_grid, write_grid
 from trainer.setup import Session, prepare_session
 from trainer.speed import spill_warning
@@ -88,6 +84,7 @@ class Trainer:
         self.position = Position(epoch=0, batch=0, global_step=0, seed=self.session.seed)
         self.result = TrainResult(output_dir=config.output_dir, final_path=None)
         self._epoch_losses: list[torch.Tensor] = []
+        self.saves = SaveSchedule(config)
         # Reading the loss waits for the GPU; on CUDA report every few steps so the
         # host keeps queueing work ahead of the device.
         self._report_every = 1 if self.session.device.type == "cpu" else CUDA_REPORT_EVERY
@@ -116,6 +113,7 @@ class Trainer:
                         self.write_state(f"{self.config.output_name}-state")
                 self.step(batches[index], index, last_in_epoch=index == len(batches) - 1)
                 self._advance(batch=index + 1)
+                self.maybe_save_step()
                 if self.position.global_step >= s.total_steps:
                     break
             if self.position.batch >= len(batches):
@@ -153,10 +151,11 @@ class Trainer:
         latents = self.latents(records, flips)
         with s.accelerator.autocast():  # a trained TE holds fp32 LoRA on half weights
             hidden, pooled = s.encode_text(captions)
-        noise = training_noise(latents.shape, s.noise, generator)
+        noise = adaptive_training_noise(latents, s.noise, generator)
         scheduler = s.base.noise_scheduler
         steps = scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, steps, (len(records),), generator=generator)
+        low, high = config.min_timestep or 0, config.max_timestep or steps
+        timesteps = sample_timesteps(len(records), low, high, generator=generator)
         noise, timesteps = noise.to(s.device), timesteps.to(s.device)
         noisy = scheduler.add_noise(latents, noise, timesteps)
 
@@ -170,7 +169,9 @@ class Trainer:
             extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids.to(s.device)}
         with s.accelerator.autocast():
             prediction = s.unet(noisy.to(s.weight_dtype), timesteps, hidden, **extra).sample
-        losses = per_sample_mse(prediction, target_for(scheduler, latents, noise, timesteps))
+        target = target_for(scheduler, latents, noise, timesteps)
+        loss_options = config.model_dump(include=LOSS_OPTIONS)
+        losses = kohya_loss(prediction, target, timesteps, scheduler.alphas_cumprod, **loss_options)
         weights = torch.tensor(
             [config.prior_loss_weight if r.is_reg else 1.0 for r in records], device=s.device
         )
@@ -196,6 +197,8 @@ class Trainer:
         s.optimizer.step()
         s.lr_scheduler.step()
         s.optimizer.zero_grad(set_to_none=True)
+        if self.config.scale_weight_norms:
+            apply_max_norm(s.network.components().values(), self.config.scale_weight_norms)
         self._session_steps += 1
         self._advance(global_step=self.position.global_step + 1)
         if self._session_steps == 1:
@@ -243,24 +246,23 @@ class Trainer:
     # -- checkpoints, samples, state ---------------------------------------------------
 
     def maybe_save(self) -> None:
-        """Save ``<name>-<epoch>.safetensors`` every N epochs and keep the last N."""
-        every = self.config.save_every_n_epochs
-        epoch = self.position.epoch
-        if not every or epoch % every:
-            return
-        path = self.save(
-            self.config.output_dir / f"{self.config.output_name}-{epoch:06d}.safetensors"
-        )
-        epoch_files = [p for p in self.result.saved if p != path and p.exists()]
-        keep = self.config.save_last_n_epochs
-        if keep is not None:
-            for old in epoch_files[: max(0, len(epoch_files) + 1 - keep)]:
-                old.unlink()
-                old.with_name(compat_filename(old.name)).unlink(missing_ok=True)  # DoRA's fit
-                logger.info("removed %s (save_last_n_epochs=%d)", old, keep)
-            self.result.saved = [p for p in self.result.saved if p.exists()]
+        """An epoch's LoRA when one is due (and its state with ``save_state``)."""
+        path = self.saves.epoch_file(self.position.epoch)
+        if path is not None:
+            self.saves.saved_epoch(self.save(path))
+            self._kept_saves(path.stem)
+
+    def maybe_save_step(self) -> None:
+        """kohya's ``save_every_n_steps`` (the last step is the final file instead)."""
+        path = None if self.finished() else self.saves.step_file(self.position.global_step)
+        if path is not None:
+            self.saves.saved_step(self.position.global_step, self.save(path))
+            self._kept_saves(path.stem)
+
+    def _kept_saves(self, stem: str) -> None:
+        self.result.saved = [p for p in self.result.saved if p.exists()]
         if self.config.save_state:
-            self.write_state(f"{self.config.output_name}-{epoch:06d}-state")
+            self.write_state(f"{stem}-state")
 
     def maybe_sample(self) -> None:
         every, prompts = self.config.sample_every_n_epochs, self.session.sample_prompts
