@@ -148,6 +148,16 @@ def trainer_options_markdown() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Write the generated pages (``--check``: only say whether they are current)."""
     args = sys.argv[1:] if argv is None else argv
+    if "-h" in args or "--help" in args:
+        print(
+            f"usage: python -m loralab.reference [--check]\n\nRewrites {DOC} from the config "
+            "model and the presets.\n  --check  only say whether it is current (exit 1 if not)"
+        )
+        return 0
+    unknown = [a for a in args if a != "--check"]
+    if unknown:
+        print(f"unknown argument(s): {' '.join(unknown)} (see --help)", file=sys.stderr)
+        return 2
     text = trainer_options_markdown()
     if "--check" in args:
         current = DOC.exists() and DOC.read_text("utf-8") == text

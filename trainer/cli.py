@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from trainer.errors import TrainerError
+from lab.errors import LabError
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +41,10 @@ def train(
     OVERRIDES are key=value pairs that replace config keys, e.g. network_dim=16
     learning_rate=5e-5 output_name=mylora.
     """
-    # Imported here so that `loralab --help` never imports torch.
-    from lab.training.config import load_config, parse_override
-    from trainer.callbacks import ConsoleCallbacks
-    from trainer.loop import train as run_training
+    # Imported here so that `loralab --help` never imports torch; the config is checked
+    # before torch is imported (a typo is reported in a fraction of a second).
+    from lab.training.config import build_config_with_sources, parse_override, read_config_file
+    from lab.training.kohya import source_lines
 
     try:
         values = dict(parse_override(item) for item in overrides)
@@ -52,9 +52,23 @@ def train(
             values["resume"] = str(resume)
         if allow_unsafe_checkpoint:
             values["allow_unsafe_checkpoint"] = True
-        config = load_config(config_file, preset=preset, overrides=values)
+        config, sources = build_config_with_sources(
+            read_config_file(config_file),
+            preset=preset,
+            overrides=values,
+            base_dir=config_file.parent,
+        )
+    except LabError as error:
+        raise click.ClickException(str(error)) from error
+    for line in source_lines(config.model_dump(), sources):
+        click.echo(line, err=True)
+
+    from trainer.callbacks import ConsoleCallbacks
+    from trainer.loop import train as run_training
+
+    try:
         result = run_training(config, ConsoleCallbacks(sys.stderr, disable=quiet))
-    except TrainerError as error:
+    except LabError as error:
         raise click.ClickException(str(error)) from error
     if result.stopped:
         click.echo(f"stopped at step {result.global_step}; resume with --resume {result.state_dir}")

@@ -9,95 +9,23 @@ The order of an epoch depends only on ``(seed, epoch)``, never on earlier epochs
 resumed run replays exactly the batches an uninterrupted one would have seen.
 """
 
-from __future__ import annotations
-
 import logging
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from PIL import Image, ImageOps
 
-from lab.buckets import BucketAssignment, BucketSpec
-from lab.captions import join_tags, shuffle_caption, split_fixed, split_tags, tag_frequency
+from lab.captions import split_tags, tag_frequency
 from lab.training.config import SubsetConfig, TrainConfig
 from trainer.errors import DatasetError
+from trainer.folders import scan_subset, subset_sources
+from trainer.records import CaptionRules, ImageRecord
+
+__all__ = ["CaptionRules", "ImageRecord", "TrainingData", "load_pixels", "load_training_data"]
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
-_SUBSET_DIR = re.compile(r"^(\d+)_(.*)$")
-
-
-@dataclass(frozen=True, slots=True)
-class CaptionRules:
-    """kohya's caption options for one subset, applied each time an image is drawn."""
-
-    shuffle: bool = False
-    keep_tokens: int = 0
-    keep_tokens_separator: str = ""
-    prefix: str | None = None
-    suffix: str | None = None
-    dropout_rate: float = 0.0
-    tag_dropout_rate: float = 0.0
-
-    @property
-    def is_static(self) -> bool:
-        """True when a caption always becomes the same text (so its encoding can be cached)."""
-        return not self.shuffle and self.dropout_rate == 0 and self.tag_dropout_rate == 0
-
-    def apply(self, caption: str, rng: random.Random) -> str:
-        """The caption to train on this time: prefix/suffix, then dropout, shuffle and tag
-        dropout with kohya's ``keep_tokens``/``keep_tokens_separator`` (``lab.captions``)."""
-        if self.prefix:
-            caption = f"{self.prefix} {caption}"
-        if self.suffix:
-            caption = f"{caption} {self.suffix}"
-        if self.dropout_rate and rng.random() < self.dropout_rate:
-            return ""
-        if self.is_static:
-            return caption
-        if self.shuffle:
-            return shuffle_caption(
-                caption,
-                rng,
-                keep_tokens=self.keep_tokens,
-                keep_tokens_separator=self.keep_tokens_separator,
-                tag_dropout_rate=self.tag_dropout_rate,
-            )
-        fixed, flex, suffix = split_fixed(caption, self.keep_tokens, self.keep_tokens_separator)
-        flex = [tag for tag in flex if rng.random() >= self.tag_dropout_rate]
-        return join_tags(fixed + flex + suffix)
-
-
-@dataclass(frozen=True, slots=True)
-class ImageRecord:
-    """One image of the dataset with everything needed to train on it."""
-
-    path: Path
-    caption: str
-    subset: str
-    """The subset folder's name (``10_sks``): the key of ``ss_tag_frequency``."""
-    is_reg: bool
-    rules: CaptionRules
-    flip_aug: bool
-    assignment: BucketAssignment
-    original_size: tuple[int, int] = (0, 0)
-    """(width, height) of the image file: SDXL's ``original_size`` conditioning."""
-
-    @property
-    def bucket(self) -> tuple[int, int]:
-        return self.assignment.bucket
-
-    def crop_top_left(self, *, flip: bool) -> tuple[int, int]:
-        """(left, top) of the crop in the resized image; mirrored with a flip (kohya)."""
-        left, top = self.assignment.crop
-        if flip:
-            left = self.assignment.resized[0] - left - self.assignment.bucket[0]
-        return left, top
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +49,19 @@ class TrainingData:
     """Record indices drawn once per epoch: training images × repeats, then reg images."""
     batch_size: int
     subsets: list[SubsetSummary] = field(default_factory=list)
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+    """Per dataset (``[[datasets]]`` ``batch_size``); default ``batch_size``."""
+
+    def _groups(self) -> dict[tuple[int, tuple[int, int]], list[int]]:
+        """The sample indices per (dataset, bucket): what one batch may hold."""
+        groups: dict[tuple[int, tuple[int, int]], list[int]] = {}
+        for index in self.samples:
+            record = self.records[index]
+            groups.setdefault((record.dataset, record.bucket), []).append(index)
+        return groups
+
+    def _size(self, dataset: int) -> int:
+        return self.batch_sizes.get(dataset, self.batch_size)
 
     @property
     def num_train_images(self) -> int:
@@ -136,22 +77,19 @@ class TrainingData:
         return all(r.rules.is_static for r in self.records)
 
     def batches_per_epoch(self) -> int:
-        per_bucket = Counter(self.records[i].bucket for i in self.samples)
-        return sum(-(-count // self.batch_size) for count in per_bucket.values())
+        return sum(
+            -(-len(members) // self._size(key[0])) for key, members in self._groups().items()
+        )
 
     def epoch_batches(self, seed: int, epoch: int) -> list[list[int]]:
         """The batches (record indices) of ``epoch``; one bucket per batch, shuffled."""
         rng = random.Random(f"batches:{seed}:{epoch}")
-        by_bucket: dict[tuple[int, int], list[int]] = {}
-        for index in self.samples:
-            by_bucket.setdefault(self.records[index].bucket, []).append(index)
+        groups = self._groups()
         batches: list[list[int]] = []
-        for bucket in sorted(by_bucket):
-            members = by_bucket[bucket]
+        for key in sorted(groups):
+            members, size = groups[key], self._size(key[0])
             rng.shuffle(members)
-            batches.extend(
-                members[i : i + self.batch_size] for i in range(0, len(members), self.batch_size)
-            )
+            batches.extend(members[i : i + size] for i in range(0, len(members), size))
         rng.shuffle(batches)
         return batches
 
@@ -168,36 +106,41 @@ class TrainingData:
 
 def load_training_data(config: TrainConfig) -> TrainingData:
     """Scan the configured folders, assign buckets, and build the per-epoch sample list."""
-    subsets = _subset_configs(config)
-    spec = _bucket_spec(config)
+    sources, batch_sizes = subset_sources(config)
     records: list[ImageRecord] = []
     summaries: list[SubsetSummary] = []
     train_samples: list[int] = []
     reg_indices: list[int] = []
-    for subset in subsets:
-        found = _scan_subset(subset, config, spec)
+    problems: list[str] = []
+    for source in sources:
+        subset = source.subset
+        found = scan_subset(source, problems)
         if not found:
-            logger.warning("no images in %s", subset.image_dir)
+            logger.warning("no images in %s", subset.image_dir or subset.metadata_file)
             continue
         start = len(records)
         records.extend(found)
         indices = list(range(start, len(records)))
         summaries.append(
-            SubsetSummary(
-                subset.image_dir.name, subset.num_repeats, len(found), subset.is_reg, subset
-            )
+            SubsetSummary(subset.name, source.repeats, len(found), subset.is_reg, subset)
         )
         if subset.is_reg:
-            reg_indices.extend(i for _ in range(subset.num_repeats) for i in indices)
+            reg_indices.extend(i for _ in range(source.repeats) for i in indices)
         else:
-            train_samples.extend(i for _ in range(subset.num_repeats) for i in indices)
+            train_samples.extend(i for _ in range(source.repeats) for i in indices)
+    if problems:
+        # Before any training: every bad file at once, so one fix covers them all.
+        raise DatasetError(
+            f"{len(problems)} image(s) cannot be trained on; fix or remove them: "
+            + "; ".join(problems)
+        )
     if not train_samples:
         raise DatasetError("the dataset has no training images (only regularisation or none)")
     samples = list(train_samples)
     if reg_indices:
         # kohya: reg images are cycled or cut to the number of training images.
         samples.extend(reg_indices[i % len(reg_indices)] for i in range(len(train_samples)))
-    data = TrainingData(records, samples, config.train_batch_size, summaries)
+    data = TrainingData(records, samples, config.train_batch_size, summaries, batch_sizes)
     logger.info(
         "dataset: %d images (%d training samples per epoch), buckets %s",
         len(records),
@@ -205,98 +148,6 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         data.bucket_counts(),
     )
     return data
-
-
-def _subset_configs(config: TrainConfig) -> list[SubsetConfig]:
-    subsets: list[SubsetConfig] = [s for d in config.datasets for s in d.subsets]
-    for root, is_reg in ((config.train_data_dir, False), (config.reg_data_dir, True)):
-        if root is None:
-            continue
-        if not root.is_dir():
-            raise DatasetError(f"dataset folder not found: {root}")
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        for folder in folders:
-            match = _SUBSET_DIR.match(folder.name)
-            if match is None:
-                logger.warning("ignoring %s: kohya folders are named N_name", folder)
-                continue
-            subsets.append(
-                SubsetConfig(
-                    image_dir=folder,
-                    num_repeats=max(1, int(match.group(1))),
-                    is_reg=is_reg,
-                    class_tokens=match.group(2).strip() or None,
-                )
-            )
-    return subsets
-
-
-def _bucket_spec(config: TrainConfig) -> BucketSpec | None:
-    if not config.enable_bucket:
-        return None
-    return BucketSpec(
-        resolution=config.resolution,
-        min_bucket_reso=config.min_bucket_reso,
-        max_bucket_reso=config.max_bucket_reso,
-        bucket_reso_steps=config.bucket_reso_steps,
-        bucket_no_upscale=config.bucket_no_upscale,
-    )
-
-
-def _fixed_assignment(size: tuple[int, int], target: tuple[int, int]) -> BucketAssignment:
-    """Without bucketing: scale to cover the training resolution, then centre-crop."""
-    scale = max(target[0] / size[0], target[1] / size[1])
-    resized = (max(target[0], round(size[0] * scale)), max(target[1], round(size[1] * scale)))
-    crop = ((resized[0] - target[0]) // 2, (resized[1] - target[1]) // 2)
-    return BucketAssignment(target, resized, crop)
-
-
-def _scan_subset(
-    subset: SubsetConfig, config: TrainConfig, spec: BucketSpec | None
-) -> list[ImageRecord]:
-    if not subset.image_dir.is_dir():
-        raise DatasetError(f"image folder not found: {subset.image_dir}")
-    extension = subset.caption_extension or config.caption_extension
-    if not extension.startswith("."):
-        extension = f".{extension}"
-
-    def pick(value: object, default: object) -> object:
-        return default if value is None else value
-
-    rules = CaptionRules(
-        shuffle=bool(pick(subset.shuffle_caption, config.shuffle_caption)),
-        keep_tokens=int(pick(subset.keep_tokens, config.keep_tokens)),  # type: ignore[call-overload]
-        keep_tokens_separator=config.keep_tokens_separator,
-        prefix=subset.caption_prefix or config.caption_prefix,
-        suffix=subset.caption_suffix or config.caption_suffix,
-        dropout_rate=float(pick(subset.caption_dropout_rate, config.caption_dropout_rate)),  # type: ignore[arg-type]
-        tag_dropout_rate=float(
-            pick(subset.caption_tag_dropout_rate, config.caption_tag_dropout_rate)  # type: ignore[arg-type]
-        ),
-    )
-    flip = bool(pick(subset.flip_aug, config.flip_aug))
-    records = []
-    for path in sorted(subset.image_dir.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        caption_file = path.with_suffix(extension)
-        if caption_file.exists():
-            caption = caption_file.read_text(encoding="utf-8").strip().splitlines()[0:1]
-            text = caption[0].strip() if caption else ""
-        else:
-            text = subset.class_tokens or ""
-        try:
-            with Image.open(path) as image:
-                size = ImageOps.exif_transpose(image).size
-        except OSError as error:
-            raise DatasetError(f"cannot read image {path}: {error}") from error
-        assignment = spec.assign(*size) if spec else _fixed_assignment(size, config.resolution)
-        records.append(
-            ImageRecord(
-                path, text, subset.image_dir.name, subset.is_reg, rules, flip, assignment, size
-            )
-        )
-    return records
 
 
 def load_pixels(record: ImageRecord, *, flip: bool) -> torch.Tensor:

@@ -26,7 +26,9 @@ from accelerate.state import AcceleratorState
 
 from trainer.callbacks import Callbacks, Checkpoint, Progress
 from trainer.data import ImageRecord
-from trainer.loss import NoiseOptions, training_noise
+from trainer.kohya_terms import sample_timesteps
+from trainer.loss import NoiseOptions
+from trainer.noise import adaptive_training_noise
 
 _DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -92,7 +94,7 @@ def draw_rank_batch(
     world: int,
     latents_of: Callable[[list[ImageRecord], list[bool]], torch.Tensor],
     noise: NoiseOptions,
-    num_timesteps: int,
+    timestep_range: tuple[int, int],
     device: torch.device,
 ) -> RankBatch:
     """Draw flips, captions, noise and timesteps for the whole global batch ``records``
@@ -105,8 +107,15 @@ def draw_rank_batch(
     share = batch_share(len(records), rank, world)
     mine = share.positions
     latents = latents_of([records[i] for i in mine], [flips[i] for i in mine])
-    noises = training_noise((len(records), *latents.shape[1:]), noise, generator)
-    timesteps = torch.randint(0, num_timesteps, (len(records),), generator=generator)
+    # Adaptive offset noise reads each image's latents: the others' are zeros here (their
+    # noise is dropped), so the generator's draws are those of the whole batch.
+    whole = latents
+    if len(mine) != len(records):
+        whole = latents.new_zeros((len(records), *latents.shape[1:]))
+        whole[mine] = latents
+    noises = adaptive_training_noise(whole, noise, generator)
+    low, high = timestep_range
+    timesteps = sample_timesteps(len(records), low, high, generator=generator)
     return RankBatch(
         records=[records[i] for i in mine],
         flips=[flips[i] for i in mine],

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import torch
 
-from lab.apps import compat_filename
 from lab.training.config import TrainConfig
 from trainer.callbacks import Callbacks, Checkpoint, Commands, NeverStop, NullCallbacks, Progress
+from trainer.checkpoints import SaveSchedule
 from trainer.compat import save_network
 from trainer.data import ImageRecord
 from trainer.distributed import MainProcessOnly, agree, average_gradients, draw_rank_batch
-from trainer.loss import debiased_weights, min_snr_weights, per_sample_mse, target_for
+from trainer.kohya_terms import LOSS_OPTIONS, apply_max_norm, kohya_loss
+from trainer.loss import debiased_weights, min_snr_weights, target_for
 from trainer.metadata import with_kohya_keys
 from trainer.result import TrainResult
 from trainer.sampling import generate_samples, weight_grid, write_grid
@@ -67,6 +68,7 @@ class Trainer:
         self.position = Position(epoch=0, batch=0, global_step=0, seed=self.session.seed)
         self.result = TrainResult(output_dir=config.output_dir, final_path=None)
         self._epoch_losses: list[torch.Tensor] = []
+        self.saves = SaveSchedule(config)
         # Reading the loss waits for the GPU; on CUDA report every few steps so the
         # host keeps queueing work ahead of the device.
         self._report_every = 1 if self.session.device.type == "cpu" else CUDA_REPORT_EVERY
@@ -95,6 +97,7 @@ class Trainer:
                         self.write_state(f"{self.config.output_name}-state")
                 self.step(batches[index], index, last_in_epoch=index == len(batches) - 1)
                 self._advance(batch=index + 1)
+                self.maybe_save_step()
                 if self.position.global_step >= s.total_steps:
                     break
             if self.position.batch >= len(batches):
@@ -133,6 +136,7 @@ class Trainer:
         s, config = self.session, self.config
         accelerator, world = s.accelerator, s.accelerator.num_processes
         scheduler = s.base.noise_scheduler
+        steps = scheduler.config.num_train_timesteps
         # Randomness derives from (seed, epoch, batch), drawn for the whole global batch:
         # a resumed run, and a run on another number of processes, draw the same.
         b = draw_rank_batch(
@@ -142,7 +146,7 @@ class Trainer:
             world=world,
             latents_of=self.latents,
             noise=s.noise,
-            num_timesteps=scheduler.config.num_train_timesteps,
+            timestep_range=(config.min_timestep or 0, config.max_timestep or steps),
             device=s.device,
         )
         noisy = scheduler.add_noise(b.latents, b.noise, b.timesteps)
@@ -159,14 +163,14 @@ class Trainer:
                     [r.crop_top_left(flip=f) for r, f in zip(b.records, b.flips, strict=True)],
                     [r.bucket for r in b.records],
                 )
-                extra["added_cond_kwargs"] = {
-                    "text_embeds": pooled,
-                    "time_ids": time_ids.to(s.device),
-                }
+                time_ids = time_ids.to(s.device)
+                extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids}
             with accelerator.autocast():
                 prediction = s.unet(noisy.to(s.weight_dtype), b.timesteps, hidden, **extra).sample
             target = target_for(scheduler, b.latents, b.noise, b.timesteps)
-            losses = per_sample_mse(prediction, target)
+            options = config.model_dump(include=LOSS_OPTIONS)
+            alphas = scheduler.alphas_cumprod
+            losses = kohya_loss(prediction, target, b.timesteps, alphas, **options)
             weights = torch.tensor(
                 [config.prior_loss_weight if r.is_reg else 1.0 for r in b.records], device=s.device
             ) * (0.0 if b.padding else 1.0)  # a padding rank's copy counts for nothing
@@ -194,6 +198,8 @@ class Trainer:
         s.optimizer.step()
         s.lr_scheduler.step()
         s.optimizer.zero_grad(set_to_none=True)
+        if self.config.scale_weight_norms:
+            apply_max_norm(s.network.components().values(), self.config.scale_weight_norms)
         self._session_steps += 1
         self._advance(global_step=self.position.global_step + 1)
         if self._session_steps == 1:
@@ -244,24 +250,23 @@ class Trainer:
     # -- checkpoints, samples, state ---------------------------------------------------
 
     def maybe_save(self) -> None:
-        """Save ``<name>-<epoch>.safetensors`` every N epochs and keep the last N."""
-        every = self.config.save_every_n_epochs
-        epoch = self.position.epoch
-        if not every or epoch % every or not self.is_main:
-            return
-        path = self.save(
-            self.config.output_dir / f"{self.config.output_name}-{epoch:06d}.safetensors"
-        )
-        epoch_files = [p for p in self.result.saved if p != path and p.exists()]
-        keep = self.config.save_last_n_epochs
-        if keep is not None:
-            for old in epoch_files[: max(0, len(epoch_files) + 1 - keep)]:
-                old.unlink()
-                old.with_name(compat_filename(old.name)).unlink(missing_ok=True)  # DoRA's fit
-                logger.info("removed %s (save_last_n_epochs=%d)", old, keep)
-            self.result.saved = [p for p in self.result.saved if p.exists()]
+        """An epoch's LoRA when one is due (and its state with ``save_state``)."""
+        path = self.saves.epoch_file(self.position.epoch)
+        if path is not None and self.is_main:
+            self.saves.saved_epoch(self.save(path))
+            self._kept_saves(path.stem)
+
+    def maybe_save_step(self) -> None:
+        """kohya's ``save_every_n_steps`` (the last step is the final file instead)."""
+        path = None if self.finished() else self.saves.step_file(self.position.global_step)
+        if path is not None and self.is_main:
+            self.saves.saved_step(self.position.global_step, self.save(path))
+            self._kept_saves(path.stem)
+
+    def _kept_saves(self, stem: str) -> None:
+        self.result.saved = [p for p in self.result.saved if p.exists()]
         if self.config.save_state:
-            self.write_state(f"{self.config.output_name}-{epoch:06d}-state")
+            self.write_state(f"{stem}-state")
 
     def maybe_sample(self) -> None:
         every, prompts = self.config.sample_every_n_epochs, self.session.sample_prompts

@@ -115,6 +115,9 @@ class NoiseOptions:
     offset_random_strength: bool = False
     multires_iterations: int | None = None
     multires_discount: float = 0.3
+    adaptive_scale: float | None = None
+    """kohya's ``adaptive_noise_scale``: the offset follows the batch's latents
+    (:func:`trainer.noise.adaptive_training_noise`)."""
 
 
 def training_noise(

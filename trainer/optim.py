@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers.optimization import get_scheduler
+from diffusers.optimization import TYPE_TO_SCHEDULER_FUNCTION, SchedulerType, get_scheduler
 
 from trainer.errors import ConfigError
 
@@ -55,10 +56,16 @@ def build_optimizer(
     elif name == "Adafactor":
         from transformers.optimization import Adafactor
 
-        kwargs.setdefault("scale_parameter", False)
-        kwargs.setdefault("relative_step", False)
-        kwargs.setdefault("warmup_init", False)
-        optimizer = Adafactor(param_groups, lr=learning_rate, **kwargs)
+        # kohya's defaults: Adafactor's own relative step size (which warmup_init needs);
+        # scale_parameter is transformers' default (True).
+        kwargs.setdefault("relative_step", True)
+        if kwargs.get("warmup_init"):
+            kwargs["relative_step"] = True
+        lr: float | None = learning_rate
+        if kwargs["relative_step"]:
+            lr = None  # Adafactor refuses a manual lr with relative_step; groups drop theirs
+            param_groups = [{k: v for k, v in g.items() if k != "lr"} for g in param_groups]
+        optimizer = Adafactor(param_groups, lr=lr, **kwargs)
         label = "transformers.optimization.Adafactor"
     else:  # pragma: no cover - the config's Literal rules this out
         raise ConfigError(f"unknown optimizer_type {name!r}")
@@ -141,16 +148,70 @@ def build_scheduler(
     warmup: int,
     num_cycles: int,
     power: float,
+    scheduler_args: Mapping[str, Any] | None = None,
+    scheduler_type: str | None = None,
+    learning_rate: float | None = None,
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """diffusers' schedule ``name`` (kohya's ``lr_scheduler``) with ``warmup`` steps;
-    ``constant`` with warmup becomes ``constant_with_warmup`` (kohya does the same)."""
+    ``constant`` with warmup becomes ``constant_with_warmup`` (kohya does the same).
+    ``scheduler_args`` are the parsed ``lr_scheduler_args``; ``scheduler_type`` (kohya's
+    ``lr_scheduler_type``) names a ``torch.optim.lr_scheduler`` class built from them;
+    ``learning_rate`` is the rate the adafactor schedule reports (the optimizer's own
+    when not given)."""
+    extra = dict(scheduler_args or {})
+    # kohya: Adafactor with relative_step always gets the adafactor schedule.
+    if name == "adafactor" or optimizer.defaults.get("relative_step"):
+        if learning_rate is None:
+            learning_rate = optimizer.defaults.get("lr") or 0.0
+        return adafactor_schedule(optimizer, learning_rate, warmup)
     if name == "constant" and warmup > 0:
         name = "constant_with_warmup"
-    return get_scheduler(
-        name,
-        optimizer,
-        num_warmup_steps=warmup,
-        num_training_steps=total_steps,
-        num_cycles=num_cycles,
-        power=power,
-    )
+    if scheduler_type:
+        # kohya's custom schedule: a torch.optim.lr_scheduler class given lr_scheduler_args.
+        class_name = scheduler_type.removeprefix("torch.optim.lr_scheduler.")
+        schedule_class = getattr(torch.optim.lr_scheduler, class_name)
+        return _with_args(schedule_class, optimizer, extra)
+    if not extra:
+        return get_scheduler(
+            name,
+            optimizer,
+            num_warmup_steps=warmup,
+            num_training_steps=total_steps,
+            num_cycles=num_cycles,
+            power=power,
+        )
+    kwargs: dict[str, Any] = {"num_warmup_steps": warmup}
+    if name not in ("constant", "constant_with_warmup"):
+        kwargs["num_training_steps"] = total_steps
+    if name == "cosine_with_restarts":
+        kwargs["num_cycles"] = num_cycles
+    if name == "polynomial":
+        kwargs["power"] = power
+    if name == "constant":
+        kwargs.clear()
+    function = TYPE_TO_SCHEDULER_FUNCTION[SchedulerType(name)]
+    return _with_args(function, optimizer, {**kwargs, **extra})
+
+
+def _with_args(
+    factory: Any, optimizer: torch.optim.Optimizer, kwargs: dict[str, Any]
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The schedule built with ``lr_scheduler_args``; a wrong argument is a config error."""
+    try:
+        return factory(optimizer, **kwargs)
+    except TypeError as error:
+        raise ConfigError(f"lr_scheduler_args {sorted(kwargs)}: {error}") from None
+
+
+def adafactor_schedule(
+    optimizer: torch.optim.Optimizer, learning_rate: float, warmup: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """kohya's ``lr_scheduler = "adafactor"``: with ``relative_step=True`` Adafactor
+    computes its own step size (transformers' ``AdafactorSchedule`` only reports it);
+    otherwise the learning rate stays constant after the warmup."""
+    from transformers.optimization import AdafactorSchedule
+
+    if optimizer.defaults.get("relative_step"):
+        return AdafactorSchedule(optimizer, learning_rate)
+    name = "constant_with_warmup" if warmup > 0 else "constant"
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup)

@@ -29,14 +29,8 @@ from trainer.distributed import start_accelerator
 from trainer.loss import NoiseOptions
 from trainer.models import BaseModel, load_base_model, vae_fingerprint
 from trainer.network import LoraNetwork, apply_lora
-from trainer.optim import (
-    StepPlan,
-    build_optimizer,
-    build_scheduler,
-    check_optimizer_available,
-    plan_steps,
-    warmup_steps,
-)
+from trainer.optim import check_optimizer_available, plan_steps, warmup_steps
+from trainer.optimization import build_optimization
 from trainer.sampling import SamplePrompt, read_prompt_file
 from trainer.saving import RunInfo
 from trainer.speed import (
@@ -169,6 +163,7 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
             offset_random_strength=config.noise_offset_random_strength,
             multires_iterations=config.multires_noise_iterations,
             multires_discount=config.multires_noise_discount,
+            adaptive_scale=config.adaptive_noise_scale,
         ),
         shape=RunShape(
             network_dim=config.network_dim,
@@ -252,36 +247,6 @@ def inject_network(
     return network
 
 
-def build_optimization(
-    config: TrainConfig, network: LoraNetwork, plan: StepPlan
-) -> tuple[
-    torch.optim.Optimizer, str, torch.optim.lr_scheduler.LRScheduler, list[torch.nn.Parameter]
-]:
-    """The optimizer over the network's parameters (the UNet's and the text encoders' at
-    their own rates), its ``ss_optimizer`` label, the schedule, and the trained parameters."""
-    groups = [{"params": network.unet_parameters(), "lr": config.effective_unet_lr}]
-    if config.train_text_encoder:
-        groups.append(
-            {"params": network.text_encoder_parameters(), "lr": config.effective_text_encoder_lr}
-        )
-    trainable = [p for g in groups for p in g["params"]]
-    optimizer, label = build_optimizer(
-        config.optimizer_type,
-        groups,
-        learning_rate=config.learning_rate,
-        optimizer_kwargs=config.optimizer_kwargs(),
-    )
-    lr_scheduler = build_scheduler(
-        config.lr_scheduler,
-        optimizer,
-        plan.total_steps,
-        warmup=warmup_steps(config.lr_warmup_steps, plan.total_steps),
-        num_cycles=config.lr_scheduler_num_cycles,
-        power=config.lr_scheduler_power,
-    )
-    return optimizer, label, lr_scheduler, trainable
-
-
 def cache_text(
     config: TrainConfig,
     base: BaseModel,
@@ -292,7 +257,11 @@ def cache_text(
     """The caption encoder a step calls: with frozen encoders and static captions, every
     caption and sample prompt is encoded once here and the encoders leave the GPU."""
     encode_text = text_encoder_fn(
-        base, device, clip_skip=config.clip_skip, trained=config.train_text_encoder
+        base,
+        device,
+        clip_skip=config.clip_skip,
+        trained=config.train_text_encoder,
+        max_token_length=config.max_token_length,
     )
     if not (
         not config.train_text_encoder and config.cache_text_encoder_outputs and data.captions_static

@@ -15,6 +15,7 @@ import math
 import warnings
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -283,6 +284,21 @@ def _cut_short(label: str, data: bytes) -> bool:
     if label == "JPEG":
         return b"\xff\xd9" not in data[-4096:]
     return False
+
+
+def file_is_cut_short(path: Path, label: str) -> bool:
+    """:func:`_cut_short` for a file on disk, reading only its head and tail (the trainer
+    checks every image of a folder this way before training starts)."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(64)
+        handle.seek(max(0, size - 4096))
+        tail = handle.read()
+    if size < 64:
+        return True
+    if label == "WEBP":
+        return int.from_bytes(head[4:8], "little") + 8 > size
+    return _cut_short(label, head + tail) if label in ("PNG", "JPEG") else False
 
 
 def _load(image: Image.Image, source: str, cut_short: bool) -> None:

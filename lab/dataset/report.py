@@ -27,10 +27,12 @@ from PIL import Image, UnidentifiedImageError
 
 from lab.buckets import BucketSpec
 from lab.captions import check_trigger, split_tags, tag_frequency
-from lab.dataset.archive import display_name, is_system_file
+from lab.dataset.archive import display_name
 from lab.dataset.image import ALLOWED_FORMATS, perceptual_hash
+from lab.dataset.rules import CAPTION_SUFFIXES, is_skipped, oriented_size, trained_folders
 from lab.dataset.settings import IngestSettings
 from lab.dataset.similar import near_duplicate_pairs
+from lab.dataset.sniff import sniff
 from lab.families import FAMILIES, BaseFamily, FamilyDefaults
 
 __all__ = ["HealthReport", "ImageFacts", "build_report", "parse_kohya_folder"]
@@ -88,6 +90,8 @@ class HealthReport:
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     near_duplicates: list[tuple[str, str, int]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    not_trained: list[str] = field(default_factory=list)
+    """Images the trainer would not read (outside the ``N_name`` folders, nested)."""
 
     def buckets(self) -> dict[str, int]:
         """``"WxH"`` → image count, largest first."""
@@ -102,6 +106,24 @@ class HealthReport:
             label = next(lbl for lbl, low in reversed(_BINS) if short >= low)
             counts[label] += 1
         return counts
+
+    def warning_files(self, settings: IngestSettings | None = None) -> dict[str, list[str]]:
+        """Per warning code, the files behind it (for the text output to name them)."""
+        min_side = (settings or IngestSettings()).min_side_for(self.family)
+        return {
+            "many_small_images": [
+                f"{f.path} ({f.width}×{f.height})"
+                for f in self.images
+                if min(f.width, f.height) < min_side
+            ],
+            "many_upscaled": [f.path for f in self.images if f.upscaled],
+            "duplicates": [f"{a} = {b}" for a, b in self.duplicates],
+            "near_duplicates": [f"{a} ~ {b} (distance {d})" for a, b, d in self.near_duplicates],
+            "captions_missing": self.missing_captions(),
+            "trigger_missing": self.without_trigger(),
+            "unreadable_files": [f"{path}: {why}" for path, why in self.unreadable],
+            "images_not_trained": self.not_trained,
+        }
 
     def missing_captions(self) -> list[str]:
         return [f.path for f in self.images if f.caption is None]
@@ -207,6 +229,8 @@ def build_report(
         trigger, class_token = _infer_trigger(directory, class_token)
     report = HealthReport(str(directory), family, spec, trigger, class_token)
     image_paths, caption_paths = _walk(directory)
+    trained = set(trained_folders(directory))
+    report.not_trained = [_rel(p, directory) for p in image_paths if p.parent not in trained]
     workers = max(1, min(settings.workers or os.cpu_count() or 1, len(image_paths)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="report") as pool:
         inspect = partial(_inspect, root=directory, spec=spec, settings=settings)
@@ -248,11 +272,9 @@ def _walk(directory: Path) -> tuple[list[Path], dict[Path, Path]]:
     captions: dict[Path, Path] = {}
     for path in sorted(directory.rglob("*")):
         rel = path.relative_to(directory).as_posix()
-        if path.is_symlink() or not path.is_file() or is_system_file(rel):
-            continue
-        if any(part.startswith(".") for part in path.relative_to(directory).parts):
-            continue  # temp files of an interrupted import, hidden folders
-        if path.suffix.casefold() == ".txt":
+        if path.is_symlink() or not path.is_file() or is_skipped(rel):
+            continue  # side files, temp files of an interrupted import, hidden folders
+        if path.suffix.casefold() in CAPTION_SUFFIXES:
             captions[path.with_suffix("")] = path
         elif path.suffix.casefold() not in (".json", ".toml", ".md", ".npz", ".safetensors"):
             images.append(path)
@@ -268,13 +290,18 @@ def _inspect(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
-                width, height = image.size
+                width, height = oriented_size(image)  # as the trainer buckets it
                 phash = None
                 if width * height <= settings.max_pixels:
                     image.draft("L", (256, 256))  # JPEG: reduced-scale decode, as in ingest
                     phash = perceptual_hash(image)
         assignment = spec.assign(width, height)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+    except UnidentifiedImageError:
+        # Pillow's own text names a BytesIO object, not the file: say what the bytes are.
+        kind = sniff(data).label
+        what = "unknown data" if kind == "other" else kind
+        return f"not a JPEG, PNG or WebP image ({what})"
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
         return str(error) or type(error).__name__
     return ImageFacts(
         path=_rel(path, root),
@@ -373,4 +400,12 @@ def _warnings(
         )
     if report.unreadable:
         out.append(("unreadable_files", f"{len(report.unreadable)} file(s) could not be read."))
+    if report.not_trained:
+        out.append(
+            (
+                "images_not_trained",
+                f"{len(report.not_trained)} image(s) are outside the folders the trainer "
+                "reads (the N_name folders, or this folder itself) and are not trained.",
+            )
+        )
     return out

@@ -10,18 +10,28 @@ use instead where we know one: silently ignoring ``learning_rte`` costs a night 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lab.training.datasets import (
+    DatasetSection,
+    SubsetConfig,
+    parse_resolution,
+    read_dataset_config,
+    with_general,
+)
 from lab.training.errors import ConfigError
 from lab.training.keys import check_keys
-from lab.training.networks import check_network
+from lab.training.kohya import translate_kohya_keys
+from lab.training.networks import active_network_args, check_network
 from lab.training.presets import preset_values
+from lab.training.values import is_torch_schedule, parse_key_values, parse_override
 
 CONFIG_VERSION = 1
+KOHYA_DEFAULT_STEPS = 1600
 
 NetworkType = Literal["lora", "loha", "lokr"]
 OptimizerName = Literal[
@@ -34,35 +44,19 @@ SchedulerName = Literal[
     "cosine_with_restarts",
     "linear",
     "polynomial",
+    "adafactor",
 ]
+LossType = Literal["l1", "l2", "huber", "smooth_l1"]
 
-
-class SubsetConfig(BaseModel):
-    """One image folder of a kohya dataset definition (``[[datasets.subsets]]``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    image_dir: Path
-    num_repeats: int = Field(1, ge=1)
-    is_reg: bool = False
-    class_tokens: str | None = None
-    """Caption for images without a caption file (kohya's DreamBooth-style subsets)."""
-    caption_extension: str | None = None
-    keep_tokens: int | None = Field(None, ge=0)
-    shuffle_caption: bool | None = None
-    caption_prefix: str | None = None
-    caption_suffix: str | None = None
-    caption_dropout_rate: float | None = Field(None, ge=0, le=1)
-    caption_tag_dropout_rate: float | None = Field(None, ge=0, le=1)
-    flip_aug: bool | None = None
-
-
-class DatasetSection(BaseModel):
-    """A kohya ``[[datasets]]`` entry; only its subsets are read (options are global)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    subsets: tuple[SubsetConfig, ...] = Field(min_length=1)
+__all__ = [
+    "DatasetSection",
+    "SubsetConfig",
+    "TrainConfig",
+    "build_config",
+    "load_config",
+    "parse_key_values",
+    "parse_override",
+]
 
 
 class TrainConfig(BaseModel):
@@ -86,13 +80,16 @@ class TrainConfig(BaseModel):
     train_data_dir: Path | None = None
     reg_data_dir: Path | None = None
     datasets: tuple[DatasetSection, ...] = ()
+    dataset_config: Path | None = None
+    """A separate kohya dataset config file ([general], [[datasets]]); read into datasets."""
     resolution: tuple[int, int] = (512, 512)
-    enable_bucket: bool = True
+    """kohya requires it; a file without it trains at 512×512."""
+    enable_bucket: bool = False
     min_bucket_reso: int = Field(256, gt=0)
     max_bucket_reso: int = Field(1024, gt=0)
     bucket_reso_steps: int = Field(64, gt=0)
     bucket_no_upscale: bool = False
-    caption_extension: str = ".txt"
+    caption_extension: str = ".caption"
     shuffle_caption: bool = False
     keep_tokens: int = Field(0, ge=0)
     keep_tokens_separator: str = ""
@@ -113,21 +110,26 @@ class TrainConfig(BaseModel):
     network_module: str = "networks.lora"
     """``networks.lora`` (LoRA, LoCon with ``conv_dim``) or ``lycoris.kohya`` with
     ``algo=lora|locon|loha|lokr``; DoRA is ``dora_wd=True`` on LoRA/LoCon."""
-    network_dim: int = Field(32, ge=1)
-    network_alpha: float = Field(32.0, gt=0)
+    network_dim: int = Field(4, ge=1)
+    network_alpha: float = Field(1.0, gt=0)
+    """kohya's default 1: the LoRA is scaled by alpha / network_dim."""
     network_dropout: float | None = Field(None, ge=0, lt=1)
     network_args: tuple[str, ...] = ()
     network_train_unet_only: bool = False
+    scale_weight_norms: float | None = Field(None, gt=0)
+    """Max-norm regularisation: scale down any module whose ΔW norm exceeds this (kohya)."""
 
     # -- optimisation -------------------------------------------------------------------
     output_dir: Path
     output_name: str = "last"
     train_batch_size: int = Field(1, ge=1)
     max_train_epochs: int | None = Field(None, ge=1)
-    max_train_steps: int | None = Field(None, ge=1)
-    learning_rate: float = Field(1e-4, gt=0)
+    max_train_steps: int | None = Field(KOHYA_DEFAULT_STEPS, ge=1)
+    """kohya's default: 1600 steps; max_train_epochs, when set, wins."""
+    learning_rate: float = Field(2e-6, gt=0)
     unet_lr: float | None = Field(None, gt=0)
-    text_encoder_lr: float | None = Field(None, ge=0)
+    text_encoder_lr: float | tuple[float, ...] | None = None
+    """One value for every text encoder, or kohya's list: one per encoder (SDXL: two)."""
     optimizer_type: OptimizerName = "AdamW"
     optimizer_args: tuple[str, ...] = ()
     lr_scheduler: SchedulerName = "constant"
@@ -135,6 +137,11 @@ class TrainConfig(BaseModel):
     """Steps, or a fraction of the total steps when below 1 (``0.1`` = 10 %)."""
     lr_scheduler_num_cycles: int = Field(1, ge=1)
     lr_scheduler_power: float = 1.0
+    lr_scheduler_type: str | None = None
+    """A ``torch.optim.lr_scheduler`` class (e.g. ``CosineAnnealingLR``) built with
+    lr_scheduler_args, instead of lr_scheduler (kohya's custom schedule)."""
+    lr_scheduler_args: tuple[str, ...] = ()
+    """``key=value`` strings passed to the schedule (e.g. ``["min_lr_rate=0.1"]``)."""
     max_grad_norm: float = Field(1.0, ge=0)
     gradient_accumulation_steps: int = Field(1, ge=1)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
@@ -147,18 +154,36 @@ class TrainConfig(BaseModel):
     seed: int | None = None
 
     # -- loss ---------------------------------------------------------------------------
+    loss_type: LossType = "l2"
+    """sd-scripts' loss: ``l2`` (MSE), ``l1``, ``huber`` or ``smooth_l1``."""
+    huber_schedule: Literal["constant", "exponential", "snr"] = "snr"
+    """How the Huber threshold varies with the timestep (sd-scripts' schedules)."""
+    huber_c: float = Field(0.1, gt=0, le=1)
+    huber_scale: float = Field(1.0, gt=0)
+    min_timestep: int | None = Field(None, ge=0, le=1000)
+    """Train on timesteps ≥ this (default 0)."""
+    max_timestep: int | None = Field(None, ge=1, le=1000)
+    """Train on timesteps < this (default: the scheduler's 1000)."""
     min_snr_gamma: float | None = Field(None, gt=0)
     debiased_estimation_loss: bool = False
     noise_offset: float | None = Field(None, ge=0)
     noise_offset_random_strength: bool = False
+    adaptive_noise_scale: float | None = None
+    """Adds ``adaptive_noise_scale × |mean latent|`` per channel to noise_offset (kohya)."""
     multires_noise_iterations: int | None = Field(None, ge=1)
     multires_noise_discount: float = Field(0.3, gt=0, le=1)
     zero_terminal_snr: bool = False
     clip_skip: int | None = Field(None, ge=1)
+    max_token_length: Literal[75, 150, 225] | None = None
+    """Caption length in tokens: 75 (one CLIP window), or kohya's 150/225 (2–3 windows)."""
 
     # -- saving, resume, samples --------------------------------------------------------
     save_every_n_epochs: int | None = Field(None, ge=1)
     save_last_n_epochs: int | None = Field(None, ge=1)
+    save_every_n_steps: int | None = Field(None, ge=1)
+    """Also save ``<name>-step<N>.safetensors`` every N steps (kohya)."""
+    save_last_n_steps: int | None = Field(None, ge=1)
+    """Keep only the step saves of the last N steps."""
     save_state: bool = False
     save_state_on_train_end: bool = False
     resume: Path | None = None
@@ -177,14 +202,35 @@ class TrainConfig(BaseModel):
     @classmethod
     def _parse_resolution(cls, value: Any) -> Any:
         """kohya writes ``resolution = "512,512"`` or ``"512"``; accept ints and pairs too."""
-        if isinstance(value, int):
-            return (value, value)
-        if isinstance(value, str):
-            parts = [p.strip() for p in value.split(",") if p.strip()]
-            if len(parts) == 1:
-                parts = parts * 2
-            return tuple(int(p) for p in parts)
+        return parse_resolution(value)
+
+    @field_validator("text_encoder_lr", mode="before")
+    @classmethod
+    def _text_encoder_lrs(cls, value: Any) -> Any:
+        """kohya's ``text_encoder_lr = [5e-5, 5e-5]``; one value in a list means all."""
+        if isinstance(value, list | tuple):
+            if not value:
+                return None
+            if any(not isinstance(v, int | float) or v < 0 for v in value):
+                raise ValueError("text_encoder_lr values must be numbers ≥ 0")
+            return float(value[0]) if len(value) == 1 else tuple(float(v) for v in value)
+        if isinstance(value, int | float) and value < 0:
+            raise ValueError("text_encoder_lr must be ≥ 0")
         return value
+
+    @field_validator("optimizer_args", "network_args", "lr_scheduler_args", mode="before")
+    @classmethod
+    def _args_list(cls, value: Any) -> Any:
+        """kohya's command line form: one string of space-separated ``key=value`` items."""
+        return value.replace('"', "").split() if isinstance(value, str) else value
+
+    @field_validator("max_token_length", mode="before")
+    @classmethod
+    def _token_length(cls, value: Any) -> Any:
+        """kohya: 75 (or unset) is one window; the GUI writes it as a string too."""
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        return None if value in (75, None) else value
 
     @field_validator("optimizer_type", mode="before")
     @classmethod
@@ -208,8 +254,20 @@ class TrainConfig(BaseModel):
             )
         if self.train_data_dir is None and not self.datasets:
             raise ValueError("set train_data_dir or a [[datasets]] section")
-        if self.max_train_epochs is None and self.max_train_steps is None:
-            raise ValueError("set max_train_epochs or max_train_steps")
+        if self.adaptive_noise_scale is not None and not self.noise_offset:
+            raise ValueError("adaptive_noise_scale needs noise_offset (as in kohya)")
+        low, high = self.min_timestep or 0, self.max_timestep or 1000
+        if low >= high:
+            raise ValueError(f"min_timestep ({low}) must be below max_timestep ({high})")
+        if self.lr_scheduler_type and not is_torch_schedule(self.lr_scheduler_type):
+            raise ValueError(
+                f"lr_scheduler_type {self.lr_scheduler_type!r} is not a torch.optim.lr_scheduler "
+                "class (e.g. CosineAnnealingLR); or use lr_scheduler"
+            )
+        if self.scale_weight_norms and self.use_dora:
+            raise ValueError("scale_weight_norms does not apply to DoRA; use max_grad_norm")
+        if self.lr_scheduler == "adafactor" and self.optimizer_type != "Adafactor":
+            raise ValueError("lr_scheduler = 'adafactor' needs optimizer_type = 'Adafactor'")
         if self.v2:
             raise ValueError("v2 (SD2.x) bases are not supported by this trainer version yet")
         step = self.bucket_reso_steps
@@ -252,7 +310,8 @@ class TrainConfig(BaseModel):
 
     @property
     def network_arg_values(self) -> dict[str, Any]:
-        return parse_key_values(self.network_args, "network_args")
+        """``network_args`` as values, without the LyCORIS options that are off."""
+        return active_network_args(parse_key_values(self.network_args, "network_args"))
 
     @property
     def effective_unet_lr(self) -> float:
@@ -260,53 +319,27 @@ class TrainConfig(BaseModel):
 
     @property
     def effective_text_encoder_lr(self) -> float:
-        return self.text_encoder_lr if self.text_encoder_lr is not None else self.learning_rate
+        """The first text encoder's learning rate."""
+        return self.text_encoder_lrs[0]
+
+    @property
+    def text_encoder_lrs(self) -> tuple[float, float]:
+        """(TE1, TE2) learning rates: kohya's list gives one per encoder, a single value
+        (or none: learning_rate) applies to both."""
+        value = self.text_encoder_lr
+        if value is None:
+            return (self.learning_rate, self.learning_rate)
+        if isinstance(value, tuple):
+            return (value[0], value[1] if len(value) > 1 else value[0])
+        return (value, value)
 
     @property
     def train_text_encoder(self) -> bool:
-        return not self.network_train_unet_only and self.effective_text_encoder_lr > 0
+        return not self.network_train_unet_only and max(self.text_encoder_lrs) > 0
 
     def optimizer_kwargs(self) -> dict[str, Any]:
         """``optimizer_args`` (kohya's ``key=value`` strings) as keyword arguments."""
         return parse_key_values(self.optimizer_args, "optimizer_args")
-
-
-def parse_key_values(items: Iterable[str], what: str) -> dict[str, Any]:
-    """kohya's ``["weight_decay=0.1", "betas=0.9,0.99"]`` → ``{"weight_decay": 0.1, …}``."""
-    parsed: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{what}: expected key=value, got {item!r}")
-        parsed[key.strip()] = _parse_scalar_or_tuple(raw.strip())
-    return parsed
-
-
-def _parse_scalar_or_tuple(raw: str) -> Any:
-    if "," in raw:
-        return tuple(_parse_scalar_or_tuple(part.strip()) for part in raw.split(","))
-    lowered = raw.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return raw
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """A CLI override ``key=value``; the value is read as TOML (``1e-4``, ``true``,
-    ``[1, 2]``) and falls back to a plain string (``output_name=my lora``)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"an override must look like key=value, got {text!r}")
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key.strip(), value
 
 
 def flatten_sections(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -330,19 +363,58 @@ def build_config(
     *,
     preset: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    base_dir: Path | None = None,
 ) -> TrainConfig:
-    """Preset defaults < ``values`` (a parsed config file) < ``overrides`` (CLI flags)."""
-    flat = flatten_sections(values)
+    """kohya's defaults < preset < ``values`` (a parsed config file) < ``overrides``
+    (CLI flags). ``base_dir``: where a relative ``dataset_config`` may also be found."""
+    return build_config_with_sources(values, preset=preset, overrides=overrides, base_dir=base_dir)[
+        0
+    ]
+
+
+def build_config_with_sources(
+    values: Mapping[str, Any],
+    *,
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    base_dir: Path | None = None,
+) -> tuple[TrainConfig, dict[str, str]]:
+    """The config, and where each set key came from (``preset``, ``file``, ``override``);
+    a key missing from the map has kohya's default."""
+    general = values.get("general") if "datasets" in values else None
+    flat = flatten_sections({k: v for k, v in values.items() if general is None or k != "general"})
     preset = preset or flat.pop("preset", None)
     flat.pop("preset", None)
-    merged: dict[str, Any] = preset_values(preset) if preset else {}
+    preset_part: dict[str, Any] = preset_values(preset) if preset else {}
     known = set(TrainConfig.model_fields)
-    merged.update(check_keys(flat, known))
-    merged.update(check_keys(dict(overrides or {}), known))
+    file_part = check_keys(translate_kohya_keys(flat), known)
+    override_part = check_keys(translate_kohya_keys(dict(overrides or {})), known)
+    merged = {**preset_part, **file_part, **override_part}
+    if "datasets" in file_part:
+        merged["datasets"] = with_general(file_part["datasets"], general or {})
+    if merged.get("dataset_config"):
+        if merged.get("datasets"):
+            raise ConfigError("set dataset_config or [[datasets]], not both")
+        merged["datasets"] = read_dataset_config(Path(merged["dataset_config"]), base_dir)
+    sources = {key: f"preset {preset}" for key in preset_part}
+    sources.update({key: "config file" for key in file_part})
+    sources.update({key: "command line" for key in override_part})
     try:
-        return TrainConfig.model_validate(merged)
+        return TrainConfig.model_validate(merged), sources
     except ValidationError as error:
         raise ConfigError(_describe(error)) from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A TOML config file's raw tables; a clear :class:`ConfigError` when unreadable."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text (UTF-8) file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
 
 
 def load_config(
@@ -352,18 +424,15 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
 ) -> TrainConfig:
     """Read a TOML config file (kohya layout accepted) into a validated :class:`TrainConfig`."""
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path} is not valid TOML: {error}") from None
-    return build_config(raw, preset=preset, overrides=overrides)
+    raw = read_config_file(path)
+    return build_config(raw, preset=preset, overrides=overrides, base_dir=Path(path).parent)
 
 
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "config"
-        parts.append(f"{where}: {item['msg']}")
+        # A check across keys has no location; its message names the keys itself.
+        message = str(item["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(p) for p in item["loc"])
+        parts.append(f"{where}: {message}" if where else message)
     return "invalid config: " + "; ".join(parts)

@@ -21,6 +21,7 @@ WORKER_OWNED = frozenset(
         "train_data_dir",
         "reg_data_dir",
         "datasets",
+        "dataset_config",  # a path the worker would read
         "output_dir",
         "output_name",
         "resume",

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lab.training.errors import ConfigError
+from lab.training.kohya import NO_EFFECT_KEYS, OFF_ONLY_KEYS, OTHER_FAMILY_KEYS, check_off_only
 
 logger = logging.getLogger(__name__)
 
@@ -36,36 +37,11 @@ RENAMED_KEYS: Mapping[str, str] = {
     "pretrained_model": "pretrained_model_name_or_path",
     "model": "pretrained_model_name_or_path",
     "snr_gamma": "min_snr_gamma",
-    "dataset_config": "[[datasets]] in this file",
-    "network_weights": "resume (a state directory) to continue a run",
 }
 
-# Kohya keys we know but have not built; naming them avoids a misleading "did you mean".
+# Kohya keys we know but have not built and that have no "off" value to accept.
 UNSUPPORTED_KEYS: Mapping[str, str] = {
-    "sdxl": "not needed: an SDXL base is recognised from the model itself (text_encoder_2)",
-    "full_fp16": "use mixed_precision = 'fp16' (LoRA weights stay fp32)",
-    "full_bf16": "use mixed_precision = 'bf16' (LoRA weights stay fp32)",
-    "color_aug": "colour augmentation is not supported (the guides advise against it)",
-    "random_crop": "random_crop is not supported; images are centre-cropped to the bucket",
-    "max_token_length": "only 75 tokens (one CLIP window) are supported",
-    "caption_dropout_every_n_epochs": "use caption_dropout_rate",
-    "network_train_text_encoder_only": "not supported; use network_train_unet_only = false",
-    "scale_weight_norms": "not supported yet",
-    "save_every_n_steps": "use save_every_n_epochs",
-    "caption_separator": "captions are always split on ',' (lab.captions)",
-}
-
-# Keys that change nothing here; accepted so that kohya configs load, with a log line.
-IGNORED_KEYS: Mapping[str, str] = {
-    "sdpa": "PyTorch SDPA attention is always used",
-    "xformers": "PyTorch SDPA attention is always used instead",
-    "mem_eff_attn": "PyTorch SDPA attention is always used instead",
-    "max_data_loader_n_workers": "images are read in the main process",
-    "persistent_data_loader_workers": "images are read in the main process",
-    "logging_dir": "progress goes to the callbacks and the log",
-    "log_with": "progress goes to the callbacks and the log",
-    "log_prefix": "progress goes to the callbacks and the log",
-    "lowram": "weights are loaded once",
+    "caption_extention": "use caption_extension (kohya's old misspelling)",
 }
 
 
@@ -78,16 +54,26 @@ def check_keys(values: Mapping[str, Any], known: set[str]) -> dict[str, Any]:
         if key in known:
             kept[key] = value
         elif key == "save_model_as":
-            if value != "safetensors":
+            if value not in ("safetensors", "", None):
                 problems.append(f"save_model_as = {value!r}: LoRAs are saved as safetensors only")
-        elif key in IGNORED_KEYS:
-            logger.info("config key %r has no effect here: %s", key, IGNORED_KEYS[key])
+        elif key in NO_EFFECT_KEYS:
+            logger.info("config key %r has no effect here: %s", key, NO_EFFECT_KEYS[key])
+        elif key in OFF_ONLY_KEYS:
+            problem = check_off_only(key, value)
+            if problem:
+                problems.append(problem)
+        elif key in OTHER_FAMILY_KEYS and key not in OFF_ONLY_KEYS:
+            problems.append(
+                f"{key!r} is an option for FLUX/SD3 bases; this trainer trains SD1.5 and SDXL"
+            )
         elif key in RENAMED_KEYS:
             problems.append(f"unknown key {key!r}: use {RENAMED_KEYS[key]} instead")
         elif key in UNSUPPORTED_KEYS:
             problems.append(f"unsupported key {key!r}: {UNSUPPORTED_KEYS[key]}")
         else:
-            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+            # A hint only for a likely misspelling: never point a real kohya key at
+            # another one (lr_scheduler_type is not lr_scheduler_power).
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
             hint = f": use {close[0]} instead" if close else ""
             problems.append(f"unknown key {key!r}{hint}")
     if problems:

@@ -37,8 +37,12 @@ UNSUPPORTED_ALGOS = {
 UNSUPPORTED_NETWORK_ARGS = {
     "use_tucker": "Tucker/CP decomposition of convs",
     "use_cp": "Tucker/CP decomposition of convs",
+    "rank_dropout_scale": "rank dropout rescaling",
+    "loraplus_lr_ratio": "LoRA+ learning-rate ratios",
+    "loraplus_unet_lr_ratio": "LoRA+ learning-rate ratios",
+    "loraplus_text_encoder_lr_ratio": "LoRA+ learning-rate ratios",
     "use_scalar": "the trainable LyCORIS scalar",
-    "preset": "LyCORIS target presets (kohya's targets are always used)",
+    "preset": "LyCORIS target presets other than full (kohya's targets are used)",
     "block_dims": "block-wise ranks",
     "block_alphas": "block-wise alphas",
     "down_lr_weight": "block-wise learning rates",
@@ -50,8 +54,49 @@ UNSUPPORTED_NETWORK_ARGS = {
 }
 
 
+# The kohya_ss GUI writes every LyCORIS option into network_args, mostly off
+# (``use_tucker=False``); an off value asks for nothing and is dropped. ``preset=full``
+# is LyCORIS's default preset; ``bypass_mode`` computes the same output another way.
+OFF_NETWORK_ARGS: Mapping[str, tuple[Any, ...]] = {
+    "use_tucker": (False,),
+    "use_cp": (False,),
+    "use_scalar": (False,),
+    "train_norm": (False,),
+    "decompose_both": (False,),
+    "rank_dropout_scale": (False,),
+    "bypass_mode": (False, True),
+    "preset": ("full",),
+    "rank_dropout": (0,),
+    "module_dropout": (0,),
+    "dora_wd": (False,),
+    "loraplus_lr_ratio": (0,),
+    "loraplus_unet_lr_ratio": (0,),
+    "loraplus_text_encoder_lr_ratio": (0,),
+}
+
+
+def active_network_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """``network_args`` without the options that are off (see ``OFF_NETWORK_ARGS``), and
+    without options of an option that is off: ``rank_dropout_scale`` without rank
+    dropout, Tucker (``use_tucker``/``use_cp``, for convs only) without ``conv_dim``."""
+    active = {k: v for k, v in args.items() if v not in OFF_NETWORK_ARGS.get(k, ())}
+    if "rank_dropout" not in active:
+        active.pop("rank_dropout_scale", None)
+    if not active.get("conv_dim"):
+        active.pop("use_tucker", None)
+        active.pop("use_cp", None)
+    return active
+
+
 def check_network(module: str, args: Mapping[str, Any]) -> None:
     """Accept the kohya/LyCORIS spellings we train; name anything else precisely."""
+    args = active_network_args(args)
+    early = str(args.get("algo", "lora")).lower()
+    if early in UNSUPPORTED_ALGOS:
+        raise ValueError(
+            f"network_args algo={early} ({UNSUPPORTED_ALGOS[early]}) is not supported; "
+            f"use one of {', '.join(NETWORK_ALGOS)}"
+        )
     if module in UNSUPPORTED_NETWORK_MODULES:
         raise ValueError(
             f"network_module {module!r} ({UNSUPPORTED_NETWORK_MODULES[module]}) is not "
@@ -89,6 +134,9 @@ def check_network(module: str, args: Mapping[str, Any]) -> None:
         raise ValueError("network_args: conv_alpha needs conv_dim")
     for key in ("rank_dropout", "module_dropout"):
         if key in args and algo not in ("loha", "lokr"):
-            raise ValueError(f"network_args {key} is supported for algo=loha|lokr only")
+            raise ValueError(
+                f"network_args {key} is not supported for LoRA/LoCon; use network_dropout "
+                f"(dropout on the LoRA input) or algo=loha|lokr, which take {key}"
+            )
         if key in args and not 0 <= float(args[key]) < 1:
             raise ValueError(f"network_args {key} must be in [0, 1)")

@@ -22,6 +22,7 @@ _SD15_BASE: dict[str, Any] = {
     "min_bucket_reso": 256,
     "max_bucket_reso": 1024,
     "bucket_reso_steps": 64,
+    "caption_extension": ".txt",
     "network_module": "networks.lora",
     "network_dim": 32,
     "network_alpha": 32.0,

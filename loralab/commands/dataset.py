@@ -92,6 +92,8 @@ def import_(
     )
     for rejection in result.rejected:
         click.echo(f"  rejected [{rejection.code}] {rejection.message}")
+    for notice in result.warnings:
+        click.echo(f"  warning [{notice.code}] {notice.message}")
     for a, b, distance in result.near_duplicates:
         click.echo(f"  similar: {a} ~ {b} (distance {distance})")
 
@@ -150,8 +152,18 @@ def check(
         f"{base.value} at {res}px"
     )
     click.echo("buckets: " + ", ".join(f"{k} x{v}" for k, v in payload["buckets"].items()))
+    files = report.warning_files(_settings())
     for warning in payload["warnings"]:
         click.echo(f"  warning [{warning['code']}] {warning['message']}")
+        _list_files(files.get(warning["code"], []))
+
+
+def _list_files(files: list[str], limit: int = 10) -> None:
+    """The files behind a warning, the first ``limit`` of them."""
+    for name in files[:limit]:
+        click.echo(f"      {name}")
+    if len(files) > limit:
+        click.echo(f"      … and {len(files) - limit} more (--json lists every file)")
 
 
 @dataset.command()

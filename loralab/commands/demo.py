@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
+from types import FrameType
 
 import click
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill <pid>``), handled like Ctrl-C so the worker and bot are stopped."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
 
 
 @click.command()
@@ -75,11 +85,17 @@ def demo(
         port=port,
         training_timeout=training_timeout,
     )
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         run_demo(options)
     except DemoError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "see above"
         raise click.ClickException(f"the demo did not finish: {first}") from None
+    except Terminated:
+        click.echo("demo stopped (SIGTERM)")
+        raise SystemExit(143) from None
     except KeyboardInterrupt:
         click.echo("demo stopped")
         raise SystemExit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -73,7 +73,16 @@ def _configured_application_id() -> int | None:
     from lab.settings import BotSettings
 
     token = BotSettings().discord_token
-    return application_id_from_token(token.get_secret_value()) if token is not None else None
+    if token is None:
+        return None
+    found = application_id_from_token(token.get_secret_value())
+    if found is None:
+        raise click.UsageError(
+            "DISCORD_TOKEN is set but is not a bot token (its first part should be the "
+            "application id in base64): copy it again from Developer Portal → Bot, or pass "
+            "--application-id."
+        )
+    return found
 
 
 @click.command(name="invite-url")

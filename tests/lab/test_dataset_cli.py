@@ -82,3 +82,20 @@ def test_export_command(tmp_path):
     assert len(list(folder.glob("*.txt"))) == 3
     both = run("export", str(tmp_path / "ds"), str(tmp_path / "t2"), "--trigger", "x")
     assert both.exit_code == 2
+
+
+def test_text_output_names_the_files_behind_each_warning(tmp_path):
+    src = make_src(tmp_path / "src")
+    dest = tmp_path / "dest"
+    imported = run("import", str(src), str(dest))
+    # p1/p2 have no caption: import says so per file, not only its rejections.
+    assert "warning [caption_missing]" in imported.stdout
+    assert "p1.jpg" in imported.stdout and "p2.jpg" in imported.stdout
+    (src / "p1.caption").write_text("ohwx, smiling")  # kohya's caption suffix
+    check = run("check", str(src), "--trigger", "ohwx")
+    assert check.exit_code == 0
+    lines = check.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if "warning [captions_missing]" in line)
+    assert lines[at + 1].strip() == "p2.jpg"  # p0 has .txt, p1 has .caption
+    assert "cannot identify" not in check.stdout  # the .caption file is not an image
+    assert "bad.png: not a JPEG, PNG or WebP image (PDF)" in check.stdout

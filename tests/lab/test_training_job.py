@@ -33,3 +33,13 @@ def test_bad_job_configs_name_the_problem(preset, config, message):
 def test_split_separates_lab_keys_from_trainer_keys():
     trainer, lab = split_job_config({"preset": "x", "network_dim": 8, "num_repeats": 3})
     assert (trainer, lab) == ({"network_dim": 8}, {"num_repeats": 3})
+
+
+def test_dataset_config_is_set_by_the_worker_only():
+    import pytest
+
+    from lab.training.errors import ConfigError
+    from lab.training.job import check_job_config
+
+    with pytest.raises(ConfigError, match="dataset_config is set by the worker"):
+        check_job_config("sd15-character", {"dataset_config": "/etc/passwd"})

@@ -34,4 +34,15 @@ def test_notes_under_fields_are_shown():
     text = trainer_options_markdown()
     line = next(row for row in text.splitlines() if row.startswith("| `lr_warmup_steps`"))
     assert "fraction of the total steps" in line
-    assert "| `network_dim` | `int` | `32` | ≥ 1 |" in text
+    assert "| `network_dim` | `int` | `4` | ≥ 1 |" in text
+
+
+def test_help_prints_usage_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from loralab import reference
+
+    monkeypatch.setattr(reference, "DOC", tmp_path / "options.md")
+    assert reference.main(["--help"]) == 0
+    assert "usage: python -m loralab.reference" in capsys.readouterr().out
+    assert not (tmp_path / "options.md").exists()
+    assert reference.main(["--wat"]) == 2
+    assert not (tmp_path / "options.md").exists()

@@ -52,6 +52,8 @@ def base_values(model: Path, data: Path, output: Path, **extra: object) -> dict[
         "output_dir": str(output),
         "output_name": "tiny",
         "resolution": "64,64",
+        "enable_bucket": True,
+        "caption_extension": ".txt",
         "min_bucket_reso": 32,
         "max_bucket_reso": 128,
         "bucket_reso_steps": 32,
