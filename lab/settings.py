@@ -274,6 +274,13 @@ class WorkerSettings(CommonSettings):
     sample_steps: int = Field(
         20, ge=1, le=100, description="Denoising steps of each sample image (at most 100)."
     )
+    gpus_per_job: int = Field(
+        1,
+        ge=1,
+        description="GPUs one training job runs on: one process each, through accelerate "
+        "(trainer.launch). A job takes GPUs 0..N-1 of those the worker sees, so give each "
+        "such worker its own CUDA_VISIBLE_DEVICES and concurrency 1.",
+    )
     max_job_hours: float = Field(
         24,
         gt=0,

@@ -7,12 +7,11 @@ calls :meth:`~Trainer.step`, :meth:`~Trainer.maybe_save` and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
-import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,10 +21,11 @@ from trainer.callbacks import Callbacks, Checkpoint, Commands, NeverStop, NullCa
 from trainer.checkpoints import SaveSchedule
 from trainer.compat import save_network
 from trainer.data import ImageRecord
-from trainer.kohya_terms import LOSS_OPTIONS, apply_max_norm, kohya_loss, sample_timesteps
+from trainer.distributed import MainProcessOnly, agree, average_gradients, draw_rank_batch
+from trainer.kohya_terms import LOSS_OPTIONS, apply_max_norm, kohya_loss
 from trainer.loss import debiased_weights, min_snr_weights, target_for
 from trainer.metadata import with_kohya_keys
-from trainer.noise import adaptive_training_noise
+from trainer.result import TrainResult
 from trainer.sampling import generate_samples, weight_grid, write_grid
 from trainer.setup import Session, prepare_session
 from trainer.speed import spill_warning
@@ -34,29 +34,11 @@ from trainer.text import sdxl_time_ids
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["TrainResult", "Trainer", "train"]
+
 # Above this share of the GPU's memory after one step, spilling is likely (see check_memory).
 SPILL_WARNING_FRACTION = 0.95
 CUDA_REPORT_EVERY = 10
-
-
-@dataclass
-class TrainResult:
-    """What a run produced and how it went."""
-
-    output_dir: Path
-    final_path: Path | None
-    saved: list[Path] = field(default_factory=list)
-    state_dir: Path | None = None
-    epoch: int = 0
-    global_step: int = 0
-    stopped: bool = False
-    latents_encoded: int = 0
-    latents_reused: int = 0
-    captions_encoded: int = 0
-    steps_per_second: float = 0.0
-    images_per_second: float = 0.0
-    weight_grid: Path | None = None
-    """The grid over ``sample_weights`` (WebP, under Discord's upload limit)."""
 
 
 def train(
@@ -77,10 +59,12 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, callbacks: Callbacks, commands: Commands) -> None:
         self.config = config
-        self.callbacks = callbacks
+        # With several processes only rank 0 reports, and only it writes files.
+        self.callbacks = MainProcessOnly(callbacks)
         self.commands = commands
-        self.session: Session = prepare_session(config, callbacks)
+        self.session: Session = prepare_session(config, self.callbacks)
         self.session.run_info = with_kohya_keys(self.session.run_info, config, self.session.data)
+        self.is_main = self.session.accelerator.is_main_process
         self.position = Position(epoch=0, batch=0, global_step=0, seed=self.session.seed)
         self.result = TrainResult(output_dir=config.output_dir, final_path=None)
         self._epoch_losses: list[torch.Tensor] = []
@@ -107,9 +91,9 @@ class Trainer:
                 # Stop or snapshot only between optimizer steps: accumulated gradients
                 # are not part of the state.
                 if index % self.config.gradient_accumulation_steps == 0:
-                    if self.commands.should_stop():
+                    if self.stop_requested():
                         return self.stop()
-                    if self.state_requested():
+                    if self.is_main and self.state_requested():
                         self.write_state(f"{self.config.output_name}-state")
                 self.step(batches[index], index, last_in_epoch=index == len(batches) - 1)
                 self._advance(batch=index + 1)
@@ -123,6 +107,15 @@ class Trainer:
                     self.maybe_save()  # the last epoch is saved by finish() instead
                 self.maybe_sample()
         return self.finish()
+
+    def stop_requested(self) -> bool:
+        """Rank 0 asks; the others learn its answer (a collective: at the report cadence)."""
+        accelerator = self.session.accelerator
+        if accelerator.num_processes == 1:
+            return self.commands.should_stop()
+        if self._session_steps % self._report_every:
+            return False
+        return agree(accelerator, self.is_main and self.commands.should_stop())
 
     def state_requested(self) -> bool:
         # Optional in the Commands protocol: minimal implementations only answer should_stop.
@@ -138,60 +131,68 @@ class Trainer:
     # -- one step -------------------------------------------------------------------------
 
     def step(self, batch: list[int], index: int, *, last_in_epoch: bool) -> None:
-        """Forward, loss and backward for one batch; an optimizer step every
-        ``gradient_accumulation_steps`` batches (and at the end of an epoch)."""
+        """Forward, loss and backward for this rank's share of one global batch; an
+        optimizer step every ``gradient_accumulation_steps`` batches (and at epoch end)."""
         s, config = self.session, self.config
-        records = [s.data.records[i] for i in batch]
-        # Randomness derives from (seed, epoch, batch): a resumed run draws the same.
-        rng = random.Random(f"step:{self.position.seed}:{self.position.epoch}:{index}")
-        generator = torch.Generator().manual_seed(rng.getrandbits(63))
-        flips = [r.flip_aug and rng.random() < 0.5 for r in records]
-        captions = [r.rules.apply(r.caption, rng) for r in records]
-
-        latents = self.latents(records, flips)
-        with s.accelerator.autocast():  # a trained TE holds fp32 LoRA on half weights
-            hidden, pooled = s.encode_text(captions)
-        noise = adaptive_training_noise(latents, s.noise, generator)
+        accelerator, world = s.accelerator, s.accelerator.num_processes
         scheduler = s.base.noise_scheduler
         steps = scheduler.config.num_train_timesteps
-        low, high = config.min_timestep or 0, config.max_timestep or steps
-        timesteps = sample_timesteps(len(records), low, high, generator=generator)
-        noise, timesteps = noise.to(s.device), timesteps.to(s.device)
-        noisy = scheduler.add_noise(latents, noise, timesteps)
-
-        extra = {}
-        if pooled is not None:  # SDXL: pooled text + size/crop micro-conditioning
-            time_ids = sdxl_time_ids(
-                [r.original_size for r in records],
-                [r.crop_top_left(flip=f) for r, f in zip(records, flips, strict=True)],
-                [r.bucket for r in records],
-            )
-            extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids.to(s.device)}
-        with s.accelerator.autocast():
-            prediction = s.unet(noisy.to(s.weight_dtype), timesteps, hidden, **extra).sample
-        target = target_for(scheduler, latents, noise, timesteps)
-        loss_options = config.model_dump(include=LOSS_OPTIONS)
-        losses = kohya_loss(prediction, target, timesteps, scheduler.alphas_cumprod, **loss_options)
-        weights = torch.tensor(
-            [config.prior_loss_weight if r.is_reg else 1.0 for r in records], device=s.device
+        # Randomness derives from (seed, epoch, batch), drawn for the whole global batch:
+        # a resumed run, and a run on another number of processes, draw the same.
+        b = draw_rank_batch(
+            [s.data.records[i] for i in batch],
+            key=f"step:{self.position.seed}:{self.position.epoch}:{index}",
+            rank=accelerator.process_index,
+            world=world,
+            latents_of=self.latents,
+            noise=s.noise,
+            timestep_range=(config.min_timestep or 0, config.max_timestep or steps),
+            device=s.device,
         )
-        if config.min_snr_gamma:
-            weights = weights * min_snr_weights(scheduler, timesteps, config.min_snr_gamma)
-        if config.debiased_estimation_loss:
-            weights = weights * debiased_weights(scheduler, timesteps)
-        loss = (losses * weights).mean()
-        s.accelerator.backward(loss / config.gradient_accumulation_steps)
+        noisy = scheduler.add_noise(b.latents, b.noise, b.timesteps)
 
-        accumulated = (index + 1) % config.gradient_accumulation_steps == 0
-        self._session_images += len(records)
+        sync = (index + 1) % config.gradient_accumulation_steps == 0 or last_in_epoch
+        # Between optimizer steps gradients only accumulate locally (no all-reduce).
+        with contextlib.nullcontext() if sync else accelerator.no_sync(s.unet):
+            with accelerator.autocast():  # a trained TE holds fp32 LoRA on half weights
+                hidden, pooled = s.encode_text(b.captions)
+            extra = {}
+            if pooled is not None:  # SDXL: pooled text + size/crop micro-conditioning
+                time_ids = sdxl_time_ids(
+                    [r.original_size for r in b.records],
+                    [r.crop_top_left(flip=f) for r, f in zip(b.records, b.flips, strict=True)],
+                    [r.bucket for r in b.records],
+                )
+                time_ids = time_ids.to(s.device)
+                extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids}
+            with accelerator.autocast():
+                prediction = s.unet(noisy.to(s.weight_dtype), b.timesteps, hidden, **extra).sample
+            target = target_for(scheduler, b.latents, b.noise, b.timesteps)
+            options = config.model_dump(include=LOSS_OPTIONS)
+            alphas = scheduler.alphas_cumprod
+            losses = kohya_loss(prediction, target, b.timesteps, alphas, **options)
+            weights = torch.tensor(
+                [config.prior_loss_weight if r.is_reg else 1.0 for r in b.records], device=s.device
+            ) * (0.0 if b.padding else 1.0)  # a padding rank's copy counts for nothing
+            if config.min_snr_gamma:
+                weights = weights * min_snr_weights(scheduler, b.timesteps, config.min_snr_gamma)
+            if config.debiased_estimation_loss:
+                weights = weights * debiased_weights(scheduler, b.timesteps)
+            # The global batch's mean once DDP averages the ranks' gradients.
+            loss = (losses * weights).sum() * (world / b.global_size)
+            accelerator.backward(loss / config.gradient_accumulation_steps)
+
+        self._session_images += b.global_size
         self._epoch_losses.append(loss.detach())  # read (a host sync) only when reported
-        if accumulated or last_in_epoch:
+        if sync:
             self.optimizer_step()
             if last_in_epoch or self._session_steps % self._report_every == 0:
                 self.report()
 
     def optimizer_step(self) -> None:
         s = self.session
+        if self.config.train_text_encoder:
+            average_gradients(s.network.text_encoder_parameters(), s.accelerator.num_processes)
         if self.config.max_grad_norm:
             s.accelerator.clip_grad_norm_(s.trainable, self.config.max_grad_norm)
         s.optimizer.step()
@@ -223,7 +224,10 @@ class Trainer:
 
     def report(self) -> None:
         s = self.session
-        losses = torch.stack(self._epoch_losses).float().cpu()  # the one host sync
+        losses = torch.stack(self._epoch_losses).float()
+        if s.accelerator.num_processes > 1:  # each rank holds its share of each loss
+            losses = s.accelerator.reduce(losses, reduction="mean")
+        losses = losses.cpu()  # the one host sync
         loss, average = float(losses[-1]), float(losses.mean())
         elapsed = max(time.perf_counter() - self._started, 1e-9)
         rate = self._session_steps / elapsed
@@ -248,14 +252,14 @@ class Trainer:
     def maybe_save(self) -> None:
         """An epoch's LoRA when one is due (and its state with ``save_state``)."""
         path = self.saves.epoch_file(self.position.epoch)
-        if path is not None:
+        if path is not None and self.is_main:
             self.saves.saved_epoch(self.save(path))
             self._kept_saves(path.stem)
 
     def maybe_save_step(self) -> None:
         """kohya's ``save_every_n_steps`` (the last step is the final file instead)."""
         path = None if self.finished() else self.saves.step_file(self.position.global_step)
-        if path is not None:
+        if path is not None and self.is_main:
             self.saves.saved_step(self.position.global_step, self.save(path))
             self._kept_saves(path.stem)
 
@@ -266,7 +270,7 @@ class Trainer:
 
     def maybe_sample(self) -> None:
         every, prompts = self.config.sample_every_n_epochs, self.session.sample_prompts
-        if not every or not prompts or self.position.epoch % every:
+        if not every or not prompts or self.position.epoch % every or not self.is_main:
             return
         s = self.session
         self.callbacks.on_status("sampling", f"epoch {self.position.epoch}")
@@ -294,7 +298,7 @@ class Trainer:
     def maybe_weight_grid(self) -> None:
         """At the end: each prompt at each of ``sample_weights`` (0 = the base model)."""
         s, config = self.session, self.config
-        if config.sample_weights and s.sample_prompts:
+        if config.sample_weights and s.sample_prompts and self.is_main:
             self.callbacks.on_status("sampling", f"LoRA weights {list(config.sample_weights)}")
             s.unet.eval()
             self.result.weight_grid = weight_grid(
@@ -319,8 +323,12 @@ class Trainer:
         self.callbacks.on_checkpoint(Checkpoint(path, epoch, step, final, compat_path=compat))
         return path
 
-    def write_state(self, name: str) -> Path:
+    def write_state(self, name: str) -> Path | None:
+        """Rank 0 writes the state; every rank can resume from it (the LoRA, optimizer
+        and schedule are the same on all ranks after each step)."""
         s = self.session
+        if not self.is_main:
+            return None
         training = {
             "optimizer": s.optimizer.state_dict(),
             "lr_scheduler": s.lr_scheduler.state_dict(),
@@ -366,10 +374,9 @@ class Trainer:
         return self._result(stopped=True)
 
     def finish(self) -> TrainResult:
-        final = self.save(
-            self.config.output_dir / f"{self.config.output_name}.safetensors", final=True
-        )
-        self.result.final_path = final
+        final = self.config.output_dir / f"{self.config.output_name}.safetensors"
+        if self.is_main:
+            self.result.final_path = self.save(final, final=True)
         self.maybe_weight_grid()
         if self.config.save_state or self.config.save_state_on_train_end:
             self.write_state(f"{self.config.output_name}-state")

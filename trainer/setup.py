@@ -7,6 +7,8 @@ Order matters: the base is loaded and frozen, the dataset scanned and latents ca
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -16,7 +18,6 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from diffusers.training_utils import cast_training_params
 
 from lab.families import FAMILIES, BaseFamily
@@ -24,6 +25,7 @@ from lab.training.config import TrainConfig, parse_key_values
 from trainer.cache import LatentCache, TextEncoderCache, VaeEncoder
 from trainer.callbacks import Callbacks
 from trainer.data import TrainingData, load_training_data
+from trainer.distributed import start_accelerator
 from trainer.loss import NoiseOptions
 from trainer.models import BaseModel, load_base_model, vae_fingerprint
 from trainer.network import LoraNetwork, apply_lora
@@ -48,7 +50,6 @@ ARCHITECTURES = {
     BaseFamily.SD15: "stable-diffusion-v1",
     BaseFamily.SDXL: "stable-diffusion-xl-v1-base",
 }
-_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -88,20 +89,26 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
 
     callbacks.on_status("loading", config.pretrained_model_name_or_path)
     base = load_base_model(config)
+    # Every rank walks the same global batches and trains on its share of each
+    # (trainer.distributed), so a batch of the plan is train_batch_size per process.
+    world = accelerator.num_processes
     data = load_training_data(config)
+    data = dataclasses.replace(data, batch_size=config.train_batch_size * world)
     # The VAE runs in fp32: SD1.5's overflows in fp16.
     vae_encoder = VaeEncoder(base.vae.to(device, torch.float32), device)
     latent_cache = None
-    if config.cache_latents:
-        latent_cache = cache_latents(
-            data,
-            vae_encoder,
-            callbacks,
-            disk_dir=(config.latent_cache_dir or config.output_dir / ".latent_cache")
-            if config.cache_latents_to_disk
-            else None,
-            encode_batch_size=max(4, config.train_batch_size),
-        )
+    disk_dir = config.latent_cache_dir or config.output_dir / ".latent_cache"
+    disk_dir = disk_dir if config.cache_latents_to_disk else None
+    # With a disk cache rank 0 encodes and writes it first; the others read it back.
+    with accelerator.main_process_first() if disk_dir else contextlib.nullcontext():
+        if config.cache_latents:
+            latent_cache = cache_latents(
+                data,
+                vae_encoder,
+                callbacks,
+                disk_dir=disk_dir,
+                encode_batch_size=max(4, config.train_batch_size),
+            )
     network = inject_network(config, base, device, weight_dtype, seed)
     plan = plan_steps(
         data.batches_per_epoch(),
@@ -163,7 +170,9 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
             network_alpha=config.network_alpha,
             network_args=",".join(config.network_args),
             train_text_encoder=config.train_text_encoder,
-            batch_size=config.train_batch_size,
+            # The global batch: a state resumes on another number of processes when
+            # train_batch_size × processes is the same.
+            batch_size=config.train_batch_size * world,
             batches_per_epoch=plan.batches_per_epoch,
         ),
         run_info=_run_info(
@@ -174,14 +183,6 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
 
 
 # -- the steps, in the order prepare_session takes them -------------------------------------
-
-
-def start_accelerator(mixed_precision: str) -> tuple[Accelerator, torch.device, torch.dtype]:
-    """A fresh :class:`Accelerator`, its device and the dtype of the frozen weights."""
-    # A worker process runs many jobs; each may ask for another precision.
-    AcceleratorState._reset_state(reset_partial_state=True)
-    accelerator = Accelerator(mixed_precision=mixed_precision)
-    return accelerator, accelerator.device, _DTYPES[mixed_precision]
 
 
 def cache_latents(

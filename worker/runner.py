@@ -150,10 +150,11 @@ def _train(
 ) -> tuple[JobStatus, str | None]:
     """Train; the trainer's and the dataset's errors are classified by the caller."""
     preload.wait()  # a preload on another thread holds the import locks until it is done
-    from trainer.loop import train
+    from trainer.launch import launch
 
     config = _build_config(rt, context, work, prompts)
-    result = train(config, reporter, reporter)
+    # One process here, or one per GPU that relay rank 0's reports to the reporter.
+    result = launch(config, rt.settings.gpus_per_job, reporter, reporter)
     if result.stopped:
         return JobStatus.CANCELLED, "Stopped on request; the training state was saved."
     return JobStatus.SUCCEEDED, None

@@ -110,6 +110,15 @@ def test_as_environment_rebuilds_the_same_settings(monkeypatch, tmp_path):
     assert rebuilt.storage.s3_secret_access_key.get_secret_value() == "k"
 
 
+def test_gpus_per_job_comes_from_the_environment_and_must_be_positive(monkeypatch):
+    assert WorkerSettings().gpus_per_job == 1
+    monkeypatch.setenv("LORALAB_GPUS_PER_JOB", "2")
+    assert WorkerSettings().gpus_per_job == 2
+    monkeypatch.setenv("LORALAB_GPUS_PER_JOB", "0")
+    with pytest.raises(ValidationError, match="gpus_per_job"):
+        WorkerSettings()
+
+
 @pytest.mark.parametrize("password", ["p/ss", "p?ss", "p#ss", "a/b?c#d", "s3cr:et"])
 def test_every_url_setting_is_shown_without_its_password(password):
     from lab.settings import BotSettings, StorageSettings

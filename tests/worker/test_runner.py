@@ -109,6 +109,23 @@ def test_registry_records_worker_gpu_and_current_job(sqlite_settings):
         assert session.get(Worker, rt.name) is None
 
 
+def test_a_job_on_two_processes_stores_what_one_process_does(sqlite_settings):
+    """gpus_per_job=2 (gloo on CPUs here): rank 0's reports reach the job, once each."""
+    settings = sqlite_settings.model_copy(update={"gpus_per_job": 2})
+    seeded = seed_started_job(settings, max_train_epochs=2)
+    rt = build_runtime(settings)
+
+    assert run_training_job(rt, seeded.job_id, 1) is JobStatus.SUCCEEDED
+    with rt.factory() as session:
+        job = session.get(TrainingJob, seeded.job_id)
+        assert job.progress["epoch"] == 2
+        artifacts = session.scalars(select(Artifact).where(Artifact.job_id == job.id)).all()
+        assert sorted(a.epoch for a in artifacts if a.kind is ArtifactKind.LORA) == [1, 2]
+        assert sum(a.kind is ArtifactKind.STATE for a in artifacts) >= 1
+        sets = session.scalars(select(SampleSet).where(SampleSet.job_id == job.id)).all()
+        assert sorted(s.epoch for s in sets) == [1, 2]
+
+
 def _job_and_notices(rt, seeded):
     with rt.factory() as session:
         job = session.get(TrainingJob, seeded.job_id)
