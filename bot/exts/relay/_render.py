@@ -373,18 +373,20 @@ class Renderer:
             record_sample_message, sample.id, sent[0].id, sent[1].id if len(sent) > 1 else None
         )
 
-    async def sample_tally(self, row: PendingRow) -> None:
-        """Both copies of a grid show the current tally (whichever copy was voted on)."""
-        sample = await self.bot.db.run(sample_set_view, int(row.payload["sample_set_id"]))
-        card = await self._card(sample.ticket_id)
+    async def _grid_copies(self, card: TicketCard, sample: Any) -> list[tuple[int, int]]:
+        """(channel id, message id) of each posted copy of a grid: the post and #testing."""
         config = await self._config(card.guild_id)
         copies = [
             (card.forum_thread_id, sample.message_id),
             (config.channel_id("testing"), sample.testing_message_id),
         ]
-        for channel_id, message_id in copies:
-            if channel_id is None or message_id is None:
-                continue
+        return [(c, m) for c, m in copies if c is not None and m is not None]
+
+    async def sample_tally(self, row: PendingRow) -> None:
+        """Both copies of a grid show the current tally (whichever copy was voted on)."""
+        sample = await self.bot.db.run(sample_set_view, int(row.payload["sample_set_id"]))
+        card = await self._card(sample.ticket_id)
+        for channel_id, message_id in await self._grid_copies(card, sample):
             channel = await self._channel(channel_id)
             message = await channel.fetch_message(message_id)
             if not message.embeds:
@@ -396,15 +398,8 @@ class Renderer:
         """The ticket left TESTING: every grid of it, on both copies, shows its vote
         buttons disabled (a click that beats the edit is refused by the policy)."""
         card = await self._card(row.payload["ticket_id"])
-        config = await self._config(card.guild_id)
         for sample in await self.bot.db.run(ticket_sample_sets, card.id):
-            copies = [
-                (card.forum_thread_id, sample.message_id),
-                (config.channel_id("testing"), sample.testing_message_id),
-            ]
-            for channel_id, message_id in copies:
-                if channel_id is None or message_id is None:
-                    continue
+            for channel_id, message_id in await self._grid_copies(card, sample):
                 channel = await self._channel(channel_id)
                 message = channel.get_partial_message(message_id)
                 view = vote_view(sample.id, closed=True)
