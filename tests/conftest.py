@@ -9,6 +9,12 @@ failure instead.
 from __future__ import annotations
 
 import os
+
+# The tiny models gain nothing from threads, and with the suite on every core (xdist) the
+# OpenMP threads of each test process would wait on each other's: a step gets up to 50x
+# slower. One thread per process, for the processes the tests start too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager

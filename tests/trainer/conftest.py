@@ -8,9 +8,6 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-# The tiny model gains nothing from threads, and on a shared 2-core machine OpenMP threads
-# that wait on each other make a step up to 50x slower; one thread keeps the suite fast.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from pathlib import Path
 
