@@ -96,19 +96,7 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
     data = dataclasses.replace(data, batch_size=config.train_batch_size * world)
     # The VAE runs in fp32: SD1.5's overflows in fp16.
     vae_encoder = VaeEncoder(base.vae.to(device, torch.float32), device)
-    latent_cache = None
-    disk_dir = config.latent_cache_dir or config.output_dir / ".latent_cache"
-    disk_dir = disk_dir if config.cache_latents_to_disk else None
-    # With a disk cache rank 0 encodes and writes it first; the others read it back.
-    with accelerator.main_process_first() if disk_dir else contextlib.nullcontext():
-        if config.cache_latents:
-            latent_cache = cache_latents(
-                data,
-                vae_encoder,
-                callbacks,
-                disk_dir=disk_dir,
-                encode_batch_size=max(4, config.train_batch_size),
-            )
+    latent_cache = encode_latents(config, accelerator, data, vae_encoder, callbacks)
     network = inject_network(config, base, device, weight_dtype, seed)
     plan = plan_steps(
         data.batches_per_epoch(),
@@ -124,11 +112,7 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
     forward_unet, optimizer, lr_scheduler = accelerator.prepare(
         forward_unet, optimizer, lr_scheduler
     )
-    sample_prompts = (
-        read_prompt_file(config.sample_prompts, seed=seed, default_size=config.resolution)
-        if config.sample_prompts
-        else []
-    )
+    sample_prompts = load_sample_prompts(config, seed)
     encode_text, text_cache = cache_text(config, base, data, device, sample_prompts)
 
     logger.info(
@@ -158,23 +142,8 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
         lr_scheduler=lr_scheduler,
         total_steps=plan.total_steps,
         num_epochs=plan.num_epochs,
-        noise=NoiseOptions(
-            offset=config.noise_offset,
-            offset_random_strength=config.noise_offset_random_strength,
-            multires_iterations=config.multires_noise_iterations,
-            multires_discount=config.multires_noise_discount,
-            adaptive_scale=config.adaptive_noise_scale,
-        ),
-        shape=RunShape(
-            network_dim=config.network_dim,
-            network_alpha=config.network_alpha,
-            network_args=",".join(config.network_args),
-            train_text_encoder=config.train_text_encoder,
-            # The global batch: a state resumes on another number of processes when
-            # train_batch_size × processes is the same.
-            batch_size=config.train_batch_size * world,
-            batches_per_epoch=plan.batches_per_epoch,
-        ),
+        noise=noise_options(config),
+        shape=run_shape(config, plan.batches_per_epoch, world),
         run_info=_run_info(
             config, base, data, seed, optimizer_label, plan.total_steps, plan.num_epochs, started
         ),
@@ -183,6 +152,61 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
 
 
 # -- the steps, in the order prepare_session takes them -------------------------------------
+
+
+def encode_latents(
+    config: TrainConfig,
+    accelerator: Accelerator,
+    data: TrainingData,
+    vae_encoder: VaeEncoder,
+    callbacks: Callbacks,
+) -> LatentCache | None:
+    """Encode every image once, when latents are cached (in memory, or on disk)."""
+    if not config.cache_latents:
+        return None
+    disk_dir = config.latent_cache_dir or config.output_dir / ".latent_cache"
+    disk_dir = disk_dir if config.cache_latents_to_disk else None
+    # With a disk cache rank 0 encodes and writes it first; the others read it back.
+    with accelerator.main_process_first() if disk_dir else contextlib.nullcontext():
+        return cache_latents(
+            data,
+            vae_encoder,
+            callbacks,
+            disk_dir=disk_dir,
+            encode_batch_size=max(4, config.train_batch_size),
+        )
+
+
+def load_sample_prompts(config: TrainConfig, seed: int) -> list[SamplePrompt]:
+    """The prompts of ``sample_prompts`` (kohya's prompt file), none without one."""
+    if not config.sample_prompts:
+        return []
+    return read_prompt_file(config.sample_prompts, seed=seed, default_size=config.resolution)
+
+
+def noise_options(config: TrainConfig) -> NoiseOptions:
+    """The noise terms of the config, for the loss (which takes only these)."""
+    return NoiseOptions(
+        offset=config.noise_offset,
+        offset_random_strength=config.noise_offset_random_strength,
+        multires_iterations=config.multires_noise_iterations,
+        multires_discount=config.multires_noise_discount,
+        adaptive_scale=config.adaptive_noise_scale,
+    )
+
+
+def run_shape(config: TrainConfig, batches_per_epoch: int, world: int) -> RunShape:
+    """What a saved state must match to be resumed by this run."""
+    return RunShape(
+        network_dim=config.network_dim,
+        network_alpha=config.network_alpha,
+        network_args=",".join(config.network_args),
+        train_text_encoder=config.train_text_encoder,
+        # The global batch: a state resumes on another number of processes when
+        # train_batch_size × processes is the same.
+        batch_size=config.train_batch_size * world,
+        batches_per_epoch=batches_per_epoch,
+    )
 
 
 def cache_latents(
