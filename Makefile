@@ -21,14 +21,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# The suite runs on every core (pytest-xdist); each test process makes its own Postgres
-# database. `make test TEST_WORKERS=0` runs it in this one process.
+# The suite runs on every core (pytest-xdist), at most 8 test processes: each makes its
+# own Postgres database and connections, and Postgres allows 100 by default.
+# `make test TEST_WORKERS=0` runs it in this one process.
 TEST_WORKERS ?= auto
 
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) --dist=worksteal --durations=25
+	$(BIN)/python -m pytest --numprocesses=$(TEST_WORKERS) --maxprocesses=8 --dist=worksteal --durations=25
 
 # The whole lab on this machine: simulated Discord, the real bot, a real worker, a tiny
 # model. `make demo DEMO_ARGS="--interactive"` keeps the simulated server open.
