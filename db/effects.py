@@ -75,13 +75,11 @@ def _progress_message(ctx: TransitionContext) -> None:
     """The run's progress message, posted now and edited as the worker reports."""
     job = repo.latest_job(ctx.session, ctx.ticket_id)
     assert job is not None
-    repo.add_outbox(
-        ctx.session,
-        repo.OutboxItem(
-            OutboxKind.JOB_PROGRESS.value,
-            {"job_id": job.id},
-            f"job-progress:{job.id}:{job.attempt}:start",
-        ),
+    _post(
+        ctx,
+        OutboxKind.JOB_PROGRESS,
+        {"job_id": job.id},
+        f"job-progress:{job.id}:{job.attempt}:start",
     )
 
 
@@ -135,23 +133,16 @@ def _claimed(ctx: TransitionContext) -> None:
 
 def _board(ctx: TransitionContext) -> None:
     """Post, edit or close the ticket's #job-board message (offer, claimed by, withdrawn)."""
-    repo.add_outbox(
-        ctx.session,
-        repo.OutboxItem(
-            OutboxKind.JOB_BOARD.value,
-            {"ticket_id": ctx.ticket_id},
-            f"job-board:{ctx.ticket_id}:{ctx.result.revision}",
-        ),
+    _post(
+        ctx,
+        OutboxKind.JOB_BOARD,
+        {"ticket_id": ctx.ticket_id},
+        f"job-board:{ctx.ticket_id}:{ctx.result.revision}",
     )
 
 
 def _release_post(ctx: TransitionContext) -> None:
-    repo.add_outbox(
-        ctx.session,
-        repo.OutboxItem(
-            OutboxKind.RELEASE.value, {"ticket_id": ctx.ticket_id}, f"release:{ctx.ticket_id}"
-        ),
-    )
+    _post(ctx, OutboxKind.RELEASE, {"ticket_id": ctx.ticket_id}, f"release:{ctx.ticket_id}")
 
 
 def _close_voting(ctx: TransitionContext) -> None:
@@ -162,13 +153,11 @@ def _close_voting(ctx: TransitionContext) -> None:
     )
     if has_samples is None:
         return
-    repo.add_outbox(
-        ctx.session,
-        repo.OutboxItem(
-            OutboxKind.CLOSE_VOTING.value,
-            {"ticket_id": ctx.ticket_id},
-            f"close-voting:{ctx.ticket_id}:{ctx.result.revision}",
-        ),
+    _post(
+        ctx,
+        OutboxKind.CLOSE_VOTING,
+        {"ticket_id": ctx.ticket_id},
+        f"close-voting:{ctx.ticket_id}:{ctx.result.revision}",
     )
 
 
@@ -199,10 +188,12 @@ def _reason_notice(ctx: TransitionContext) -> None:
 
 
 def _notice(ctx: TransitionContext, text: str, key: str) -> None:
-    repo.add_outbox(
-        ctx.session,
-        repo.OutboxItem(OutboxKind.NOTICE.value, {"ticket_id": ctx.ticket_id, "text": text}, key),
-    )
+    _post(ctx, OutboxKind.NOTICE, {"ticket_id": ctx.ticket_id, "text": text}, key)
+
+
+def _post(ctx: TransitionContext, kind: OutboxKind, payload: dict[str, object], key: str) -> None:
+    """One outbox row for the bot, sent once the transition's transaction commits."""
+    repo.add_outbox(ctx.session, repo.OutboxItem(kind.value, payload, key))
 
 
 def _card(ctx: TransitionContext) -> None:
