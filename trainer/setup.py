@@ -143,7 +143,7 @@ def prepare_session(config: TrainConfig, callbacks: Callbacks) -> Session:
         total_steps=plan.total_steps,
         num_epochs=plan.num_epochs,
         noise=noise_options(config),
-        shape=run_shape(config, plan.batches_per_epoch, world),
+        shape=run_shape(config, data.batch_size, plan.batches_per_epoch),
         run_info=_run_info(
             config, base, data, seed, optimizer_label, plan.total_steps, plan.num_epochs, started
         ),
@@ -195,16 +195,16 @@ def noise_options(config: TrainConfig) -> NoiseOptions:
     )
 
 
-def run_shape(config: TrainConfig, batches_per_epoch: int, world: int) -> RunShape:
-    """What a saved state must match to be resumed by this run."""
+def run_shape(config: TrainConfig, global_batch: int, batches_per_epoch: int) -> RunShape:
+    """What a saved state must match to be resumed by this run. The batch is the global
+    one: a state resumes on another number of processes when train_batch_size ×
+    processes is the same."""
     return RunShape(
         network_dim=config.network_dim,
         network_alpha=config.network_alpha,
         network_args=",".join(config.network_args),
         train_text_encoder=config.train_text_encoder,
-        # The global batch: a state resumes on another number of processes when
-        # train_batch_size × processes is the same.
-        batch_size=config.train_batch_size * world,
+        batch_size=global_batch,
         batches_per_epoch=batches_per_epoch,
     )
 
