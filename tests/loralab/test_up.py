@@ -4,7 +4,6 @@ as child processes and stops them all when one exits."""
 from __future__ import annotations
 
 import sys
-import time
 
 from click.testing import CliRunner
 from sqlalchemy import inspect
@@ -61,13 +60,29 @@ def test_plan_gives_each_worker_its_gpu_and_everyone_the_same_home(tmp_path):
     assert "CUDA_VISIBLE_DEVICES" not in only.env  # one GPU: leave the device alone
 
 
-def test_when_one_child_exits_the_others_are_stopped(capsys):
-    sleeper = Child("worker-0", [sys.executable, "-c", "import time; time.sleep(60)"])
-    failing = Child("bot", [sys.executable, "-c", "import sys, time; time.sleep(1); sys.exit(3)"])
-    started = time.monotonic()
-    status = supervise([sleeper, failing], poll=0.1, grace=10)
+def test_when_one_child_exits_the_others_are_stopped(capsys, tmp_path):
+    """The sleeper would sleep for an hour: it is stopped with SIGTERM, not waited for.
+    The bot exits only once the sleeper has its SIGTERM handler in place."""
+    ready, stopped = tmp_path / "ready", tmp_path / "stopped"
+    sleeper_script = (
+        "import pathlib, signal, sys, time\n"
+        "def on_term(*_):\n"
+        f"    pathlib.Path({str(stopped)!r}).write_text('SIGTERM')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
+        f"pathlib.Path({str(ready)!r}).write_text('ready')\n"
+        "time.sleep(3600)\n"
+    )
+    failing_script = (
+        "import os, sys, time\n"
+        f"while not os.path.exists({str(ready)!r}): time.sleep(0.05)\n"
+        "sys.exit(3)\n"
+    )
+    sleeper = Child("worker-0", [sys.executable, "-c", sleeper_script])
+    failing = Child("bot", [sys.executable, "-c", failing_script])
+    status = supervise([sleeper, failing], poll=0.1, grace=60)
     assert status == 3
-    assert time.monotonic() - started < 15  # the sleeper was stopped, not waited for
+    assert stopped.read_text() == "SIGTERM"  # the sleeper was stopped, not waited for
     out = capsys.readouterr().out
     assert "bot exited with status 3; stopping the rest" in out
 
