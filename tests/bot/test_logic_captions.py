@@ -3,8 +3,6 @@ caps that keep a small upload from reading as gigabytes of caption."""
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from bot.exts.captions._logic import caption_texts
 from lab.dataset.reasons import DatasetError, Reason
 from lab.dataset.settings import IngestSettings
+from tests.lab.corpus import zip_of
 
 
 def _file(tmp_path: Path, name: str, data: bytes) -> tuple[str, Path]:
@@ -21,11 +20,7 @@ def _file(tmp_path: Path, name: str, data: bytes) -> tuple[str, Path]:
 
 
 def _zip(tmp_path: Path, name: str, entries: dict[str, bytes]) -> tuple[str, Path]:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for entry, data in entries.items():
-            archive.writestr(entry, data)
-    return _file(tmp_path, name, buffer.getvalue())
+    return _file(tmp_path, name, zip_of(entries))
 
 
 def test_captions_are_read_from_text_files_and_zips_and_other_files_are_ignored(tmp_path):
